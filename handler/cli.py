@@ -1,0 +1,99 @@
+"""The ``cloud-worker`` command. Each subcommand is a thin edge: it loads settings once,
+builds the pieces, and maps failures to distinct exit codes.
+
+Exit codes: 0 done; 2 usage; 3 configuration error; 4 broker unreachable at start-up;
+5 Kubernetes API unreachable at start-up; 130 forced by a second signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from handler.config import Settings, env_name, setting_fields
+from handler.errors import ConfigError, Transient
+
+log = logging.getLogger("handler.cli")
+
+EXIT_CONFIG = 3
+EXIT_KUBE_UNREACHABLE = 5
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting (``--queue`` for CLOUD_WORKER_QUEUE); a flag beats the variable."""
+    group = parser.add_argument_group("settings (each also an environment variable)")
+    for f in setting_fields():
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} [{env_name(f)}]"
+        if f.type in ("bool", bool):
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=f.metadata["parse"], default=None, metavar=f.name.upper(),
+                               help=help_text)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Settings)}
+    return Settings.from_env(os.environ, overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloud-worker", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    consume = sub.add_parser("consume", help="consume work requests from RabbitMQ and run them as Kubernetes Jobs")
+    _add_setting_flags(consume)
+    consume.set_defaults(func=cmd_consume)
+    return parser
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from handler import logs
+
+    settings = _settings(args)
+    logs.configure(settings.log_level, settings.log_format)
+    from handler.backends.kubernetes import KubernetesBackend
+    from handler.broker import Broker
+    from handler.consumer import Consumer
+    from handler.health import Heartbeat, HealthServer
+    from handler.worker import Worker
+
+    log.info("settings: %s", settings.redacted())
+    backend = KubernetesBackend(settings)
+    try:
+        backend.start()
+    except Transient as exc:
+        log.error("Kubernetes API unreachable: %s", exc)
+        return EXIT_KUBE_UNREACHABLE
+    broker = Broker(settings)
+    heartbeat = Heartbeat()
+    health = None
+    if settings.http_port:
+        health = HealthServer(
+            settings.http_port, heartbeat, settings.heartbeat_stale_seconds,
+            checks={"broker": lambda: broker.is_open, "kubernetes": backend.ready},
+        ).start()
+    consumer = Consumer(settings, Worker(settings, backend), broker, heartbeat)
+    consumer.install_signal_handlers()
+    try:
+        return consumer.run()
+    finally:
+        backend.close()
+        if health is not None:
+            health.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"cloud-worker: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The Kubernetes adapter: the only module that imports the ``kubernetes`` client.
+
+It speaks plain JSON dicts (``_preload_content=False``) rather than the client's
+models: the handler reads a handful of fields, and skipping model deserialisation
+keeps each call cheap. Every ``ApiException`` and urllib3 error is translated here into
+the package's errors, split by what the caller does next, with the cause kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from handler.config import Settings
+from handler.errors import ConfigError, JobExists, JobFailedToStart, ResourceGone, Transient
+from handler.retry import Backoff, retrying
+
+log = logging.getLogger(__name__)
+
+#: Connect and read timeouts of ordinary (non-watch) calls, in seconds.
+CALL_TIMEOUT = (5.0, 30.0)
+#: Statuses worth retrying: throttling and server-side trouble.
+RETRYABLE = {429, 500, 502, 503, 504}
+Json = dict[str, Any]
+
+
+def api_client(settings: Settings) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (an ``http://``
+    server without auth works, as the fake API server in the tests uses)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        try:
+            config.load_kube_config(config_file=settings.kubeconfig or None, client_configuration=configuration)
+        except (config.ConfigException, OSError, TypeError) as exc:
+            raise ConfigError(f"no usable Kubernetes configuration (in-cluster or kubeconfig): {exc}") from exc
+    return client.ApiClient(configuration)
+
+
+def translate(exc: BaseException, what: str) -> Exception:
+    """An ``ApiException`` or transport error as the package error the caller acts on."""
+    if isinstance(exc, ApiException):
+        status, body = exc.status or 0, _status_body(exc.body)
+        message = body.get("message") or exc.reason or str(exc)
+        reason = body.get("reason") or exc.reason or str(status)
+        if status == 409:
+            return JobExists(f"{what}: {message}")
+        if status == 410:
+            return ResourceGone(f"{what}: {message}")
+        if status in RETRYABLE or status == 0:
+            return Transient(f"{what}: {status} {message}", retry_after=_retry_after(exc))
+        return JobFailedToStart(reason, f"{what}: {status} {message}")
+    return Transient(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _status_body(body: Any) -> Json:
+    try:
+        parsed = json.loads(body) if body else {}
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    value = (exc.headers or {}).get("Retry-After") if exc.headers else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+TRANSPORT_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+class Kube:
+    """Calls the handler makes, in one namespace, through one shared ``ApiClient``."""
+
+    def __init__(self, settings: Settings, backoff: Backoff | None = None) -> None:
+        self.namespace = settings.namespace
+        self.api = api_client(settings)
+        self.batch = client.BatchV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.backoff = backoff or Backoff()
+        self.watch_timeout = settings.watch_timeout_seconds
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def once() -> Any:
+            try:
+                response = fn(*args, _preload_content=False, _request_timeout=CALL_TIMEOUT, **kwargs)
+                return response.data
+            except TRANSPORT_ERRORS as exc:
+                raise translate(exc, what) from exc
+
+        return retrying(once, self.backoff, what)
+
+    def create_job(self, manifest: Json) -> Json:
+        """Create the Job; ``JobExists`` when a Job of that name exists already."""
+        name = manifest["metadata"]["name"]
+        return json.loads(self._call(f"create job {name}", self.batch.create_namespaced_job, self.namespace, manifest))
+
+    def read_job(self, name: str) -> Json | None:
+        try:
+            return json.loads(self._call(f"read job {name}", self.batch.read_namespaced_job, name, self.namespace))
+        except JobFailedToStart as exc:
+            if exc.reason == "NotFound":
+                return None
+            raise
+
+    def delete_job(self, name: str) -> None:
+        """Delete with background propagation so the pods go too; a missing Job is fine."""
+        try:
+            self._call(
+                f"delete job {name}", self.batch.delete_namespaced_job, name, self.namespace,
+                propagation_policy="Background",
+            )
+        except JobFailedToStart as exc:
+            if exc.reason != "NotFound":
+                raise
+
+    def patch_job_annotations(self, name: str, annotations: dict[str, str]) -> None:
+        self._call(
+            f"annotate job {name}", self.batch.patch_namespaced_job, name, self.namespace,
+            {"metadata": {"annotations": annotations}},
+        )
+
+    def pod_log_tail(self, pod: str, container: str, lines: int, limit_bytes: int) -> str:
+        raw = self._call(
+            f"read log of pod {pod}", self.core.read_namespaced_pod_log, pod, self.namespace,
+            container=container, tail_lines=lines, limit_bytes=limit_bytes,
+        )
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+    def _lister(self, kind: str) -> Any:
+        return self.batch.list_namespaced_job if kind == "jobs" else self.core.list_namespaced_pod
+
+    def list(self, kind: str, selector: str) -> tuple[list[Json], str]:
+        """Every object of ``kind`` ("jobs" or "pods") matching the selector, and the list's resourceVersion."""
+        body = json.loads(self._call(f"list {kind}", self._lister(kind), self.namespace, label_selector=selector))
+        return body.get("items") or [], body["metadata"]["resourceVersion"]
+
+    def watch(self, kind: str, selector: str, resource_version: str, stopper: list) -> Iterator[Json]:
+        """Watch events from ``resource_version`` until the server ends the stream.
+
+        Raises ``ResourceGone`` on 410 (re-list, then watch again) and ``Transient`` on a
+        broken stream. ``stopper`` receives the Watch so another thread can stop it.
+        """
+        w = watch.Watch()
+        stopper.append(w)
+        try:
+            yield from w.stream(
+                self._lister(kind), self.namespace,
+                label_selector=selector, resource_version=resource_version,
+                allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout,
+                _request_timeout=(CALL_TIMEOUT[0], self.watch_timeout + 15), deserialize=False,
+            )
+        except TRANSPORT_ERRORS as exc:
+            raise translate(exc, f"watch {kind}") from exc
+        except ValueError as exc:  # a line cut mid-JSON by a dropped connection
+            raise Transient(f"watch {kind}: broken stream: {exc}") from exc
+        finally:
+            stopper.remove(w)
+
+    def reachable(self) -> bool:
+        """A cheap call for /readyz: the API server answers."""
+        try:
+            client.VersionApi(self.api).get_code(_preload_content=False, _request_timeout=(2.0, 2.0)).read()
+            return True
+        except TRANSPORT_ERRORS:
+            return False
+
+    def close(self) -> None:
+        self.api.close()

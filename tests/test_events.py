@@ -1,0 +1,67 @@
+import json
+from datetime import UTC, datetime
+
+from cloudevents.core.bindings import rabbitmq
+
+from handler.config import Settings
+from handler.errors import Rejected
+from handler.events import encode, event_type, lifecycle_event, rejected_event, reply_event
+from handler.outcome import Outcome, Status
+from handler.request import Message, parse_request
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+SEED = {"image": "mstc/python-test:latest", "jobName": "test-job", "inputBucketUrl": "http://minio:9000/inputs"}
+
+
+def request(**props):
+    return parse_request(Message(json.dumps(SEED).encode(), **props), Settings.from_env({}))
+
+
+def outcome(status=Status.SUCCEEDED):
+    return Outcome(status, "Completed", "Job completed", exit_code=0, pod_name="p",
+                   start_time=datetime(2026, 11, 27, 11, 59, 50, tzinfo=UTC), completion_time=NOW, log_tail="done\n")
+
+
+def test_the_reply_is_json_a_seed_client_reads_with_json_loads():
+    r = request(correlation_id="c-1")
+    body = json.loads(encode(reply_event(r, outcome(), source="urn:t", namespace="ns", now=NOW)).body)
+    assert body["type"] == "mstc.cloud.worker.job.succeeded.v1"
+    assert body["subject"] == r.job_name
+    data = body["data"]
+    assert data["status"] == "succeeded" and data["exitCode"] == 0 and data["durationSeconds"] == 10
+    assert data["requestId"] == "c-1" and data["namespace"] == "ns" and data["logTail"] == "done\n"
+    assert data["inputBucketUrl"] == data["outputBucketUrl"] == "http://minio:9000/inputs"
+    assert data["startTime"] == "2026-11-27T11:59:50Z"
+    assert data["result"].startswith(f"Job {r.job_name} succeeded in 10.0 s")
+
+
+def test_each_outcome_has_its_own_versioned_type():
+    types = {reply_event(request(), outcome(s), source="u", namespace="n", now=NOW).get_type() for s in
+             (Status.SUCCEEDED, Status.FAILED, Status.TIMEDOUT)}
+    assert types == {event_type("succeeded"), event_type("failed"), event_type("timedout")}
+
+
+def test_replies_to_the_same_request_share_an_id_so_clients_can_deduplicate():
+    a = reply_event(request(correlation_id="c"), outcome(), source="u", namespace="n", now=NOW)
+    b = reply_event(request(correlation_id="c"), outcome(), source="u", namespace="n", now=NOW.replace(minute=5))
+    c = reply_event(request(correlation_id="d"), outcome(), source="u", namespace="n", now=NOW)
+    assert a.get_id() == b.get_id() != c.get_id()
+
+
+def test_the_rejected_reply_names_the_field():
+    event = rejected_event(Rejected("timeOut", "InvalidTimeout", "timeOut -1 is negative"), identity="i",
+                           request_id="r", source="u", now=NOW)
+    data = json.loads(encode(event).body)["data"]
+    assert (data["status"], data["field"], data["reason"]) == ("rejected", "timeOut", "InvalidTimeout")
+
+
+def test_trace_context_travels_from_request_to_reply():
+    tp = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    r = request(headers={"traceparent": tp})
+    assert reply_event(r, outcome(), source="u", namespace="n", now=NOW).get_extension("traceparent") == tp
+
+
+def test_lifecycle_events_are_typed_and_round_trip_through_the_sdk():
+    enc = encode(lifecycle_event("accepted", request(), source="u", namespace="n", now=NOW))
+    parsed = rabbitmq.from_structured_event(rabbitmq.RabbitMQMessage(enc.headers, enc.content_type, enc.body))
+    assert parsed.get_type() == event_type("accepted") and parsed.get_data()["status"] == "accepted"

@@ -1,0 +1,124 @@
+import json
+
+import pytest
+from cloudevents.core.bindings import rabbitmq
+from cloudevents.core.v1.event import CloudEvent
+
+from handler.config import Settings
+from handler.errors import Rejected
+from handler.request import Message, parse_request, request_identity
+
+SETTINGS = Settings.from_env({"CLOUD_WORKER_MAX_TIMEOUT_MINUTES": "60", "CLOUD_WORKER_MAX_BODY_BYTES": "4096"})
+SEED = {"image": "mstc/python-test:latest", "jobName": "test-job", "inputBucketUrl": "http://hostname:9000/bucket"}
+
+
+def plain(body, **props):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Message(body=raw, content_type="application/json", **props)
+
+
+def test_the_seed_example_request_parses_with_defaults():
+    r = parse_request(plain(SEED, correlation_id="c-1", reply_to="amq.gen-x"), SETTINGS)
+    assert r.image == "mstc/python-test:latest"
+    assert r.timeout_minutes == 15
+    assert r.output_bucket_url == r.input_bucket_url == "http://hostname:9000/bucket"
+    assert r.job_name.startswith("test-job-")
+    assert (r.request_id, r.correlation_id, r.reply_to) == ("c-1", "c-1", "amq.gen-x")
+    assert r.deadline_seconds == 900
+
+
+def test_the_seed_optional_fields_are_honoured():
+    body = dict(SEED, timeOut=5, outputBucketUrl="http://hostname:9000/out-bucket")
+    r = parse_request(plain(body), SETTINGS)
+    assert (r.timeout_minutes, r.output_bucket_url) == (5, "http://hostname:9000/out-bucket")
+
+
+@pytest.mark.parametrize("timeout, minutes", [(0, 15), (None, 15), ("5", 5), (0.5, 0.5), (60, 60)])
+def test_timeouts_in_minutes_with_zero_meaning_the_default(timeout, minutes):
+    assert parse_request(plain(dict(SEED, timeOut=timeout)), SETTINGS).timeout_minutes == minutes
+
+
+@pytest.mark.parametrize("body, field, reason", [
+    (b"not json", "body", "InvalidJson"),
+    (b"[1, 2]", "body", "InvalidBody"),
+    (b"[" * 100000 + b"]" * 100000, "body", "BodyTooLarge"),
+    ({k: v for k, v in SEED.items() if k != "image"}, "image", "MissingField"),
+    ({k: v for k, v in SEED.items() if k != "jobName"}, "jobName", "MissingField"),
+    ({k: v for k, v in SEED.items() if k != "inputBucketUrl"}, "inputBucketUrl", "MissingField"),
+    (dict(SEED, image=42), "image", "InvalidField"),
+    (dict(SEED, jobName="../../etc/passwd"), "jobName", "InvalidJobName"),
+    (dict(SEED, jobName="a,b=c"), "jobName", "InvalidJobName"),
+    (dict(SEED, image="Not An Image"), "image", "InvalidImage"),
+    (dict(SEED, inputBucketUrl="ftp://host/bucket"), "inputBucketUrl", "InvalidBucketUrl"),
+    (dict(SEED, inputBucketUrl="http://user:secret@host/bucket"), "inputBucketUrl", "InvalidBucketUrl"),
+    (dict(SEED, outputBucketUrl="file:///etc"), "outputBucketUrl", "InvalidBucketUrl"),
+    (dict(SEED, timeOut=-1), "timeOut", "InvalidTimeout"),
+    (dict(SEED, timeOut=61), "timeOut", "TimeoutTooLong"),
+    (dict(SEED, timeOut="soon"), "timeOut", "InvalidTimeout"),
+    (dict(SEED, timeOut=True), "timeOut", "InvalidTimeout"),
+    (dict(SEED, timeOut=float("nan")), "timeOut", "InvalidTimeout"),
+])
+def test_bad_requests_are_rejected_naming_the_field(body, field, reason):
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(body), SETTINGS)
+    assert (caught.value.field, caught.value.reason) == (field, reason)
+
+
+def test_deeply_nested_json_is_rejected_not_a_crash():
+    settings = Settings.from_env({"CLOUD_WORKER_MAX_BODY_BYTES": str(10**7)})
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(b"[" * 1_000_000 + b"]" * 1_000_000), settings)
+    assert caught.value.reason == "InvalidJson"
+
+
+def test_images_outside_the_allowlist_are_rejected():
+    settings = Settings.from_env({"CLOUD_WORKER_ALLOWED_IMAGES": "registry.example.com/team"})
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(SEED), settings)
+    assert caught.value.reason == "ImageNotAllowed"
+
+
+def event(**attrs):
+    attributes = {"type": "mstc.cloud.worker.request.v1", "source": "/client", "id": "ev-1", **attrs}
+    return CloudEvent(attributes=attributes, data=dict(SEED))
+
+
+def test_a_structured_cloudevent_carries_the_request_in_its_data():
+    m = rabbitmq.to_structured_event(event(traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01"))
+    r = parse_request(Message(m.body, m.content_type, m.headers, correlation_id="c"), SETTINGS)
+    assert (r.request_id, r.event_id, r.event_source, r.image) == ("ev-1", "ev-1", "/client", SEED["image"])
+    assert r.traceparent.startswith("00-aaaa")
+
+
+def test_a_binary_cloudevent_carries_the_request_in_its_body():
+    m = rabbitmq.to_binary_event(event(datacontenttype="application/json"))
+    r = parse_request(Message(m.body, m.content_type, m.headers), SETTINGS)
+    assert (r.request_id, r.client_job_name) == ("ev-1", "test-job")
+
+
+def test_a_broken_cloudevent_is_rejected():
+    msg = Message(b'{"specversion": "1.0", "data": {}}', "application/cloudevents+json")
+    with pytest.raises(Rejected) as caught:
+        parse_request(msg, SETTINGS)
+    assert caught.value.field == "cloudevent"
+
+
+@pytest.mark.parametrize("props, prefix", [
+    ({"message_id": "m", "correlation_id": "c"}, "mid:m"),
+    ({"correlation_id": "c"}, "cid:c"),
+    ({}, "body:"),
+])
+def test_identity_prefers_message_id_then_correlation_id_then_body(props, prefix):
+    assert request_identity(plain(SEED, **props)).startswith(prefix)
+
+
+def test_cloudevent_identity_beats_the_amqp_properties():
+    m = rabbitmq.to_structured_event(event())
+    msg = Message(m.body, m.content_type, m.headers, message_id="m")
+    assert parse_request(msg, SETTINGS).identity == "ce:/client:ev-1"
+
+
+def test_progress_events_are_asked_for_by_header_or_field():
+    assert parse_request(plain(SEED, headers={"x-mstc-progress": "true"}), SETTINGS).progress_events
+    assert parse_request(plain(dict(SEED, progressEvents=True)), SETTINGS).progress_events
+    assert not parse_request(plain(SEED), SETTINGS).progress_events
