@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     consume = sub.add_parser("consume", help="consume work requests from RabbitMQ and run them as Kubernetes Jobs")
     _add_setting_flags(consume)
     consume.set_defaults(func=cmd_consume)
+    from handler import jobkit
+
+    jobkit.add_parser(sub).set_defaults(func=cmd_job)
     return parser
 
 
@@ -84,6 +87,14 @@ def cmd_consume(args: argparse.Namespace) -> int:
         backend.close()
         if health is not None:
             health.stop()
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    """Inside a Job: download inputs, run the command, upload outputs (and error files)."""
+    from handler import jobkit, logs
+
+    logs.configure("INFO", "auto")
+    return jobkit.run_from_args(args, os.environ)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

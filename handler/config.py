@@ -216,13 +216,14 @@ def setting_fields() -> list[dataclasses.Field]:
 
 
 def redact_url(url: str) -> str:
-    """``amqp://user:secret@host/`` → ``amqp://user:***@host/``."""
+    """``amqp://user:secret@host/`` → ``amqp://user:***@host/`` (only the authority is looked at)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
         return url
-    userinfo, _, host = rest.rpartition("@")
+    userinfo, _, host = authority.rpartition("@")
     user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 def _default_namespace() -> str:

@@ -151,14 +151,16 @@ class Kube:
         Raises ``ResourceGone`` on 410 (re-list, then watch again) and ``Transient`` on a
         broken stream. ``stopper`` receives the Watch so another thread can stop it.
         """
-        w = watch.Watch()
+        # "object" keeps events as plain dicts (no model building) while the client still
+        # turns an ERROR event into an ApiException (with deserialize=False it cannot).
+        w = watch.Watch(return_type="object")
         stopper.append(w)
         try:
             yield from w.stream(
                 self._lister(kind), self.namespace,
                 label_selector=selector, resource_version=resource_version,
                 allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout,
-                _request_timeout=(CALL_TIMEOUT[0], self.watch_timeout + 15), deserialize=False,
+                _request_timeout=(CALL_TIMEOUT[0], self.watch_timeout + 15),
             )
         except TRANSPORT_ERRORS as exc:
             raise translate(exc, f"watch {kind}") from exc

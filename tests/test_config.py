@@ -52,3 +52,4 @@ def test_redacted_settings_hide_the_broker_password():
     assert "hunter2" not in str(s.redacted())
     assert redact_url("amqp://user:hunter2@broker/") == "amqp://user:***@broker/"
     assert redact_url("amqp://broker/") == "amqp://broker/"
+    assert redact_url("amqp://broker/v@host") == "amqp://broker/v@host"

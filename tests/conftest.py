@@ -1,0 +1,77 @@
+"""Shared fixtures: the real RabbitMQ, the fake Kubernetes API server, and handlers.
+
+Integration tests talk to the real broker on 127.0.0.1:5672. A missing broker skips
+them on a developer's machine but fails them in CI (``CI`` set), like dramatiq's
+``check_rabbitmq``. Every test gets its own queue and namespace, so tests never see
+each other's messages or Jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+from tests.support.handlers import HandlerFactory
+from tests.support.requester import Requester
+
+pytest_plugins = ["tests.support.s3"]
+
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def _broker_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> str:
+    if not _broker_answers():
+        message = "RabbitMQ is not answering on 127.0.0.1:5672 (run scripts/ensure-rabbitmq.sh)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def fakekube(tmp_path_factory):
+    from tests.fakekube import FakeKube
+
+    server = FakeKube(run_seconds=0.05)
+    server.start()
+    server.kubeconfig = str(server.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"test.{uuid.uuid4().hex[:10]}.work"
+
+
+@pytest.fixture
+def handlers(rabbitmq, fakekube, namespace, queue_name, tmp_path):
+    """``handlers.start(**settings)`` runs a consumer in a thread; ``handlers.spawn(...)``
+    as a subprocess. All are stopped and their queues deleted afterwards."""
+    factory = HandlerFactory(rabbitmq, fakekube.kubeconfig, namespace, queue_name, tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def requester(rabbitmq, queue_name):
+    client = Requester(rabbitmq, queue_name)
+    yield client
+    client.close()

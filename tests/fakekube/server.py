@@ -1,0 +1,147 @@
+"""FakeKube: the fake API server assembled, served on a thread, driven from tests.
+
+Wires one Store, one Scheduler running the kubelet and Job controller, and the
+WSGI app into a threaded werkzeug server on 127.0.0.1 (watches are long-lived,
+so every connection gets its own thread). The Python methods read and poke the
+store directly: they bypass HTTP, so faults and request counts never see them.
+"""
+
+import logging
+import threading
+from pathlib import Path
+
+import yaml
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, make_server
+
+from .app import Api, RequestLog
+from .controller import JobController
+from .faults import Faults
+from .kubelet import Kubelet
+from .objects import JOBS, PODS
+from .scenarios import Outcome
+from .scheduler import Scheduler
+from .store import Store
+from .timings import Timings
+
+logger = logging.getLogger(__name__)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Request lines go to our logger at DEBUG instead of werkzeug's stderr handler."""
+
+    timeout = 30  # seconds a connection may stall mid-request or mid-write
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger.debug('"%s" %s %s', self.requestline, code, size)
+
+    def log(self, type: str, message: str, *args) -> None:  # noqa: A002 - werkzeug's signature
+        logger.debug("%s: " + message, type, *args)
+
+
+class FakeKube:
+    """A stateful fake Kubernetes API server for batch/v1 Jobs and their pods."""
+
+    def __init__(self, run_seconds: float = 0.05, *, timings: Timings | None = None,
+                 history_limit: int = 1000, bookmark_interval: float = 1.0, host: str = "127.0.0.1",
+                 port: int = 0):
+        self.faults = Faults()
+        self.timings = timings or Timings()
+        self._host, self._port = host, port
+        self._store = Store(history_limit)
+        self._scheduler = Scheduler()
+        self._kubelet = Kubelet(self._store, self._scheduler, self.timings, run_seconds)
+        self._controller = JobController(self._store, self._scheduler, self._kubelet, self.timings)
+        self._store.subscribe(self._kubelet.on_event)
+        self._store.subscribe(self._controller.on_event)
+        self._requests = RequestLog()
+        self._stopping = threading.Event()
+        self._app = Api(self._store, self.faults, self._requests, self._stopping, bookmark_interval)
+        self._server: ThreadedWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> "FakeKube":
+        if self._server is not None:
+            raise RuntimeError("FakeKube already started")
+        self._scheduler.start()
+        self._server = make_server(self._host, self._port, self._app, threaded=True,
+                                   request_handler=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fakekube-http", daemon=True)
+        self._thread.start()
+        logger.info("fake Kubernetes API serving at %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._stopping.set()
+        self._store.close()  # ends every watch stream
+        self._server.shutdown()
+        self._server.server_close()  # joins the request threads
+        self._thread.join(5)
+        self._scheduler.stop()
+        logger.info("fake Kubernetes API stopped: %d requests served, resourceVersion %d",
+                    self._requests.count(), self._store.resource_version)
+        self._server = None
+
+    def __enter__(self) -> "FakeKube":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeKube is not started")
+        return f"http://{self._host}:{self._server.socket.getsockname()[1]}"
+
+    def write_kubeconfig(self, path: str | Path) -> Path:
+        """Write a kubeconfig (no auth, one context, current) pointing at this server."""
+        path = Path(path)
+        config = {
+            "apiVersion": "v1", "kind": "Config", "preferences": {},
+            "clusters": [{"name": "fakekube", "cluster": {"server": self.url}}],
+            "users": [{"name": "fakekube", "user": {}}],
+            "contexts": [{"name": "fakekube", "context": {"cluster": "fakekube", "user": "fakekube",
+                                                          "namespace": "default"}}],
+            "current-context": "fakekube",
+        }
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    # -- inspection and control (bypass HTTP and faults) -----------------------
+
+    def jobs(self, namespace: str) -> list[dict]:
+        return self._store.list(JOBS, namespace)[0]
+
+    def pods(self, namespace: str) -> list[dict]:
+        return self._store.list(PODS, namespace)[0]
+
+    def created_jobs(self, namespace: str) -> list[str]:
+        """Names of every Job ever created (201) in ``namespace``, in order, deleted ones too."""
+        return self._store.created_names(JOBS, namespace)
+
+    def request_count(self, method: str | None = None, kind: str | None = None) -> int:
+        """Requests served; ``kind`` in {"jobs", "pods", "log"}; a watch counts once."""
+        return self._requests.count(method, kind)
+
+    def reset_counts(self) -> None:
+        self._requests.reset()
+
+    def finish(self, namespace: str, job_name: str, succeeded: bool = True, exit_code: int = 0,
+               reason: str | None = None) -> None:
+        """End the Job's running pod now, e.g. a ``scenario/hold`` one.
+
+        Raises LookupError for an unknown Job and ValueError for a finished one.
+        A failure is retried like any other while the backoff limit allows.
+        """
+        self._scheduler.run_sync(self._controller.finish, namespace, job_name,
+                                 Outcome.of(succeeded, exit_code, reason))
+
+    def compact(self) -> None:
+        """Drop all watch history: resuming from any older resourceVersion gets 410."""
+        self._store.compact()
+

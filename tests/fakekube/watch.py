@@ -1,0 +1,113 @@
+"""The body of a watch response: newline-delimited JSON events, flushed one by one.
+
+Semantics follow the API server: without a resourceVersion (or with "0") the
+stream opens with ADDED for every current match; with one, it replays every
+later event from history, then goes live. A version older than history gets
+one ``ERROR`` event carrying a 410 ``Expired`` Status, then the stream ends.
+Streams end cleanly at ``timeoutSeconds`` (with a BOOKMARK if asked for),
+when the server stops, or when the client has gone away.
+"""
+
+import json
+import logging
+import select
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .objects import Resource
+from .selector import Predicate
+from .status import expired
+from .store import Expired, Store
+
+logger = logging.getLogger(__name__)
+
+# How often an idle stream looks whether its client hung up, in seconds.
+IDLE_CHECK = 0.5
+
+
+@dataclass(frozen=True)
+class WatchRequest:
+    resource: Resource
+    namespace: str | None
+    predicate: Predicate
+    since: int | None  # None: start with the current state
+    timeout: float
+    bookmarks: bool
+    bookmark_interval: float
+
+
+def _line(kind: str, obj: dict) -> bytes:
+    return (json.dumps({"type": kind, "object": obj}, separators=(",", ":")) + "\n").encode()
+
+
+def _bookmark(resource: Resource, version: int) -> bytes:
+    return _line("BOOKMARK", {"kind": resource.kind, "apiVersion": resource.api_version,
+                              "metadata": {"resourceVersion": str(version)}})
+
+
+def gone_line(message: str) -> bytes:
+    return _line("ERROR", expired(message).body)
+
+
+def client_gone(sock: socket.socket | None) -> bool:
+    """True when the peer has closed its end (readable, and a peek reads nothing)."""
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+def events(store: Store, request: WatchRequest, sock: socket.socket | None = None) -> Iterator[bytes]:
+    """Yield the encoded events of one watch; see the module docstring."""
+    if request.since is None:
+        items, cursor = store.list(request.resource, request.namespace, request.predicate)
+        for item in items:
+            yield _line("ADDED", item)
+    else:
+        cursor = request.since
+    started = time.monotonic()
+    deadline, last_bookmark = started + request.timeout, started
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            batch, cursor = store.events_after(request.resource, request.namespace, cursor,
+                                               min(remaining, IDLE_CHECK))
+        except Expired as exc:
+            yield gone_line(str(exc))
+            return
+        if store.closed:
+            return
+        for event in batch:
+            if request.predicate(event.object):
+                yield _line(event.type, event.object)
+        if not batch and client_gone(sock):
+            logger.debug("watch client went away")
+            return
+        if request.bookmarks and time.monotonic() - last_bookmark >= request.bookmark_interval:
+            last_bookmark = time.monotonic()
+            yield _bookmark(request.resource, cursor)
+    if request.bookmarks:
+        yield _bookmark(request.resource, cursor)
+
+
+def cut_after(lines: Iterator[bytes], limit: int | None, sock: socket.socket | None) -> Iterator[bytes]:
+    """Pass ``limit`` events through, then drop the connection without a final chunk."""
+    if limit is None or sock is None:
+        yield from lines
+        return
+    try:
+        sent = 0
+        while sent < limit:
+            line = next(lines, None)
+            if line is None:
+                return
+            yield line
+            sent += 1
+        logger.info("cutting watch stream after %d events (fault)", limit)
+        sock.shutdown(socket.SHUT_RDWR)
+    finally:
+        lines.close()

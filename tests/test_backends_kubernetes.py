@@ -1,0 +1,101 @@
+"""The Kubernetes backend through a real consumer: each kind of Job ending gets the
+right reply, and the watch survives what real API servers do to watches."""
+
+import threading
+import time
+
+import pytest
+
+from tests.support.requester import SEED_REQUEST
+
+pytestmark = pytest.mark.integration
+
+
+def job_request(image, **fields):
+    return dict(SEED_REQUEST, image=image, **fields)
+
+
+@pytest.fixture
+def faults(fakekube):
+    yield fakekube.faults
+    fakekube.faults.cut_watch_after = None
+    fakekube.faults.gone_on_resume = False
+    fakekube.faults.error_rate = fakekube.faults.throttle_rate = fakekube.faults.latency = 0
+
+
+@pytest.mark.parametrize("image, status, reason, pod_reason, exit_code", [
+    ("scenario/fail:3", "failed", "BackoffLimitExceeded", "Error", 3),
+    ("scenario/oom", "failed", "BackoffLimitExceeded", "OOMKilled", 137),
+    ("scenario/succeed:0.3", "succeeded", "Completed", "Completed", 0),
+])
+def test_each_way_a_job_ends_gets_its_outcome_and_reason(handlers, requester, image, status, reason, pod_reason,
+                                                          exit_code):
+    handlers.start()
+    data = requester.wait_reply(requester.submit(job_request(image)))["data"]
+    assert (data["status"], data["reason"], data["podReason"], data["exitCode"]) == (status, reason, pod_reason,
+                                                                                     exit_code)
+    assert data["logTail"]
+
+
+@pytest.mark.parametrize("image, reason", [
+    ("scenario/imagepull", ("ErrImagePull", "ImagePullBackOff")),
+    ("scenario/invalid-image", ("InvalidImageName",)),
+    ("scenario/configerror", ("CreateContainerConfigError",)),
+])
+def test_a_pod_that_can_never_start_fails_fast_and_its_job_is_deleted(handlers, requester, fakekube, namespace,
+                                                                      image, reason):
+    handlers.start(image_pull_grace_seconds=0.5)
+    started = time.monotonic()
+    data = requester.wait_reply(requester.submit(job_request(image)))["data"]
+    assert data["status"] == "failed" and data["reason"] in reason
+    assert "cannot start" in data["message"]
+    assert time.monotonic() - started < 10
+    wait_until(lambda: fakekube.jobs(namespace) == [], "the stuck job is deleted")
+
+
+def test_a_job_past_its_deadline_times_out_and_is_deleted(handlers, requester, fakekube, namespace):
+    handlers.start()
+    data = requester.wait_reply(requester.submit(job_request("scenario/sleep:60", timeOut=0.02)))["data"]
+    assert (data["status"], data["reason"]) == ("timedout", "DeadlineExceeded")
+    assert requester.replies[-1]["type"] == "mstc.cloud.worker.job.timedout.v1"
+    wait_until(lambda: fakekube.jobs(namespace) == [], "the timed-out job is deleted")
+
+
+def test_the_watch_survives_streams_cut_every_event(handlers, requester, faults, fakekube, namespace):
+    faults.cut_watch_after = 1
+    handler = handlers.start()
+    cids = [requester.submit(job_request("scenario/succeed:0.2"), correlation_id=f"cut-{i}") for i in range(3)]
+    for cid in cids:
+        assert requester.wait_reply(cid)["data"]["status"] == "succeeded"
+    assert handler.backend.tracker.counters.restarts + handler.backend.tracker.counters.relists > 2
+    assert len(fakekube.created_jobs(namespace)) == 3
+
+
+def test_the_watch_relists_after_410_gone_and_still_sees_the_job_finish(handlers, requester, faults, fakekube):
+    handler = handlers.start(watch_timeout_seconds=1)  # streams end every second and resume
+    cid = requester.submit(job_request("scenario/hold"))
+    wait_until(lambda: fakekube.jobs(handlers.namespace), "the job exists")
+    relists = handler.backend.tracker.counters.relists
+    fakekube.compact()
+    faults.gone_on_resume = True  # every resume now gets 410 Gone
+    wait_until(lambda: handler.backend.tracker.counters.relists > relists, "the watch re-lists after 410")
+    fakekube.finish(handlers.namespace, fakekube.jobs(handlers.namespace)[0]["metadata"]["name"])
+    assert requester.wait_reply(cid)["data"]["status"] == "succeeded"
+
+
+def test_a_job_deleted_by_someone_else_gets_a_failed_reply(handlers, requester, fakekube, namespace):
+    handler = handlers.start()
+    cid = requester.submit(job_request("scenario/hold"))
+    wait_until(lambda: fakekube.jobs(namespace), "the job exists")
+    handler.backend.kube.delete_job(fakekube.jobs(namespace)[0]["metadata"]["name"])
+    data = requester.wait_reply(cid)["data"]
+    assert (data["status"], data["reason"]) == ("failed", "JobDeleted")
+
+
+def wait_until(predicate, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting until {what}")
