@@ -193,9 +193,10 @@ class Api:
                             mimetype="application/json")
         if version not in ("", "0") and not version.isdigit():
             raise bad_request(f"invalid resourceVersion {version!r}")
+        since = int(version) if version not in ("", "0") else None
         timeout = _int_arg(request, "timeoutSeconds")
-        spec = watch.WatchRequest(resource, namespace, predicate, int(version) if version not in ("", "0")
-                                  else None, float(DEFAULT_WATCH_TIMEOUT if timeout is None else timeout),
+        timeout = DEFAULT_WATCH_TIMEOUT if timeout is None else timeout
+        spec = watch.WatchRequest(resource, namespace, predicate, since, float(timeout),
                                   _flag(request, "allowWatchBookmarks"), self._bookmark_interval)
         lines = watch.cut_after(watch.events(self._store, spec, sock), self._faults.cut_watch_after, sock)
         return Response(lines, mimetype="application/json")
@@ -203,7 +204,7 @@ class Api:
     def _item(self, request: Request, plural: str, namespace: str, name: str) -> Response:
         resource = RESOURCES[plural]
         if request.method == "GET":
-            return self._status(request, plural, namespace, name)
+            return self._read(resource, namespace, name)
         if request.method == "DELETE":
             return self._delete(request, resource, namespace, name)
         if request.method == "PATCH":
@@ -213,9 +214,12 @@ class Api:
     def _status(self, request: Request, plural: str, namespace: str, name: str) -> Response:
         if request.method != "GET":
             raise method_not_allowed(request.method)
-        obj = self._store.get(RESOURCES[plural], namespace, name)
+        return self._read(RESOURCES[plural], namespace, name)
+
+    def _read(self, resource, namespace: str, name: str) -> Response:
+        obj = self._store.get(resource, namespace, name)
         if obj is None:
-            raise not_found(RESOURCES[plural], name)
+            raise not_found(resource, name)
         return _json(obj)
 
     def _delete(self, request: Request, resource, namespace: str, name: str) -> Response:

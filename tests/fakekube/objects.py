@@ -59,14 +59,6 @@ def random_suffix(length: int = 5) -> str:
     return "".join(secrets.choice(NAME_ALPHABET) for _ in range(length))
 
 
-def metadata(obj: dict) -> dict:
-    return obj.setdefault("metadata", {})
-
-
-def labels_of(obj: dict) -> dict:
-    return (obj.get("metadata") or {}).get("labels") or {}
-
-
 def controller_uid(obj: dict) -> str | None:
     """The uid of the object's controlling owner, if it has one."""
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:

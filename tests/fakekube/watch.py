@@ -81,10 +81,10 @@ def events(store: Store, request: WatchRequest, sock: socket.socket | None = Non
             return
         if store.closed:
             return
-        for event in batch:
-            if request.predicate(event.object):
-                yield _line(event.type, event.object)
-        if not batch and client_gone(sock):
+        matching = [event for event in batch if request.predicate(event.object)]
+        for event in matching:
+            yield _line(event.type, event.object)
+        if not matching and client_gone(sock):
             logger.debug("watch client went away")
             return
         if request.bookmarks and time.monotonic() - last_bookmark >= request.bookmark_interval:

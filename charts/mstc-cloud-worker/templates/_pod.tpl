@@ -1,0 +1,125 @@
+{{/*
+The handler's pod spec, shared by the consumer Deployment, the HTTP Deployment and the
+ScaledJob so that their security, settings and secrets can never drift apart.
+
+Call with a dict:
+  root           the chart's root context ($)
+  args           list of arguments after the `cloud-worker` entrypoint
+  resources      container resources
+  probes         true: liveness and readiness probes; false: liveness only (a Job's pod
+                 is in no Service, so readiness would mean nothing)
+  restartPolicy  optional; Jobs need Never or OnFailure
+*/}}
+{{- define "mstc-cloud-worker.podSpec" -}}
+{{- $root := .root }}
+{{- $v := $root.Values -}}
+serviceAccountName: {{ include "mstc-cloud-worker.serviceAccountName" $root }}
+# The handler talks to the API server with this token.
+automountServiceAccountToken: true
+terminationGracePeriodSeconds: {{ include "mstc-cloud-worker.terminationGracePeriodSeconds" $root }}
+{{- with .restartPolicy }}
+restartPolicy: {{ . }}
+{{- end }}
+{{- with $v.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+securityContext:
+  {{- toYaml $v.podSecurityContext | nindent 2 }}
+containers:
+  - name: cloud-worker
+    image: {{ include "mstc-cloud-worker.image" $root | quote }}
+    imagePullPolicy: {{ $v.image.pullPolicy }}
+    args:
+      {{- toYaml .args | nindent 6 }}
+    ports:
+      - name: http
+        containerPort: {{ $v.config.httpPort }}
+        protocol: TCP
+    envFrom:
+      - configMapRef:
+          name: {{ include "mstc-cloud-worker.fullname" $root }}
+    env:
+      - name: CLOUD_WORKER_AMQP_URL
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "mstc-cloud-worker.brokerSecretName" $root }}
+            key: {{ $v.broker.amqpUrlKey }}
+      {{- with $v.extraEnv }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- with $v.livenessProbe }}
+    livenessProbe:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- if .probes }}
+    {{- with $v.readinessProbe }}
+    readinessProbe:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- end }}
+    {{- with .resources }}
+    resources:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    securityContext:
+      {{- toYaml $v.securityContext | nindent 6 }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+volumes:
+  # The root filesystem is read-only; gunicorn and tempfile need a writable /tmp.
+  - name: tmp
+    emptyDir:
+      sizeLimit: {{ $v.tmpSizeLimit }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations: the user's, plus a checksum that rolls the pods when settings change. */}}
+{{- define "mstc-cloud-worker.podAnnotations" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The KEDA rabbitmq trigger. protocol http reads the queue through the management API,
+whose message count includes unacked deliveries: the requests running handlers still
+hold. So KEDA never scales away a busy pod's share of the work, and a ScaledJob never
+starts a second handler for a request already being handled. Call with
+(dict "root" $ "value" N), N = requests one pod (or Job) takes.
+*/}}
+{{- define "mstc-cloud-worker.kedaTrigger" -}}
+- type: rabbitmq
+  name: work-queue
+  metadata:
+    {{- range $key, $value := .root.Values.keda.triggerMetadata }}
+    {{ $key }}: {{ $value | toString | quote }}
+    {{- end }}
+    protocol: http
+    mode: QueueLength
+    value: {{ .value | toString | quote }}
+    queueName: {{ .root.Values.config.queue | quote }}
+    excludeUnacknowledged: "false"
+  authenticationRef:
+    name: {{ include "mstc-cloud-worker.fullname" .root }}
+{{- end }}

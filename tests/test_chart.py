@@ -1,0 +1,471 @@
+"""The Helm chart, proven without a cluster.
+
+Every ``ci/*-values.yaml`` scenario is linted and rendered by a real helm, both as on a
+cluster without KEDA and as on one that serves ``keda.sh/v1alpha1``; every rendered
+object must pass the Kubernetes and KEDA schemas in strict mode, the handler's pods the
+restricted Pod Security Standard, and the Role must grant exactly the handler's API calls.
+The dev charts (RabbitMQ, MinIO) are held to the same schemas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from handler.config import Settings, env_name, setting_fields
+from tests.support.validate import (
+    HANDLER_API_CALLS,
+    REPO_ROOT,
+    InvalidManifest,
+    describe,
+    helm_binary,
+    load_manifests,
+    pod_specs,
+    restricted_pss_violations,
+    role_grants,
+    validate_manifest,
+)
+
+CHART = REPO_ROOT / "charts" / "mstc-cloud-worker"
+DEV_CHARTS = sorted(p.parent for p in (REPO_ROOT / "charts" / "dev").glob("*/Chart.yaml"))
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+DEFAULT = CHART / "ci" / "default-values.yaml"
+RELEASE = "mstc-cloud-worker"
+NAMESPACE = "mstc-dev"
+KEDA_API = "keda.sh/v1alpha1"
+HANDLER_KINDS = {"Deployment", "ScaledJob"}
+
+Render = Callable[..., list[dict]]
+
+
+@dataclasses.dataclass
+class Helm:
+    binary: str
+    env: dict[str, str]
+
+    def run(self, *args: str | Path) -> subprocess.CompletedProcess:
+        return subprocess.run([self.binary, *map(str, args)], capture_output=True, text=True, env=self.env, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    binary = helm_binary()
+    home = tmp_path_factory.mktemp("helm-home")
+    # Keep helm's cache, config and plugins out of the user's home.
+    env = {**os.environ, **{f"HELM_{d}_HOME": str(home / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}}
+    return Helm(binary, env)
+
+
+@pytest.fixture(scope="session")
+def render(helm: Helm) -> Render:
+    """Rendered objects of the chart for a values file and extra flags, cached per call."""
+    cache: dict[tuple, list[dict]] = {}
+
+    def _render(values: Path | None = None, *flags: str, keda: bool = False, chart: Path = CHART) -> list[dict]:
+        key = (chart, values, flags, keda)
+        if key not in cache:
+            args = ["template", RELEASE, chart, "--namespace", NAMESPACE, *flags]
+            if values:
+                args += ["--values", values]
+            if keda:
+                args += ["--api-versions", KEDA_API]
+            result = helm.run(*args)
+            assert result.returncode == 0, f"helm {' '.join(map(str, args))} failed:\n{result.stderr}"
+            cache[key] = load_manifests(result.stdout)
+        return cache[key]
+
+    return _render
+
+
+def scenario_id(path: Path) -> str:
+    return path.name.removesuffix("-values.yaml")
+
+
+SCENARIO_PARAMS = [pytest.param(p, id=scenario_id(p)) for p in SCENARIOS]
+RENDER_PARAMS = [
+    pytest.param(p, keda, id=f"{scenario_id(p)}-{'with' if keda else 'without'}-keda-crds")
+    for p in SCENARIOS
+    for keda in (False, True)
+]
+
+
+def of_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict], kind: str) -> dict:
+    found = of_kind(objects, kind)
+    assert len(found) == 1, f"expected one {kind}, got {[describe(o) for o in found]}"
+    return found[0]
+
+
+def handler_pods(objects: list[dict]) -> list[tuple[str, dict]]:
+    return [ps for o in objects if o["kind"] in HANDLER_KINDS for ps in pod_specs(o)]
+
+
+def settings(objects: list[dict]) -> dict[str, str]:
+    return one(objects, "ConfigMap")["data"]
+
+
+def test_there_are_ci_scenarios_for_defaults_scaled_jobs_http_and_everything() -> None:
+    assert {scenario_id(p) for p in SCENARIOS} >= {"default", "scaledjob", "http", "everything"}
+
+
+@pytest.mark.parametrize("values", SCENARIO_PARAMS)
+def test_chart_passes_strict_helm_lint(helm: Helm, values: Path) -> None:
+    result = helm.run("lint", CHART, "--strict", "--values", values)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("values", "keda"), RENDER_PARAMS)
+def test_every_rendered_object_passes_the_kubernetes_and_keda_schemas(render: Render, values: Path, keda: bool) -> None:
+    objects = render(values, keda=keda)
+    assert objects, "nothing rendered"
+    problems = []
+    for obj in objects:
+        try:
+            validate_manifest(obj)
+        except InvalidManifest as exc:
+            problems.append(str(exc))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(("values", "keda"), RENDER_PARAMS)
+def test_handler_pods_meet_the_restricted_pod_security_standard(render: Render, values: Path, keda: bool) -> None:
+    pods = handler_pods(render(values, keda=keda))
+    assert pods, "no handler pod rendered"
+    problems = {where: violations for where, spec in pods if (violations := restricted_pss_violations(spec))}
+    assert not problems
+
+
+@pytest.mark.parametrize(("values", "keda"), RENDER_PARAMS)
+def test_handler_pods_run_read_only_with_a_writable_tmp_and_an_api_token(
+    render: Render, values: Path, keda: bool
+) -> None:
+    for where, spec in handler_pods(render(values, keda=keda)):
+        assert spec["automountServiceAccountToken"] is True, where
+        (container,) = spec["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
+        tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+        volume = next(v for v in spec["volumes"] if v["name"] == tmp["name"])
+        assert "emptyDir" in volume, where
+
+
+@pytest.mark.parametrize(("values", "keda"), RENDER_PARAMS)
+def test_termination_grace_period_outlasts_the_handlers_shutdown_grace(
+    render: Render, values: Path, keda: bool
+) -> None:
+    objects = render(values, keda=keda)
+    shutdown_grace = float(settings(objects)["CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS"])
+    for where, spec in handler_pods(objects):
+        assert spec["terminationGracePeriodSeconds"] > shutdown_grace, where
+
+
+@pytest.mark.parametrize(("values", "keda"), RENDER_PARAMS)
+def test_handler_pods_probe_healthz_and_readyz_on_the_configured_http_port(
+    render: Render, values: Path, keda: bool
+) -> None:
+    objects = render(values, keda=keda)
+    port = int(settings(objects)["CLOUD_WORKER_HTTP_PORT"])
+    for obj in (o for o in objects if o["kind"] in HANDLER_KINDS):
+        for where, spec in pod_specs(obj):
+            (container,) = spec["containers"]
+            assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}], where
+            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, where
+            if obj["kind"] == "Deployment":  # a Job's pod is in no Service: readiness means nothing there
+                assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, where
+
+
+@pytest.mark.parametrize(("values", "keda"), RENDER_PARAMS)
+def test_handler_reads_its_amqp_url_from_a_secret_and_its_settings_from_the_configmap(
+    render: Render, values: Path, keda: bool
+) -> None:
+    objects = render(values, keda=keda)
+    configmap = one(objects, "ConfigMap")["metadata"]["name"]
+    for where, spec in handler_pods(objects):
+        (container,) = spec["containers"]
+        assert container["envFrom"] == [{"configMapRef": {"name": configmap}}], where
+        amqp = next(e for e in container["env"] if e["name"] == "CLOUD_WORKER_AMQP_URL")
+        assert set(amqp) == {"name", "valueFrom"} and "secretKeyRef" in amqp["valueFrom"], where
+
+
+@pytest.mark.parametrize("values", SCENARIO_PARAMS)
+def test_handler_accepts_every_setting_the_configmap_gives_it(render: Render, values: Path) -> None:
+    objects = render(values, keda=True)
+    environ = {**settings(objects), "CLOUD_WORKER_AMQP_URL": "amqp://user:secret@rabbitmq:5672/%2F"}
+    known = {env_name(f) for f in setting_fields()}
+    assert set(environ) <= known, f"the handler would refuse {sorted(set(environ) - known)}"
+    loaded = Settings.from_env(environ)  # parses every value; raises on any it cannot
+    assert loaded.namespace == environ["CLOUD_WORKER_NAMESPACE"]
+    assert loaded.concurrency == int(environ["CLOUD_WORKER_CONCURRENCY"])
+
+
+@pytest.mark.parametrize("values", SCENARIO_PARAMS)
+def test_role_grants_exactly_the_handlers_api_calls_and_nothing_cluster_wide(render: Render, values: Path) -> None:
+    objects = render(values, keda=True)
+    assert not of_kind(objects, "ClusterRole") and not of_kind(objects, "ClusterRoleBinding")
+    role = one(objects, "Role")
+    assert role_grants(role) == HANDLER_API_CALLS
+    assert not any(rule.get("resourceNames") or rule.get("nonResourceURLs") for rule in role["rules"])
+    binding = one(objects, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert (
+        binding["metadata"]["namespace"] == role["metadata"]["namespace"] == settings(objects)["CLOUD_WORKER_NAMESPACE"]
+    )
+    accounts = {spec["serviceAccountName"] for _, spec in handler_pods(objects)}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE} for name in accounts
+    ]
+
+
+def test_jobs_run_under_their_own_token_less_service_account(render: Render) -> None:
+    objects = render(DEFAULT)
+    job_account = settings(objects)["CLOUD_WORKER_JOB_SERVICE_ACCOUNT"]
+    account = next(sa for sa in of_kind(objects, "ServiceAccount") if sa["metadata"]["name"] == job_account)
+    assert account["automountServiceAccountToken"] is False
+    assert job_account not in {spec["serviceAccountName"] for _, spec in handler_pods(objects)}
+
+
+def test_a_separate_job_namespace_gets_the_role_the_job_account_and_the_bucket_secret(render: Render) -> None:
+    objects = render(CHART / "ci" / "everything-values.yaml", keda=True)
+    job_namespace = settings(objects)["CLOUD_WORKER_NAMESPACE"]
+    assert job_namespace != NAMESPACE
+    bucket_secret = settings(objects)["CLOUD_WORKER_JOB_ENV_SECRET"]
+    in_job_namespace = {
+        (o["kind"], o["metadata"]["name"]) for o in objects if o["metadata"].get("namespace") == job_namespace
+    }
+    assert {"Role", "RoleBinding"} <= {kind for kind, _ in in_job_namespace}
+    assert ("ServiceAccount", settings(objects)["CLOUD_WORKER_JOB_SERVICE_ACCOUNT"]) in in_job_namespace
+    assert ("Secret", bucket_secret) in in_job_namespace
+
+
+@pytest.mark.parametrize("values", SCENARIO_PARAMS)
+def test_keda_triggers_count_unacked_requests_through_the_management_api(render: Render, values: Path) -> None:
+    objects = render(values, keda=True)
+    scalers = of_kind(objects, "ScaledObject") + of_kind(objects, "ScaledJob")
+    auths = {a["metadata"]["name"]: a for a in of_kind(objects, "TriggerAuthentication")}
+    for scaler in scalers:
+        for trigger in scaler["spec"]["triggers"]:
+            meta = trigger["metadata"]
+            assert trigger["type"] == "rabbitmq"
+            assert meta["protocol"] == "http"
+            assert meta["mode"] == "QueueLength"
+            assert meta.get("excludeUnacknowledged", "false") == "false"
+            assert meta["queueName"] == settings(objects)["CLOUD_WORKER_QUEUE"]
+            auth = auths[trigger["authenticationRef"]["name"]]
+            assert [ref["parameter"] for ref in auth["spec"]["secretTargetRef"]] == ["host"]
+
+
+@pytest.mark.parametrize("values", SCENARIO_PARAMS)
+def test_scaled_object_scales_the_consumers_to_zero_at_one_pod_per_concurrency(render: Render, values: Path) -> None:
+    objects = render(values, keda=True)
+    for scaled in of_kind(objects, "ScaledObject"):
+        consumer = next(
+            d
+            for d in of_kind(objects, "Deployment")
+            if d["metadata"]["name"] == scaled["spec"]["scaleTargetRef"]["name"]
+        )
+        assert "replicas" not in consumer["spec"], "KEDA owns the replica count"
+        assert scaled["spec"]["minReplicaCount"] == 0
+        (trigger,) = scaled["spec"]["triggers"]
+        assert trigger["metadata"]["value"] == settings(objects)["CLOUD_WORKER_CONCURRENCY"]
+
+
+def test_scaled_job_mode_runs_one_handler_per_request_that_outlives_the_longest_job(render: Render) -> None:
+    objects = render(CHART / "ci" / "scaledjob-values.yaml", keda=True)
+    assert not of_kind(objects, "Deployment") and not of_kind(objects, "ScaledObject")
+    spec = one(objects, "ScaledJob")["spec"]
+    config = settings(objects)
+    assert spec["rollout"]["strategy"] == "gradual"
+    assert 0 < spec["successfulJobsHistoryLimit"] <= 10 and 0 < spec["failedJobsHistoryLimit"] <= 10
+    longest_job = float(config["CLOUD_WORKER_MAX_TIMEOUT_MINUTES"]) * 60
+    pull_grace = float(config["CLOUD_WORKER_IMAGE_PULL_GRACE_SECONDS"])
+    assert spec["jobTargetRef"]["activeDeadlineSeconds"] > longest_job + pull_grace
+    pod = spec["jobTargetRef"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["containers"][0]["args"][:2] == ["consume", "--once"]
+    (trigger,) = spec["triggers"]
+    assert trigger["metadata"]["value"] == "1"
+
+
+def test_scaled_job_deadline_follows_the_maximum_job_timeout(render: Render) -> None:
+    objects = render(CHART / "ci" / "scaledjob-values.yaml", "--set", "config.maxTimeoutMinutes=600", keda=True)
+    assert one(objects, "ScaledJob")["spec"]["jobTargetRef"]["activeDeadlineSeconds"] > 600 * 60
+
+
+def test_termination_grace_period_follows_the_shutdown_grace(render: Render) -> None:
+    objects = render(DEFAULT, "--set", "config.shutdownGraceSeconds=100")
+    assert settings(objects)["CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS"] == "100"
+    assert [spec["terminationGracePeriodSeconds"] for _, spec in handler_pods(objects)] == [105]
+
+
+def test_keda_objects_appear_when_the_cluster_serves_keda_unless_forced_either_way(render: Render) -> None:
+    keda_kinds = {"ScaledObject", "ScaledJob", "TriggerAuthentication"}
+
+    def kinds(*flags: str, keda: bool) -> set[str]:
+        return {o["kind"] for o in render(DEFAULT, *flags, keda=keda)} & keda_kinds
+
+    assert kinds(keda=False) == set()
+    assert kinds(keda=True) == {"ScaledObject", "TriggerAuthentication"}
+    assert kinds("--set", "keda.enabled=false", keda=True) == set()
+    assert kinds("--set", "keda.enabled=true", keda=False) == {"ScaledObject", "TriggerAuthentication"}
+    consumer = next(d for d in render(DEFAULT, keda=False) if d["kind"] == "Deployment")
+    assert consumer["spec"]["replicas"] == 1, "without KEDA the chart sets the replica count"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        pytest.param(
+            ["--set", "broker.existingSecret=b", "--set", "mode=scaledJob"], "needs KEDA", id="scaledjob-without-keda"
+        ),
+        pytest.param([], "broker.existingSecret", id="no-broker-secret"),
+        pytest.param(["--set", "broker.existingSecret=b", "--set", "bogus=1"], "bogus", id="unknown-value"),
+        pytest.param(
+            ["--set", "broker.existingSecret=b", "--set", "config.concurrency=0"], "concurrency", id="zero-concurrency"
+        ),
+        pytest.param(
+            ["--set", "broker.amqpUrl=amqp://u:p@h/", "--set", "keda.enabled=true"],
+            "managementUrl",
+            id="dev-secret-without-management-url",
+        ),
+        pytest.param(
+            [
+                "--set",
+                "broker.existingSecret=b",
+                "--set",
+                "mode=scaledJob",
+                "--set",
+                "keda.enabled=true",
+                "--set",
+                "keda.scaledJob.activeDeadlineSeconds=60",
+            ],
+            "activeDeadlineSeconds",
+            id="scaledjob-deadline-below-max-timeout",
+        ),
+    ],
+)
+def test_chart_refuses_values_that_cannot_work_with_a_clear_message(helm: Helm, flags: list[str], message: str) -> None:
+    result = helm.run("template", RELEASE, CHART, "--namespace", NAMESPACE, *flags)
+    assert result.returncode != 0, result.stdout
+    assert message in result.stderr
+
+
+def test_every_value_has_a_helm_docs_comment() -> None:
+    assert undocumented_values((CHART / "values.yaml").read_text()) == []
+
+
+def test_values_schema_accepts_the_defaults_and_each_scenario() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) - {"global"} == set(defaults), "schema and values.yaml list different keys"
+    for values in [defaults] + [merged(defaults, yaml.safe_load(p.read_text())) for p in SCENARIOS]:
+        jsonschema.validate(values, schema)
+
+
+def merged(base: dict, override: dict) -> dict:
+    """Helm's coalescing of a values file over the defaults: maps merge, the rest replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.mark.parametrize("chart", [pytest.param(c, id=c.name) for c in DEV_CHARTS])
+def test_dev_chart_lints_and_renders_valid_restricted_manifests(helm: Helm, render: Render, chart: Path) -> None:
+    result = helm.run("lint", chart, "--strict")
+    assert result.returncode == 0, result.stdout + result.stderr
+    objects = render(chart=chart)
+    for obj in objects:
+        validate_manifest(obj)
+        for where, spec in pod_specs(obj):
+            assert restricted_pss_violations(spec) == [], where
+
+
+def test_dev_rabbitmq_serves_the_management_api_and_hands_its_urls_to_the_worker(render: Render) -> None:
+    objects = render(chart=REPO_ROOT / "charts" / "dev" / "rabbitmq")
+    (service,) = of_kind(objects, "Service")
+    assert {p["port"] for p in service["spec"]["ports"]} == {5672, 15672}
+    broker = next(s for s in of_kind(objects, "Secret") if {"amqp-url", "management-url"} <= set(s["stringData"]))
+    assert (
+        broker["stringData"]["management-url"].startswith("http://")
+        and ":15672/" in broker["stringData"]["management-url"]
+    )
+    config = "".join(s["stringData"].get("20-mstc.conf", "") for s in of_kind(objects, "Secret"))
+    timeout_ms = int(re.search(r"consumer_timeout = (\d+)", config)[1])
+    assert timeout_ms > 120 * 60 * 1000, "consumer_timeout must exceed the handler's longest job"
+
+
+# --- helm-docs comments ---------------------------------------------------------------
+
+_KEY = re.compile(r"^(\s*)([A-Za-z0-9_.-]+):(.*)$")
+
+
+def test_chart_readme_lists_every_documented_value() -> None:
+    readme = (REPO_ROOT / "charts" / "README.md").read_text().partition("### Values")[2]
+    listed = re.findall(r"^\| ([\w.-]+) \|", readme, re.MULTILINE)[1:]  # after the header row
+    assert listed == documented_values((CHART / "values.yaml").read_text())
+
+
+def documented_values(text: str) -> list[str]:
+    """Dotted paths of the values that carry their own `# --` comment, in file order."""
+    return [path for path, own, _, _ in _walk_values(text) if own]
+
+
+def undocumented_values(text: str) -> list[str]:
+    """Dotted paths of values with no `# --` comment on themselves or an enclosing key.
+
+    helm-docs documents a key from the `# --` comment block right above it; a mapping
+    documented that way (resources, probes, security contexts) covers its children.
+    """
+    return [path for path, own, inherited, mapping in _walk_values(text) if not (own or inherited or mapping)]
+
+
+def _walk_values(text: str) -> list[tuple[str, bool, bool, bool]]:
+    """(dotted path, own `# --` comment, an enclosing key has one, is a mapping of keys)."""
+    lines = text.splitlines()
+    stack: list[tuple[int, str, bool]] = []  # (indent, key, documented)
+    out, commented = [], False
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped:
+            commented = False
+            continue
+        if stripped.startswith("#"):
+            commented = commented or stripped.startswith("# --")
+            continue
+        match = _KEY.match(line)
+        if not match:
+            continue  # list items and continuation lines belong to the key above
+        indent, key, rest = len(match[1]), match[2], match[3].split("#")[0].strip()
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        inherited = any(doc for _, _, doc in stack)
+        is_mapping = not rest and _next_key_indent(lines, number) > indent
+        out.append((".".join([k for _, k, _ in stack] + [key]), commented, inherited, is_mapping))
+        stack.append((indent, key, commented or inherited))
+        commented = False
+    return out
+
+
+def _next_key_indent(lines: list[str], number: int) -> int:
+    for line in lines[number + 1 :]:
+        if line.strip() and not line.strip().startswith("#"):
+            match = _KEY.match(line)
+            return len(match[1]) if match else -1
+    return -1
