@@ -83,3 +83,20 @@ def test_the_pod_is_restricted_by_default():
 def test_building_is_pure_the_same_inputs_give_the_same_manifest():
     r, s = request(correlation_id="x"), Settings.from_env({})
     assert build_job(r, s) == build_job(r, s)
+
+
+@pytest.mark.parametrize("env", [
+    {},
+    {"CLOUD_WORKER_JOB_ENV_SECRET": "bucket-creds", "CLOUD_WORKER_JOB_SERVICE_ACCOUNT": "runner",
+     "CLOUD_WORKER_JOB_RESOURCES": '{"requests":{"cpu":"100m","memory":"128Mi"},"limits":{"memory":"1Gi"}}'},
+])
+def test_the_job_passes_the_kubernetes_schema_in_strict_mode(env):
+    from tests.support.validate import validate_manifest
+
+    validate_manifest(build_job(request(), Settings.from_env(env)))
+
+
+def test_the_job_pod_passes_the_restricted_pod_security_standard():
+    from tests.support.validate import restricted_pss_violations
+
+    assert restricted_pss_violations(build_job(request(), Settings.from_env({}))["spec"]["template"]["spec"]) == []

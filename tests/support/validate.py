@@ -43,7 +43,7 @@ KUBERNETES_VERSION = kubernetes_validate.latest_version()
 #: or cancel; read and watch its pods; read their logs.
 HANDLER_API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
     {("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete", "patch")}
-    | {("", "pods", verb) for verb in ("get", "list", "watch")}
+    | {("", "pods", verb) for verb in ("list", "watch")}
     | {("", "pods/log", "get")}
 )
 

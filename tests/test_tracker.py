@@ -1,0 +1,90 @@
+"""The shared watch cache, against a scripted watch source: resume, re-list on 410,
+skip the unknown."""
+
+import threading
+import time
+
+from handler.errors import ResourceGone, Transient
+from handler.retry import Backoff
+from handler.tracker import JobTracker
+
+
+def job(name, version, **status):
+    return {"metadata": {"name": name, "resourceVersion": str(version)}, "status": status}
+
+
+def pod(name, job_name, version):
+    return {"metadata": {"name": name, "resourceVersion": str(version), "labels": {"job-name": job_name}}}
+
+
+class ScriptedSource:
+    """Each watch call plays the next script entry: a list of events, or an exception."""
+
+    def __init__(self, jobs, scripts, listed_version="10"):
+        self.jobs, self.scripts, self.listed_version = jobs, scripts, listed_version
+        self.watch_versions, self.lists = [], 0
+        self.done = threading.Event()
+
+    def list(self, kind, selector):
+        self.lists += 1
+        return (list(self.jobs) if kind == "jobs" else []), self.listed_version
+
+    def watch(self, kind, selector, version, stopper):
+        if kind == "pods":
+            self.done.wait(5)
+            return
+        self.watch_versions.append(version)
+        if not self.scripts:
+            self.done.set()
+            self.done.wait(5)
+            return
+        step = self.scripts.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        yield from step
+
+
+def run(source):
+    tracker = JobTracker(source, "x=y", Backoff(base=0.001, cap=0.01))
+    tracker.start()
+    assert source.done.wait(5)
+    time.sleep(0.05)
+    tracker.stop()
+    return tracker
+
+
+def test_a_dropped_stream_resumes_from_the_last_version_seen():
+    source = ScriptedSource([], [[{"type": "ADDED", "object": job("a", 11)}], Transient("cut"), []])
+    tracker = run(source)
+    assert source.watch_versions[:3] == ["10", "11", "11"]
+    assert tracker.snapshot("a").job is not None
+
+
+def test_410_gone_re_lists_and_watches_from_the_new_list():
+    source = ScriptedSource([job("a", 5, succeeded=1)], [ResourceGone("expired")], listed_version="20")
+    tracker = run(source)
+    assert source.lists >= 3  # jobs + pods at start, then jobs again after 410
+    assert source.watch_versions[-1] == "20"
+    assert tracker.snapshot("a").job["status"] == {"succeeded": 1}
+
+
+def test_deleted_jobs_leave_the_cache_but_are_remembered_as_seen():
+    source = ScriptedSource([job("a", 5)], [[{"type": "DELETED", "object": job("a", 12)}]])
+    snap = run(source).snapshot("a")
+    assert snap.job is None and snap.seen
+
+
+def test_unknown_event_types_are_skipped_and_bookmarks_only_move_the_version():
+    source = ScriptedSource([], [[{"type": "WEIRD", "object": job("x", 11)},
+                                  {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}}], []])
+    tracker = run(source)
+    assert tracker.snapshot("x").job is None
+    assert source.watch_versions[1] == "15"
+
+
+def test_pods_are_grouped_by_their_job_name_label():
+    source = ScriptedSource([], [])
+    tracker = JobTracker(source, "x=y")
+    tracker._apply("pods", {"type": "ADDED", "object": pod("a-1", "a", 3)})
+    tracker._apply("pods", {"type": "ADDED", "object": pod("b-1", "b", 4)})
+    assert [p["metadata"]["name"] for p in tracker.snapshot("a").pods] == ["a-1"]
