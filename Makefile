@@ -22,9 +22,9 @@ test: venv tools
 	bash scripts/ensure-rabbitmq.sh
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest
 
-## Unit tests only: no broker, no helm.
+## Unit tests only: no broker, no helm, nothing slow (the whole suite runs in `make test`).
 test-fast: venv
-	$(BIN)/python -m pytest -m "not integration" tests
+	$(BIN)/python -m pytest -m "not integration and not slow" tests
 
 demo: venv
 	bash scripts/ensure-rabbitmq.sh

@@ -12,7 +12,10 @@ no arguments), otherwise the broker would refuse one of the two declarations.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Callable, Iterator
+from typing import Any
 from dataclasses import dataclass
 
 import pika
@@ -29,6 +32,28 @@ log = logging.getLogger(__name__)
 #: even while every worker thread is busy following a Job.
 HEARTBEAT = 30
 PIKA_ERRORS = (pika.exceptions.AMQPError, OSError)
+#: Seconds a delivery stays unacked after its Job's deadline and slack: reading the log
+#: tail, publishing the reply and waiting for its confirm.
+CONSUMER_TIMEOUT_MARGIN = 60
+
+
+def consumer_timeout_supported(version: Any) -> bool:
+    """The broker honours a consumer's own ``x-consumer-timeout``: RabbitMQ 3.12 and
+    later, and 3.11.15+ where it was backported. Older brokers apply only their global
+    ``consumer_timeout`` (30 minutes by default)."""
+    text = version.decode("ascii", "replace") if isinstance(version, bytes) else str(version or "")
+    numbers = tuple(int(n) for n in re.findall(r"\d+", text)[:3])
+    return numbers >= (3, 12) or (3, 11, 15) <= numbers < (3, 12)
+
+
+def consumer_arguments(server_version: Any, settings: Settings) -> dict[str, int] | None:
+    """Consumer arguments: where supported, a delivery-ack timeout covering the longest Job
+    a request may ask for, so the broker never takes back a delivery whose Job is still
+    running. (One consumer serves every request, so it is the longest, not each Job's.)"""
+    if not consumer_timeout_supported(server_version):
+        return None
+    seconds = settings.max_timeout_minutes * 60 + settings.deadline_slack_seconds + CONSUMER_TIMEOUT_MARGIN
+    return {"x-consumer-timeout": math.ceil(seconds * 1000)}
 
 
 @dataclass(frozen=True)
@@ -58,6 +83,8 @@ class Broker:
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
         self._consumer_tag: str | None = None
+        self.server_version = ""
+        self._consumer_arguments: dict[str, int] | None = None
 
     # --- connection
     def connect(self) -> None:
@@ -77,7 +104,14 @@ class Broker:
             self.close()
             raise BrokerError(f"cannot connect to {redact_url(self.settings.amqp_url)}: {exc!r}") from exc
         self.generation += 1
-        log.info("connected to %s, consuming %s", redact_url(self.settings.amqp_url), self.settings.queue)
+        properties = self._connection._impl.server_properties or {}  # noqa: SLF001 - pika keeps them there
+        version = properties.get("version") or ""
+        self.server_version = version.decode("ascii", "replace") if isinstance(version, bytes) else str(version)
+        self._consumer_arguments = consumer_arguments(self.server_version, self.settings)
+        log.info("connected to %s (RabbitMQ %s), consuming %s; delivery timeout: %s",
+                 redact_url(self.settings.amqp_url), self.server_version or "?", self.settings.queue,
+                 f"{self._consumer_arguments['x-consumer-timeout']} ms (x-consumer-timeout)"
+                 if self._consumer_arguments else "the broker's consumer_timeout (x-consumer-timeout needs 3.12+)")
 
     def _declare_topology(self):
         s = self.settings
@@ -114,7 +148,8 @@ class Broker:
     def deliveries(self, inactivity_timeout: float) -> Iterator[Delivery | None]:
         """Deliveries as they come; ``None`` after each ``inactivity_timeout`` seconds of quiet."""
         try:
-            for method, props, body in self._channel.consume(self.settings.queue, inactivity_timeout=inactivity_timeout):
+            for method, props, body in self._channel.consume(self.settings.queue, inactivity_timeout=inactivity_timeout,
+                                                             arguments=self._consumer_arguments):
                 if method is None:
                     yield None
                 else:

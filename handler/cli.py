@@ -2,7 +2,8 @@
 builds the pieces, and maps failures to distinct exit codes.
 
 Exit codes: 0 done; 2 usage; 3 configuration error; 4 broker unreachable at start-up;
-5 Kubernetes API unreachable at start-up; 130 forced by a second signal.
+5 Kubernetes API unreachable at start-up; 130 forced by a second signal. ``submit`` adds
+1 failed, 6 timed out, 7 rejected, 8 no reply, 9 S3 failed (see ``handler.submit``).
 """
 
 from __future__ import annotations
@@ -47,9 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     consume = sub.add_parser("consume", help="consume work requests from RabbitMQ and run them as Kubernetes Jobs")
     _add_setting_flags(consume)
     consume.set_defaults(func=cmd_consume)
+    serve = sub.add_parser("serve", help="serve work requests as CloudEvents over HTTP (gunicorn), running them as Jobs")
+    _add_setting_flags(serve)
+    serve.set_defaults(func=cmd_serve)
     from handler import jobkit
 
     jobkit.add_parser(sub).set_defaults(func=cmd_job)
+    from handler import demo, submit
+
+    submit.add_parser(sub).set_defaults(func=cmd_submit)
+    demo.add_parser(sub).set_defaults(func=cmd_demo)
     return parser
 
 
@@ -58,28 +66,39 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
-    from handler.backends.kubernetes import KubernetesBackend
     from handler.broker import Broker
     from handler.consumer import Consumer
     from handler.health import Heartbeat, HealthServer
+    from handler.metrics import Metrics
     from handler.worker import Worker
 
     log.info("settings: %s", settings.redacted())
-    backend = KubernetesBackend(settings)
+    if settings.backend == "local":  # no kubernetes import in local mode
+        from handler.backends.local import open_local_backend
+
+        backend = open_local_backend(settings, os.environ)
+    else:
+        from handler.backends.kubernetes import KubernetesBackend
+
+        backend = KubernetesBackend(settings)
     try:
         backend.start()
     except Transient as exc:
         log.error("Kubernetes API unreachable: %s", exc)
         return EXIT_KUBE_UNREACHABLE
+    metrics = Metrics()
+    if settings.backend == "kubernetes":
+        metrics.watch(backend.tracker)
     broker = Broker(settings)
     heartbeat = Heartbeat()
     health = None
     if settings.http_port:
         health = HealthServer(
             settings.http_port, heartbeat, settings.heartbeat_stale_seconds,
-            checks={"broker": lambda: broker.is_open, "kubernetes": backend.ready},
+            checks={"broker": lambda: broker.is_open, settings.backend: backend.ready},
+            extra={"/metrics": metrics.render},
         ).start()
-    consumer = Consumer(settings, Worker(settings, backend), broker, heartbeat)
+    consumer = Consumer(settings, Worker(settings, backend, metrics=metrics), broker, heartbeat)
     consumer.install_signal_handlers()
     try:
         return consumer.run()
@@ -89,12 +108,46 @@ def cmd_consume(args: argparse.Namespace) -> int:
             health.stop()
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The HTTP face under gunicorn (see ``handler.serve`` for its configuration)."""
+    from handler import logs, serve
+
+    settings = _settings(args)
+    logs.configure(settings.log_level, settings.log_format)
+    log.info("settings: %s", settings.redacted())
+    if settings.backend == "kubernetes":
+        from handler.kube import Kube
+
+        kube = Kube(settings)
+        reachable = kube.reachable()
+        kube.close()
+        if not reachable:
+            log.error("Kubernetes API unreachable")
+            return EXIT_KUBE_UNREACHABLE
+    return serve.run(settings)
+
+
 def cmd_job(args: argparse.Namespace) -> int:
     """Inside a Job: download inputs, run the command, upload outputs (and error files)."""
     from handler import jobkit, logs
 
     logs.configure("INFO", "auto")
     return jobkit.run_from_args(args, os.environ)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Upload inputs, submit a request, wait for the reply, download outputs."""
+    from handler import logs, submit
+
+    logs.configure("WARNING", "text")
+    return submit.run_from_args(args, os.environ)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole loop on this machine: embedded S3, a local-mode handler, the client."""
+    from handler import demo
+
+    return demo.run_from_args(args, os.environ)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

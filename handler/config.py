@@ -21,6 +21,8 @@ PREFIX = "CLOUD_WORKER_"
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 #: Namespace used outside a cluster: the one the seed's service account manifest created.
 FALLBACK_NAMESPACE = "mstc-dev"
+#: Values of CLOUD_WORKER_BACKEND (see ``handler.backends``).
+BACKENDS = ("kubernetes", "local")
 
 
 def _bool(text: str) -> bool:
@@ -107,6 +109,11 @@ class Settings:
     allowed_images: tuple[str, ...] = _setting(
         (), "Comma-separated image prefixes a request may use. Empty: any image.", _csv
     )
+    unknown_fields: str = _setting(
+        "ignore",
+        "What to do with request fields beyond the documented ones (namespace, env, command, ...): ignore "
+        "(the default: the seed's clients may send extras, and they never reach the Job either way) or reject.",
+    )
     event_source: str = _setting(
         "urn:mstc:cloud-worker", "CloudEvents `source` attribute of every reply."
     )
@@ -153,8 +160,30 @@ class Settings:
         "Below the API server's 5-minute minimum request timeout so our side renews first.",
         int,
     )
+    # --- where Jobs run
+    backend: str = _setting(
+        "kubernetes",
+        "Where Jobs run: kubernetes (one batch/v1 Job per request) or local (one local process per request, "
+        "for a single machine and the demo; one handler process only, as its registry of running jobs is "
+        "in memory).",
+    )
+    local_images: str = _setting(
+        "",
+        "TOML file mapping images to local commands, for the local backend. Empty: examples/images.toml "
+        "of the source checkout.",
+    )
     # --- process
-    http_port: int = _setting(8080, "Port of /healthz and /readyz (and /metrics). 0: no HTTP server.", int)
+    http_port: int = _setting(
+        8080, "Port of /healthz, /readyz and /metrics, and of `cloud-worker serve`. 0: no HTTP server (consume only).",
+        int,
+    )
+    http_threads: int = _setting(
+        32,
+        "Threads of `cloud-worker serve` (gunicorn gthread, one process): each synchronous request holds one "
+        "for its Job's whole run, and probes need a free one, so keep it above the synchronous calls expected "
+        "at once.",
+        int,
+    )
     heartbeat_stale_seconds: float = _setting(
         30.0, "Age of the consume loop's heartbeat after which /healthz answers 503, in seconds.", float
     )
@@ -165,6 +194,8 @@ class Settings:
         problems = []
         if self.concurrency < 1:
             problems.append("CLOUD_WORKER_CONCURRENCY must be at least 1")
+        if self.http_threads < 2:
+            problems.append("CLOUD_WORKER_HTTP_THREADS must be at least 2 (one for the probes)")
         if self.default_timeout_minutes <= 0:
             problems.append("CLOUD_WORKER_DEFAULT_TIMEOUT_MINUTES must be positive")
         if self.max_timeout_minutes < self.default_timeout_minutes:
@@ -173,6 +204,10 @@ class Settings:
             problems.append("CLOUD_WORKER_MAX_BODY_BYTES must be positive")
         if self.log_format not in {"auto", "json", "text"}:
             problems.append("CLOUD_WORKER_LOG_FORMAT must be auto, json or text")
+        if self.unknown_fields not in {"ignore", "reject"}:
+            problems.append("CLOUD_WORKER_UNKNOWN_FIELDS must be ignore or reject")
+        if self.backend not in BACKENDS:
+            problems.append(f"CLOUD_WORKER_BACKEND must be one of {', '.join(BACKENDS)}")
         if problems:
             raise ConfigError("; ".join(problems))
 

@@ -23,6 +23,7 @@ from handler.broker import Broker, Delivery
 from handler.config import Settings
 from handler.errors import BrokerError, Interrupted, ReplyUndeliverable, Transient
 from handler.health import Heartbeat
+from handler.metrics import Metrics
 from handler.retry import Backoff
 from handler.worker import Publication, Worker
 
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_BROKER_UNREACHABLE = 4
 EXIT_FORCED = 130
-#: How often the loop looks at its stop flag and stamps its heartbeat, in seconds.
-TICK = 0.5
+#: How often the loop looks at its stop flag and stamps its heartbeat, in seconds. Short,
+#: because it is how long SIGTERM takes to stop an idle loop; an idle tick costs ~50 µs.
+TICK = 0.1
 #: How long a worker thread waits for the connection's thread to confirm its reply.
 SETTLE_TIMEOUT = 60.0
 #: Connection attempts at start-up before giving up with EXIT_BROKER_UNREACHABLE.
@@ -54,18 +56,23 @@ class Stats:
     requeued: int = 0
     abandoned: int = 0
     reconnects: int = 0
+    cancels: int = 0
 
     def count(self, status: str) -> None:
         attr = {"succeeded": "succeeded", "rejected": "rejected"}.get(status, "failed")
+        if status.startswith("cancel-"):  # a cancel event handled (Worker._cancel)
+            attr = "cancels"
         setattr(self, attr, getattr(self, attr) + 1)
 
 
 class Consumer:
-    def __init__(self, settings: Settings, worker: Worker, broker: Broker, heartbeat: Heartbeat | None = None) -> None:
+    def __init__(self, settings: Settings, worker: Worker, broker: Broker, heartbeat: Heartbeat | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.worker = worker
         self.broker = broker
         self.heartbeat = heartbeat or Heartbeat()
+        self.metrics = metrics or worker.metrics
         self.stats = Stats()
         self._stopping = threading.Event()
         self._signals = 0
@@ -118,6 +125,8 @@ class Consumer:
                         log.error("broker unreachable after %d attempts: %s", attempt, exc)
                         return EXIT_BROKER_UNREACHABLE
                     self.stats.reconnects += connected_once
+                    if connected_once:
+                        self.metrics.broker_reconnects.inc()
                     delay = backoff.delay(min(attempt, 8))
                     log.warning("broker connection lost (%s); reconnecting in %.1f s", exc, delay)
                     self._stopping.wait(delay)
@@ -174,6 +183,8 @@ class Consumer:
         item = _InFlight(delivery)
         with self._lock:
             self._inflight[id(item)] = item
+        if not self._taken:  # the benchmarks time cold start (process start → here) by this line
+            log.info("first delivery received")
         self._taken += 1
         self.stats.received += 1
         self._pool.submit(self._handle, item)
@@ -193,6 +204,8 @@ class Consumer:
         try:
             result = self.worker.process(delivery.message, item.stop, emit=lambda pub: self._send(delivery, [pub], False))
             self._send(delivery, result.publications, True)
+            self.worker.replied(result)
+            self.metrics.replied(result.outcome)
             self.stats.count(result.status)
         except Interrupted:
             log.info("delivery %s left unacked: the broker redelivers it and the Job is adopted", delivery.delivery_tag)
@@ -210,6 +223,16 @@ class Consumer:
             with self._lock:
                 self._inflight.pop(id(item), None)
             self._last_work = time.monotonic()
+            if self.settings.once or self._stopping.is_set():
+                self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        """A draining loop (once mode, shutdown) looks at ``inflight`` between pumps: end
+        its pump now rather than a TICK later (half a second off every ``--once`` exit)."""
+        try:
+            self.broker.call_soon(lambda: None)
+        except BrokerError:
+            pass  # the connection is gone: the loop is not pumping either
 
     def _send(self, delivery: Delivery, pubs: list[Publication], ack: bool) -> None:
         """Publish (with confirms) and then ack, on the connection's thread; wait for it."""

@@ -3,7 +3,8 @@
 Health means the loop is alive: the loop stamps a heartbeat every tick, and
 ``/healthz`` fails once the stamp is older than the configured staleness (arq's health
 key, kopf's probes). ``/readyz`` asks the broker and the Kubernetes cache. The server
-is the standard library's: the consumer needs three tiny endpoints, not a framework.
+is the standard library's: the consumer needs three tiny endpoints, not a framework;
+the HTTP mode serves the same ``Probes`` through Flask.
 """
 
 from __future__ import annotations
@@ -32,16 +33,40 @@ class Heartbeat:
 Check = Callable[[], bool]
 
 
-class HealthServer:
+class Probes:
     """``/healthz`` (heartbeat fresh), ``/readyz`` (every check passes), and any extra
-    routes (``/metrics``) given as path → callable returning (content type, body)."""
+    routes (``/metrics``) given as path → callable returning (content type, body).
+    The answers, whoever serves them: the stdlib server below beside the consume loop,
+    Flask in HTTP mode."""
 
-    def __init__(self, port: int, heartbeat: Heartbeat, stale_after: float, checks: dict[str, Check],
-                 extra: dict[str, Callable[[], tuple[str, bytes]]] | None = None, host: str = "0.0.0.0") -> None:
+    def __init__(self, heartbeat: Heartbeat, stale_after: float, checks: dict[str, Check],
+                 extra: dict[str, Callable[[], tuple[str, bytes]]] | None = None) -> None:
         self.heartbeat = heartbeat
         self.stale_after = stale_after
         self.checks = checks
         self.extra = extra or {}
+
+    def status(self, path: str) -> tuple[int, str, bytes]:
+        if path == "/healthz":
+            age = self.heartbeat.age()
+            ok = age < self.stale_after
+            return (200 if ok else 503), "application/json", json.dumps({"alive": ok, "heartbeatAge": round(age, 3)}).encode()
+        if path == "/readyz":
+            results = {name: _safe(check) for name, check in self.checks.items()}
+            ok = all(results.values())
+            return (200 if ok else 503), "application/json", json.dumps({"ready": ok, **results}).encode()
+        if path in self.extra:
+            content_type, body = self.extra[path]()
+            return 200, content_type, body
+        return 404, "text/plain", b"not found\n"
+
+
+class HealthServer:
+    """The probes on their own small HTTP server (the consumer has no web framework)."""
+
+    def __init__(self, port: int, heartbeat: Heartbeat, stale_after: float, checks: dict[str, Check],
+                 extra: dict[str, Callable[[], tuple[str, bytes]]] | None = None, host: str = "0.0.0.0") -> None:
+        self.probes = Probes(heartbeat, stale_after, checks, extra)
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
@@ -60,18 +85,7 @@ class HealthServer:
         self._server.server_close()
 
     def status(self, path: str) -> tuple[int, str, bytes]:
-        if path == "/healthz":
-            age = self.heartbeat.age()
-            ok = age < self.stale_after
-            return (200 if ok else 503), "application/json", json.dumps({"alive": ok, "heartbeatAge": round(age, 3)}).encode()
-        if path == "/readyz":
-            results = {name: _safe(check) for name, check in self.checks.items()}
-            ok = all(results.values())
-            return (200 if ok else 503), "application/json", json.dumps({"ready": ok, **results}).encode()
-        if path in self.extra:
-            content_type, body = self.extra[path]()
-            return 200, content_type, body
-        return 404, "text/plain", b"not found\n"
+        return self.probes.status(path)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         owner = self

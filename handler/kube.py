@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from handler.config import Settings
 from handler.errors import ConfigError, JobExists, JobFailedToStart, ResourceGone, Transient
@@ -79,14 +80,101 @@ def _retry_after(exc: ApiException) -> float | None:
 TRANSPORT_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
+class _Endpoints:
+    """The few batch/v1 and core/v1 calls the handler makes, under the generated client's
+    method names and arguments, through the shared ``ApiClient`` (its configuration,
+    auth and token refresh, TLS, and ``ApiException``).
+
+    Why not ``client.BatchV1Api``/``CoreV1Api``: importing them builds some 300 pydantic
+    models (0.6 s and 25 MB on the benchmark machine, more than the rest of the handler's
+    start-up) and validates every call's arguments, for responses this adapter never
+    deserialises. Every call here returns the raw urllib3 response, as
+    ``_preload_content=False`` does with the generated classes.
+    """
+
+    def __init__(self, api: client.ApiClient, prefix: str) -> None:
+        self.api = api
+        self.prefix = prefix
+
+    def _request(self, method: str, path: str, path_params: dict[str, str], body: Any = None, *,
+                 _content_type: str = "application/json", _request_timeout: Any = None,
+                 _preload_content: bool = False, **query: Any) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = _content_type
+        params = [(_camel(k), v) for k, v in query.items() if v is not None]
+        # The body is plain JSON already: it skips the client's model sanitising (a deep copy
+        # of the whole manifest) and goes straight to the REST layer's json.dumps.
+        method, url, headers, _, post = self.api.param_serialize(
+            method, self.prefix + path, path_params=path_params, query_params=params, header_params=headers,
+            auth_settings=["BearerToken"])
+        response = self.api.call_api(method, url, headers, body, post, _request_timeout=_request_timeout)
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response.response
+
+
+class _BatchV1(_Endpoints):
+    def create_namespaced_job(self, namespace: str, body: Json, **kw: Any) -> Any:
+        return self._request("POST", "/namespaces/{namespace}/jobs", {"namespace": namespace}, body, **kw)
+
+    def read_namespaced_job(self, name: str, namespace: str, **kw: Any) -> Any:
+        return self._request("GET", "/namespaces/{namespace}/jobs/{name}", {"namespace": namespace, "name": name}, **kw)
+
+    def delete_namespaced_job(self, name: str, namespace: str, **kw: Any) -> Any:
+        return self._request("DELETE", "/namespaces/{namespace}/jobs/{name}", {"namespace": namespace, "name": name},
+                             **kw)
+
+    def patch_namespaced_job(self, name: str, namespace: str, body: Json, **kw: Any) -> Any:
+        return self._request("PATCH", "/namespaces/{namespace}/jobs/{name}", {"namespace": namespace, "name": name},
+                             body, **kw)
+
+    def list_namespaced_job(self, namespace: str, **kw: Any) -> Any:
+        return self._request("GET", "/namespaces/{namespace}/jobs", {"namespace": namespace}, **kw)
+
+
+class _CoreV1(_Endpoints):
+    def list_namespaced_pod(self, namespace: str, **kw: Any) -> Any:
+        return self._request("GET", "/namespaces/{namespace}/pods", {"namespace": namespace}, **kw)
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kw: Any) -> Any:
+        return self._request("GET", "/namespaces/{namespace}/pods/{name}/log", {"namespace": namespace, "name": name},
+                             **kw)
+
+
+def _camel(name: str) -> str:
+    """``label_selector`` → ``labelSelector``, as the API's query parameters are spelled."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+class _Stream:
+    """One open watch response, which another thread may cut short (``stop``)."""
+
+    def __init__(self) -> None:
+        self.response: Any = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Shut the socket's reading side down: a read blocked on it returns at once (a
+        Kubernetes API server may send nothing for minutes on a quiet watch)."""
+        self.stopped = True
+        if self.response is not None:
+            try:
+                self.response.shutdown()  # urllib3 >= 2.3; works even once http.client let go of the socket
+            except (AttributeError, ValueError, RuntimeError, OSError):
+                pass  # already closed or released: the stream ends on its own
+
+
 class Kube:
     """Calls the handler makes, in one namespace, through one shared ``ApiClient``."""
 
     def __init__(self, settings: Settings, backoff: Backoff | None = None) -> None:
         self.namespace = settings.namespace
         self.api = api_client(settings)
-        self.batch = client.BatchV1Api(self.api)
-        self.core = client.CoreV1Api(self.api)
+        self.batch = _BatchV1(self.api, "/apis/batch/v1")
+        self.core = _CoreV1(self.api, "/api/v1")
         self.backoff = backoff or Backoff()
         self.watch_timeout = settings.watch_timeout_seconds
 
@@ -124,11 +212,14 @@ class Kube:
             if exc.reason != "NotFound":
                 raise
 
-    def patch_job_annotations(self, name: str, annotations: dict[str, str]) -> None:
-        self._call(
+    def patch_job_annotations(self, name: str, annotations: dict[str, str | None]) -> Json:
+        """Set (or, with None, remove) annotations with one JSON merge patch: no read, no
+        resourceVersion, so it cannot conflict. The client would otherwise send a dict as
+        a JSON patch (its first content type), which the API server refuses."""
+        return json.loads(self._call(
             f"annotate job {name}", self.batch.patch_namespaced_job, name, self.namespace,
-            {"metadata": {"annotations": annotations}},
-        )
+            {"metadata": {"annotations": annotations}}, _content_type="application/merge-patch+json",
+        ))
 
     def pod_log_tail(self, pod: str, container: str, lines: int, limit_bytes: int) -> str:
         raw = self._call(
@@ -149,25 +240,39 @@ class Kube:
         """Watch events from ``resource_version`` until the server ends the stream.
 
         Raises ``ResourceGone`` on 410 (re-list, then watch again) and ``Transient`` on a
-        broken stream. ``stopper`` receives the Watch so another thread can stop it.
+        broken stream. ``stopper`` receives a handle whose ``stop()`` ends the stream from
+        another thread. Each line is parsed once, into a plain dict (the client's ``Watch``
+        would parse, re-serialise and parse it again).
         """
-        # "object" keeps events as plain dicts (no model building) while the client still
-        # turns an ERROR event into an ApiException (with deserialize=False it cannot).
-        w = watch.Watch(return_type="object")
-        stopper.append(w)
+        stream = _Stream()
+        stopper.append(stream)
         try:
-            yield from w.stream(
-                self._lister(kind), self.namespace,
-                label_selector=selector, resource_version=resource_version,
-                allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout,
+            stream.response = self._lister(kind)(
+                self.namespace, label_selector=selector, resource_version=resource_version,
+                allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout, watch=True,
                 _request_timeout=(CALL_TIMEOUT[0], self.watch_timeout + 15),
             )
+            for line in iter_resp_lines(stream.response):
+                if stream.stopped:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":  # e.g. 410 Expired: a Status instead of an object
+                    status = event.get("object") or {}
+                    raise ApiException(status=status.get("code"), reason=f"{status.get('reason')}: {status.get('message')}")
+                yield event
         except TRANSPORT_ERRORS as exc:
+            if stream.stopped:
+                return
             raise translate(exc, f"watch {kind}") from exc
         except ValueError as exc:  # a line cut mid-JSON by a dropped connection
             raise Transient(f"watch {kind}: broken stream: {exc}") from exc
         finally:
-            stopper.remove(w)
+            stopper.remove(stream)
+            if stream.response is not None:  # as the client's Watch does: never reuse a half-read stream
+                stream.response.close()
+                stream.response.release_conn()
 
     def reachable(self) -> bool:
         """A cheap call for /readyz: the API server answers."""

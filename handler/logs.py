@@ -6,9 +6,19 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 #: ``extra={...}`` keys copied into the JSON line when a log call passes them.
 CONTEXT_KEYS = ("request_id", "job_name", "correlation_id")
+
+
+def context(request: Any = None, **ids: str | None) -> dict[str, str]:
+    """``extra=`` for a log call about a request (a ``WorkRequest``, or the ids given):
+    the ids that are known, for the JSON line."""
+    if request is not None:
+        ids = {"request_id": request.request_id, "job_name": request.job_name,
+               "correlation_id": request.correlation_id, **ids}
+    return {k: v for k, v in ids.items() if v}
 
 
 class JsonFormatter(logging.Formatter):

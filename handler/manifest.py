@@ -31,9 +31,19 @@ ANNOTATION_TIMEOUT = f"{GROUP}/timeout-minutes"
 ANNOTATION_INPUT = f"{GROUP}/input-bucket-url"
 ANNOTATION_OUTPUT = f"{GROUP}/output-bucket-url"
 ANNOTATION_TRACEPARENT = f"{GROUP}/traceparent"
+ANNOTATION_TRACESTATE = f"{GROUP}/tracestate"
+#: What makes two deliveries the same request, and the client's own jobName: with the
+#: rest, enough for any replica to rebuild the request (``request_from_job``).
+ANNOTATION_IDENTITY = f"{GROUP}/identity"
+ANNOTATION_REQUEST_JOB_NAME = f"{GROUP}/request-job-name"
 ANNOTATION_PROGRESS = f"{GROUP}/progress-events"
-#: Set once the terminal reply was confirmed by the broker.
+#: Set (to the reply's status) once the terminal reply was confirmed by the broker: a
+#: handler adopting the Job later knows the requester has its answer (and replies again
+#: anyway, with the same event id: at-least-once).
 ANNOTATION_REPLIED = f"{GROUP}/replied"
+#: Set (to the reason) by a cancel just before it deletes the Job, so whoever follows the
+#: Job reports ``cancelled`` rather than "deleted by someone else" (see ``handler.cancel``).
+ANNOTATION_CANCELLED = f"{GROUP}/cancelled"
 
 
 def job_labels(request: WorkRequest) -> dict[str, str]:
@@ -53,6 +63,9 @@ def job_annotations(request: WorkRequest) -> dict[str, str]:
         ANNOTATION_REPLY_TO: request.reply_to,
         ANNOTATION_CORRELATION_ID: request.correlation_id,
         ANNOTATION_TRACEPARENT: request.traceparent,
+        ANNOTATION_TRACESTATE: request.tracestate,
+        ANNOTATION_IDENTITY: request.identity,
+        ANNOTATION_REQUEST_JOB_NAME: request.client_job_name,
         ANNOTATION_PROGRESS: "true" if request.progress_events else None,
     }
     return {k: v for k, v in annotations.items() if v}
@@ -120,3 +133,33 @@ def build_job(request: WorkRequest, settings: Settings) -> dict[str, Any]:
             },
         },
     }
+
+
+def request_from_job(job: dict[str, Any]) -> WorkRequest:
+    """The request a Job was built for, read back from the Job alone (the inverse of
+    ``build_job`` as far as a reply needs), so any replica can describe any Job."""
+    meta = job["metadata"]
+    annotations = meta.get("annotations") or {}
+    request_id = annotations.get(ANNOTATION_REQUEST_ID, "")
+    identity = annotations.get(ANNOTATION_IDENTITY) or request_id
+    event_id = event_source = None
+    if identity.startswith("ce:") and identity.endswith(f":{request_id}"):  # see request.request_identity
+        event_id, event_source = request_id, identity[3:-len(request_id) - 1]
+    labels = meta.get("labels") or {}
+    return WorkRequest(
+        request_id=request_id,
+        identity=identity,
+        job_name=meta["name"],
+        client_job_name=annotations.get(ANNOTATION_REQUEST_JOB_NAME) or labels.get(LABEL_JOB_NAME, ""),
+        image=job["spec"]["template"]["spec"]["containers"][0]["image"],
+        timeout_minutes=float(annotations.get(ANNOTATION_TIMEOUT) or 0),
+        input_bucket_url=annotations.get(ANNOTATION_INPUT, ""),
+        output_bucket_url=annotations.get(ANNOTATION_OUTPUT, ""),
+        reply_to=annotations.get(ANNOTATION_REPLY_TO),
+        correlation_id=annotations.get(ANNOTATION_CORRELATION_ID),
+        event_id=event_id,
+        event_source=event_source,
+        traceparent=annotations.get(ANNOTATION_TRACEPARENT),
+        tracestate=annotations.get(ANNOTATION_TRACESTATE),
+        progress_events=annotations.get(ANNOTATION_PROGRESS) == "true",
+    )

@@ -147,3 +147,24 @@ def stuck_outcome(
 def pod_is_running(pods: Iterable[Mapping[str, Any]]) -> bool:
     """Any pod's container has started (for the ``started`` lifecycle event)."""
     return any(_container_state(p).get("running") or _container_state(p).get("terminated") for p in pods)
+
+
+def ended_pod(pods: Iterable[Mapping[str, Any]]) -> tuple[str, bool] | None:
+    """The newest pod once its container has terminated: its name, and whether it exited
+    0. Its log is final from then on, though the Job's verdict may come later."""
+    pod = latest_pod(pods)
+    terminated = _container_state(pod).get("terminated")
+    if pod is None or not terminated:
+        return None
+    return pod["metadata"]["name"], terminated.get("exitCode") == 0
+
+
+def current_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], now: datetime,
+                  grace: float) -> tuple[str, Outcome | None]:
+    """Where a Job is now, for a status query: its outcome once it has one (finished, or a
+    pod that can never start), else ``running`` (a container started) or ``pending``."""
+    pods = list(pods)
+    done = finished_outcome(job, pods) or stuck_outcome(job, pods, now, grace)[0]
+    if done is not None:
+        return done.status.value, done
+    return ("running" if pod_is_running(pods) else "pending"), None

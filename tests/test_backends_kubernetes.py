@@ -1,6 +1,7 @@
 """The Kubernetes backend through a real consumer: each kind of Job ending gets the
 right reply, and the watch survives what real API servers do to watches."""
 
+import logging
 import threading
 import time
 
@@ -21,6 +22,7 @@ def faults(fakekube):
     fakekube.faults.cut_watch_after = None
     fakekube.faults.gone_on_resume = False
     fakekube.faults.error_rate = fakekube.faults.throttle_rate = fakekube.faults.latency = 0
+    fakekube.faults.reject_create_status = None
 
 
 @pytest.mark.parametrize("image, status, reason, pod_reason, exit_code", [
@@ -92,6 +94,39 @@ def test_a_job_deleted_by_someone_else_gets_a_failed_reply(handlers, requester, 
     assert (data["status"], data["reason"]) == ("failed", "JobDeleted")
 
 
+def test_the_job_records_the_confirmed_reply_and_a_redelivery_replies_again_with_the_same_id(
+        handlers, requester, fakekube, namespace, caplog):
+    from handler.manifest import ANNOTATION_REPLIED, ANNOTATION_REQUEST_ID
+
+    caplog.set_level(logging.INFO, logger="handler.backends.kubernetes")
+    handlers.start()
+    first = requester.wait_reply(requester.submit(job_request("scenario/succeed:0.1"), message_id="m-replied"))
+
+    def annotations():
+        return fakekube.jobs(namespace)[0]["metadata"].get("annotations") or {}
+    wait_until(lambda: annotations().get(ANNOTATION_REPLIED) == "succeeded", "the job records the reply")
+    assert annotations()[ANNOTATION_REQUEST_ID] == "m-replied"  # a merge patch: the rest is kept
+    again = requester.wait_reply(requester.submit(job_request("scenario/succeed:0.1"), message_id="m-replied"))
+    assert (again["id"], again["data"]["status"]) == (first["id"], "succeeded")
+    assert "already replied succeeded" in caplog.text
+    assert len(fakekube.created_jobs(namespace)) == 1
+
+
+def test_a_job_refused_by_the_api_server_gets_a_failed_reply_with_its_message(handlers, requester, faults, fakekube,
+                                                                              namespace):
+    handlers.start()
+    faults.reject_create_status = 403
+    before = fakekube.request_count("POST", "jobs")
+    cid = requester.submit(job_request("scenario/succeed:0.1"))
+    data = requester.wait_reply(cid)["data"]
+    assert (data["status"], data["reason"]) == ("failed", "Forbidden")
+    assert "cannot create resource" in data["message"]
+    assert fakekube.request_count("POST", "jobs") - before == 1  # not retried, not requeued: no crash loop
+    faults.reject_create_status = None
+    assert requester.wait_reply(requester.submit())["data"]["status"] == "succeeded"
+    assert len(requester.replies_for(cid)) == 1 and requester.queue_depth() == 0
+
+
 def wait_until(predicate, what, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,3 +134,25 @@ def wait_until(predicate, what, timeout=10.0):
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting until {what}")
+
+
+def test_a_finished_job_costs_one_log_read_and_its_reply_carries_the_log(handlers, requester, fakekube):
+    handlers.start()
+    requester.wait_reply(requester.submit(job_request("scenario/succeed:0")))  # warm: the watches are up
+    before = fakekube.request_count("GET", "log")
+    data = requester.wait_reply(requester.submit(job_request("scenario/succeed:0.2")))["data"]
+    assert data["status"] == "succeeded" and "done" in data["logTail"]
+    assert fakekube.request_count("GET", "log") - before == 1
+
+
+def test_closing_the_backend_ends_its_quiet_watches_at_once(handlers):
+    from handler.backends.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend(handlers.settings())
+    backend.start()
+    time.sleep(0.3)  # both watches connected, and quiet: the fake sends a bookmark once a second
+    assert backend.ready()
+    started = time.monotonic()
+    backend.close()
+    assert time.monotonic() - started < 0.4
+    assert not backend.ready()

@@ -36,6 +36,8 @@ def test_a_misspelled_setting_is_an_error_not_a_silent_default():
     ("CLOUD_WORKER_CONCURRENCY", "0"),
     ("CLOUD_WORKER_MAX_TIMEOUT_MINUTES", "5"),
     ("CLOUD_WORKER_LOG_FORMAT", "xml"),
+    ("CLOUD_WORKER_BACKEND", "docker"),
+    ("CLOUD_WORKER_UNKNOWN_FIELDS", "warn"),
 ])
 def test_bad_values_are_configuration_errors_naming_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):

@@ -140,6 +140,7 @@ def test_a_connection_closed_by_the_broker_is_reopened_and_the_job_adopted(handl
     assert len(requester.terminal_replies_for(cid)) == 1
     assert len(fakekube.created_jobs(namespace)) == 1
     assert handler.consumer.stats.reconnects >= 1
+    assert handler.consumer.metrics.value("cloud_worker_broker_reconnects_total") == handler.consumer.stats.reconnects
 
 
 def close_handler_connections():

@@ -3,6 +3,10 @@
 
 import ast
 import json
+import socket
+import struct
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +76,130 @@ def test_retry_after_is_read_from_a_429():
 
 def test_transport_errors_are_transient():
     assert isinstance(translate(ConnectionResetError("reset"), "x"), Transient)
+
+
+# --- retries over real HTTP: transient failures are retried, permanent ones are not
+
+class ResettingProxy:
+    """A TCP proxy to the fake API server that resets (RST) its first ``resets`` connections."""
+
+    def __init__(self, target_port: int, resets: int) -> None:
+        self.target_port, self.resets, self.connections = target_port, resets, 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.connections <= self.resets:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def kube_at(tmp_path, server_url, namespace, backoff):
+    from handler.config import Settings
+    from handler.kube import Kube
+
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
+              "clusters": [{"name": "c", "cluster": {"server": server_url}}],
+              "users": [{"name": "u", "user": {}}],
+              "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))
+    return Kube(Settings.from_env({"KUBECONFIG": str(path), "CLOUD_WORKER_NAMESPACE": namespace}), backoff)
+
+
+@pytest.fixture
+def fault_free(fakekube):
+    yield fakekube.faults
+    fakekube.faults.clear()
+    fakekube.faults.seed = 0
+
+
+def a_job(name, namespace):
+    from handler.config import Settings
+    from handler.manifest import build_job
+    from tests.test_manifest import request
+
+    job = build_job(request(), Settings.from_env({}))
+    job["metadata"].update(name=name, namespace=namespace)
+    return job
+
+
+@pytest.mark.integration
+def test_500s_and_429s_are_retried_until_the_call_succeeds(fakekube, fault_free, namespace, tmp_path):
+    from handler.retry import Backoff
+
+    kube = kube_at(tmp_path, fakekube.url, namespace, Backoff(base=0.01, cap=0.05, attempts=20))
+    fault_free.seed, fault_free.error_rate = 7, 0.6
+    before = fakekube.request_count("POST", "jobs")
+    for i in range(5):
+        kube.create_job(a_job(f"retried-{i}", namespace))
+    assert len(fakekube.created_jobs(namespace)) == 5
+    assert fakekube.request_count("POST", "jobs") - before > 5  # some were answered 500 and sent again
+    fault_free.error_rate, fault_free.throttle_rate = 0.0, 1.0
+    threading.Timer(0.3, lambda: setattr(fault_free, "throttle_rate", 0.0)).start()
+    started = time.monotonic()
+    assert kube.read_job("retried-0") is not None
+    assert time.monotonic() - started >= 0.9  # the server's Retry-After: 1 beat the 0.05 s backoff cap
+    kube.close()
+
+
+@pytest.mark.integration
+def test_connection_resets_are_retried_and_eventually_give_up_as_transient(fakekube, namespace, tmp_path):
+    from handler.retry import Backoff
+
+    port = int(fakekube.url.rsplit(":", 1)[1])
+    flaky = ResettingProxy(port, resets=3)
+    kube = kube_at(tmp_path, f"http://127.0.0.1:{flaky.port}", namespace, Backoff(base=0.01, cap=0.05, attempts=8))
+    kube.create_job(a_job("after-resets", namespace))
+    assert fakekube.created_jobs(namespace) == ["after-resets"] and flaky.connections > 3
+    dead = ResettingProxy(port, resets=10**6)
+    hopeless = kube_at(tmp_path, f"http://127.0.0.1:{dead.port}", namespace, Backoff(base=0.01, cap=0.05, attempts=3))
+    with pytest.raises(Transient):
+        hopeless.read_job("after-resets")
+    assert dead.connections >= 3
+    for thing in (kube, hopeless, flaky, dead):
+        thing.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("status, reason", [(403, "Forbidden"), (422, "Invalid")])
+def test_a_permanent_refusal_is_not_retried_and_keeps_the_servers_message(fakekube, fault_free, namespace, tmp_path,
+                                                                          status, reason):
+    from handler.retry import Backoff
+
+    kube = kube_at(tmp_path, fakekube.url, namespace, Backoff(base=0.01, cap=0.05, attempts=8))
+    fault_free.reject_create_status = status
+    before = fakekube.request_count("POST", "jobs")
+    with pytest.raises(JobFailedToStart) as caught:
+        kube.create_job(a_job("refused", namespace))
+    assert fakekube.request_count("POST", "jobs") - before == 1
+    assert caught.value.reason == reason and "(fault)" in caught.value.message
+    kube.close()

@@ -3,7 +3,9 @@ import json
 import pytest
 
 from handler.config import Settings
-from handler.manifest import ANNOTATION_CORRELATION_ID, ANNOTATION_REPLY_TO, ANNOTATION_REQUEST_ID, SELECTOR, build_job
+from handler.manifest import (
+    ANNOTATION_CORRELATION_ID, ANNOTATION_REPLY_TO, ANNOTATION_REQUEST_ID, SELECTOR, build_job, request_from_job,
+)
 from handler.request import Message, parse_request
 
 SEED = {"image": "mstc/python-test:latest", "jobName": "test-job", "inputBucketUrl": "http://minio:9000/inputs",
@@ -100,3 +102,16 @@ def test_the_job_pod_passes_the_restricted_pod_security_standard():
     from tests.support.validate import restricted_pss_violations
 
     assert restricted_pss_violations(build_job(request(), Settings.from_env({}))["spec"]["template"]["spec"]) == []
+
+
+@pytest.mark.parametrize("message", [
+    Message(json.dumps(SEED).encode(), "application/json", {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+                                                            "tracestate": "v=1", "x-mstc-progress": "true"},
+            correlation_id="c-9", reply_to="replies"),
+    Message(json.dumps({"specversion": "1.0", "id": "ev:1", "source": "urn:a:b", "type": "t", "data": SEED}).encode(),
+            "application/cloudevents+json"),
+    Message(json.dumps(SEED).encode(), "application/json"),
+], ids=["amqp", "cloudevent", "body-only"])
+def test_any_replica_can_rebuild_the_request_from_its_job(message):
+    original = parse_request(message, Settings.from_env({}))
+    assert request_from_job(build_job(original, Settings.from_env({}))) == original

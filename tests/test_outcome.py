@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handler.outcome import Status, finished_outcome, pod_is_running, stuck_outcome
+from handler.outcome import Status, ended_pod, finished_outcome, pod_is_running, stuck_outcome
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -80,3 +80,14 @@ def test_a_pod_waiting_for_an_ordinary_reason_is_not_stuck():
 def test_a_pod_counts_as_started_once_its_container_runs():
     assert not pod_is_running([pod(waiting={"reason": "ContainerCreating"})])
     assert pod_is_running([pod(running={"startedAt": ts(1)})])
+
+
+@pytest.mark.parametrize("pods, expected", [
+    ([], None),
+    ([pod(running={"startedAt": ts(1)})], None),
+    ([pod(terminated={"exitCode": 0, "reason": "Completed"})], ("j-abcde", True)),
+    ([pod("j-1", 0, terminated={"exitCode": 2}), pod("j-2", 5, running={"startedAt": ts(6)})], None),
+    ([pod("j-1", 0, running={}), pod("j-2", 5, terminated={"exitCode": 137, "reason": "OOMKilled"})], ("j-2", False)),
+])
+def test_the_newest_pod_has_ended_once_its_container_terminated(pods, expected):
+    assert ended_pod(pods) == expected

@@ -122,3 +122,25 @@ def test_progress_events_are_asked_for_by_header_or_field():
     assert parse_request(plain(SEED, headers={"x-mstc-progress": "true"}), SETTINGS).progress_events
     assert parse_request(plain(dict(SEED, progressEvents=True)), SETTINGS).progress_events
     assert not parse_request(plain(SEED), SETTINGS).progress_events
+
+
+def test_unknown_fields_are_ignored_by_default_and_rejected_when_configured():
+    body = dict(SEED, namespace="kube-system", serviceAccountName="cluster-admin")
+    assert parse_request(plain(body), SETTINGS).image == SEED["image"]
+    strict = Settings.from_env({"CLOUD_WORKER_UNKNOWN_FIELDS": "reject"})
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(body), strict)
+    assert (caught.value.field, caught.value.reason) == ("namespace", "UnknownField")
+    assert "'serviceAccountName'" in caught.value.message
+    assert parse_request(plain(dict(SEED, timeOut=2, progressEvents=True)), strict).timeout_minutes == 2
+
+
+@pytest.mark.parametrize("headers", [
+    {f"x-h{i}": "v" for i in range(65)},
+    {"x-big": "v" * 20_000},
+    {"x-nested": [{"k": ["v" * 1000] * 5}] * 5},
+])
+def test_a_header_flood_is_rejected_before_the_body_is_read(headers):
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(b"not even json", headers=headers), SETTINGS)
+    assert (caught.value.field, caught.value.reason) == ("headers", "HeadersTooLarge")

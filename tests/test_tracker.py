@@ -88,3 +88,37 @@ def test_pods_are_grouped_by_their_job_name_label():
     tracker._apply("pods", {"type": "ADDED", "object": pod("a-1", "a", 3)})
     tracker._apply("pods", {"type": "ADDED", "object": pod("b-1", "b", 4)})
     assert [p["metadata"]["name"] for p in tracker.snapshot("a").pods] == ["a-1"]
+
+
+def test_a_pod_that_is_deleted_leaves_its_jobs_snapshot():
+    tracker = JobTracker(ScriptedSource([], []), "x=y")
+    tracker._apply("pods", {"type": "ADDED", "object": pod("a-1", "a", 3)})
+    tracker._apply("pods", {"type": "DELETED", "object": pod("a-1", "a", 4)})
+    assert tracker.snapshot("a").pods == []
+
+
+def waited(tracker, *args):
+    started = time.monotonic()
+    tracker.wait(*args)
+    return time.monotonic() - started
+
+
+def test_a_change_after_the_snapshot_ends_the_wait_at_once():
+    tracker = JobTracker(ScriptedSource([], []), "x=y")
+    snap = tracker.snapshot("a")
+    tracker._apply("jobs", {"type": "ADDED", "object": job("a", 3)})
+    assert waited(tracker, 5, "a", snap.version) < 0.5
+    assert tracker.snapshot("a").version != snap.version
+
+
+def test_a_wait_for_one_job_is_woken_by_its_pods_but_not_by_other_jobs():
+    tracker = JobTracker(ScriptedSource([], []), "x=y")
+    tracker._apply("jobs", {"type": "ADDED", "object": job("a", 3)})
+    snap = tracker.snapshot("a")
+    other = threading.Timer(0.05, tracker._apply, ("jobs", {"type": "ADDED", "object": job("b", 4)}))
+    mine = threading.Timer(0.3, tracker._apply, ("pods", {"type": "ADDED", "object": pod("a-1", "a", 5)}))
+    other.start()
+    mine.start()
+    assert 0.25 < waited(tracker, 5, "a", snap.version) < 2
+    other.join()
+    mine.join()

@@ -90,6 +90,23 @@ def _body(request: Request) -> object:
         raise bad_request(f"the request body is not valid JSON: {exc}") from exc
 
 
+def _headers_first(lines):
+    """Send the status line and headers before the first event, as the real API server
+    does: a client then holds the response (and can close it) while the watch is quiet."""
+    yield b""  # werkzeug writes the headers on the first chunk, even an empty one
+    yield from lines
+
+
+def _refused(code: int, namespace: str) -> ApiError:
+    """A permanent refusal of a Job create, worded as the real API server words it."""
+    if code == 403:
+        return ApiError(403, "Forbidden", f'jobs.batch is forbidden: User "system:serviceaccount:{namespace}:'
+                                          f'cloud-worker" cannot create resource "jobs" in API group "batch" in '
+                                          f'the namespace "{namespace}" (fault)')
+    return ApiError(code, "Invalid", 'Job.batch "job" is invalid: spec.template.spec.containers[0].image: '
+                                     'Required value (fault)')
+
+
 class RequestLog:
     """Counts served requests by (method, kind, is-watch); thread-safe."""
 
@@ -169,6 +186,8 @@ class Api:
         if request.method == "GET":
             return self._list_or_watch(request, plural, namespace)
         if request.method == "POST" and plural == "jobs":
+            if self._faults.reject_create_status is not None:
+                raise _refused(self._faults.reject_create_status, namespace)
             job = admit_job(_body(request), namespace, str(uuid.uuid4()))
             return _json(self._store.create(JOBS, job), 201)
         raise method_not_allowed(request.method)
@@ -199,7 +218,7 @@ class Api:
         spec = watch.WatchRequest(resource, namespace, predicate, since, float(timeout),
                                   _flag(request, "allowWatchBookmarks"), self._bookmark_interval)
         lines = watch.cut_after(watch.events(self._store, spec, sock), self._faults.cut_watch_after, sock)
-        return Response(lines, mimetype="application/json")
+        return Response(_headers_first(lines), mimetype="application/json")
 
     def _item(self, request: Request, plural: str, namespace: str, name: str) -> Response:
         resource = RESOURCES[plural]

@@ -24,6 +24,8 @@ class Faults:
     cut_watch_after: int | None = None
     # Answer every watch that resumes from a resourceVersion (not "" or "0") with 410.
     gone_on_resume: bool = False
+    # Answer every Job create with this status (403 Forbidden as from RBAC, 422 Invalid).
+    reject_create_status: int | None = None
     seed: int = 0
     _rng: random.Random = field(default_factory=random.Random, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
@@ -54,3 +56,4 @@ class Faults:
         self.error_rate = self.throttle_rate = self.latency = 0.0
         self.cut_watch_after = None
         self.gone_on_resume = False
+        self.reject_create_status = None

@@ -131,6 +131,15 @@ class FakeKube:
     def reset_counts(self) -> None:
         self._requests.reset()
 
+    def on_write(self, listener) -> None:
+        """Call ``listener(plural, type, namespace, obj)`` at every write, as it is stored.
+
+        The benchmarks time Job creation and completion with it (``bench/rig.py``). It runs
+        under the store's lock: it must be quick and must not call back into the server.
+        """
+        self._store.subscribe(lambda event: listener(event.resource.plural, event.type, event.namespace,
+                                                     event.object))
+
     def finish(self, namespace: str, job_name: str, succeeded: bool = True, exit_code: int = 0,
                reason: str | None = None) -> None:
         """End the Job's running pod now, e.g. a ``scenario/hold`` one.

@@ -1,0 +1,30 @@
+"""A stand-in ``JobBackend`` for worker-level tests: the Job "runs" at once."""
+
+from __future__ import annotations
+
+import time
+
+
+class StubBackend:
+    """Creates the Job (reporting ``accepted``) after ``create_delay`` seconds and ends it
+    with the given outcome."""
+
+    namespace = "stub"
+
+    def __init__(self, outcome, create_delay: float = 0.0) -> None:
+        self.outcome, self.create_delay = outcome, create_delay
+
+    def run(self, request, stop, progress=None):
+        time.sleep(self.create_delay)
+        if progress is not None:
+            progress("accepted", {})
+        return self.outcome
+
+    def start(self) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None: ...

@@ -1,0 +1,198 @@
+"""Cancellation: the cancel event's parsing (pure), and a cancel over the real broker
+deleting a running Job, with ``cancelled`` told to the requester and the canceller."""
+
+import json
+import logging
+import signal
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from handler.cancel import (
+    CANCEL_TYPE,
+    RESULT_TYPE,
+    CancelOutcome,
+    CancelStatus,
+    cancelled_outcome,
+    is_cancel,
+    parse_cancel,
+    result_event,
+)
+from handler.config import Settings
+from handler.errors import Rejected
+from handler.manifest import ANNOTATION_CANCELLED, ANNOTATION_REPLIED
+from handler.request import Message
+from tests.test_backends_kubernetes import job_request, wait_until
+
+SETTINGS = Settings.from_env({})
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def cancel_body(**data):
+    return {"specversion": "1.0", "type": CANCEL_TYPE, "source": "urn:test", "id": uuid.uuid4().hex,
+            "datacontenttype": "application/json", "data": data}
+
+
+def structured(body, **props):
+    return Message(json.dumps(body).encode(), "application/cloudevents+json", **props)
+
+
+def binary(data, **headers):
+    ce = {"ce-specversion": "1.0", "ce-type": CANCEL_TYPE, "ce-source": "urn:test", "ce-id": "c-1"}
+    return Message(json.dumps(data).encode(), "application/json", headers={**ce, **headers})
+
+
+# --- pure: recognising and parsing a cancel
+
+def test_a_cancel_is_recognised_in_structured_and_binary_mode_and_nothing_else_is():
+    assert is_cancel(structured(cancel_body(requestId="r-1")))
+    assert is_cancel(binary({"requestId": "r-1"}))
+    work = dict(cancel_body(requestId="r-1"), type="mstc.cloud.worker.job.request.v1")
+    assert not is_cancel(structured(work))
+    assert not is_cancel(Message(json.dumps({"type": CANCEL_TYPE}).encode(), "application/json"))
+    assert not is_cancel(Message(b"{not json " + CANCEL_TYPE.encode(), "application/cloudevents+json"))
+
+
+def test_a_cancel_names_a_request_or_a_job_by_data_or_subject():
+    target = parse_cancel(structured(cancel_body(requestId="r-1", reason="user asked"), reply_to="q",
+                                     correlation_id="c"), SETTINGS)
+    assert (target.request_id, target.job_name, target.reason, target.reply_to) == ("r-1", None, "user asked", "q")
+    by_subject = dict(cancel_body(), subject="test-job-0123456789")
+    del by_subject["data"]
+    assert parse_cancel(structured(by_subject), SETTINGS).job_name == "test-job-0123456789"
+    assert parse_cancel(binary({"jobName": "x-1"}), SETTINGS).job_name == "x-1"
+
+
+@pytest.mark.parametrize("data, field", [
+    ({}, "requestId"),
+    ({"requestId": 7}, "requestId"),
+    ({"jobName": "../etc/passwd"}, "jobName"),
+    ({"jobName": "Job,app=evil"}, "jobName"),
+    ({"requestId": "x" * 5000}, "requestId"),
+])
+def test_a_cancel_that_names_nothing_usable_is_rejected(data, field):
+    with pytest.raises(Rejected) as caught:
+        parse_cancel(structured(cancel_body(**data)), SETTINGS)
+    assert caught.value.field == field
+
+
+def test_only_a_marked_job_counts_as_cancelled():
+    job = {"metadata": {"name": "j-1", "annotations": {}}, "status": {"startTime": "2025-01-01T00:00:00Z"}}
+    assert cancelled_outcome(job, NOW) is None
+    job["metadata"]["annotations"][ANNOTATION_CANCELLED] = "user asked"
+    outcome = cancelled_outcome(job, NOW)
+    assert (outcome.status.value, outcome.reason) == ("cancelled", "Cancelled")
+    assert "user asked" in outcome.message and outcome.start_time is not None
+
+
+def test_the_result_event_of_the_same_cancel_has_the_same_id():
+    target = parse_cancel(structured(cancel_body(requestId="r-1")), SETTINGS)
+    outcome = CancelOutcome(CancelStatus.NOT_FOUND, None, "no Job")
+    first, again = (result_event(target, outcome, source="urn:x", now=NOW) for _ in range(2))
+    assert first.get_type() == RESULT_TYPE and first.get_id() == again.get_id()
+    assert first.get_data()["status"] == "notFound"
+
+
+def test_the_worker_cancels_for_any_transport_and_refuses_without_a_backend_that_can():
+    from handler.worker import Worker
+
+    class NoJobs:
+        namespace = "ns"
+
+        def cancel(self, target):
+            return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for {target.target}")
+
+    target = parse_cancel(structured(cancel_body(requestId="r-1"), reply_to="q", correlation_id="c"), SETTINGS)
+    result = Worker(SETTINGS, NoJobs()).cancel(target)
+    assert result.status == "cancel-notFound" and result.reply.get_type() == RESULT_TYPE
+    assert [(p.routing_key, p.correlation_id) for p in result.publications] == [("q", "c")]
+    with pytest.raises(Rejected):
+        Worker(SETTINGS, object()).cancel(target)
+
+
+# --- over the broker: a running Job cancelled
+
+def cancel_publish(requester, **data):
+    return requester.publish(cancel_body(**data), content_type="application/cloudevents+json")
+
+
+@pytest.mark.integration
+def test_a_cancel_deletes_the_running_job_and_the_requester_hears_cancelled(handlers, requester, fakekube, namespace):
+    handlers.start(concurrency=2)
+    cid = requester.submit(job_request("scenario/hold"))
+    wait_until(lambda: fakekube.pods(namespace), "the job's pod runs")
+    cancel_cid = cancel_publish(requester, requestId=cid, reason="changed my mind")
+    answer = requester.wait_reply(cancel_cid)
+    assert answer["type"] == RESULT_TYPE and answer["data"]["status"] == "cancelled"
+    reply = requester.wait_reply(cid)
+    assert reply["type"] == "mstc.cloud.worker.job.cancelled.v1"
+    assert "changed my mind" in reply["data"]["message"]
+    wait_until(lambda: fakekube.jobs(namespace) == [] and fakekube.pods(namespace) == [],
+               "the job and its pod are deleted")
+    requester.collect(0.5)
+    replies = requester.replies_for(cid)
+    assert {r["data"]["status"] for r in replies} == {"cancelled"}  # never failed: JobDeleted
+    assert len({r["id"] for r in replies}) == 1  # the canceller's and the follower's copies share the id
+    assert requester.queue_depth() == 0
+    assert len(fakekube.created_jobs(namespace)) == 1
+
+
+@pytest.mark.integration
+def test_a_cancel_by_job_name_in_binary_mode_works_too(handlers, requester, fakekube, namespace):
+    handlers.start(concurrency=2)
+    cid = requester.submit(job_request("scenario/hold"))
+    wait_until(lambda: fakekube.jobs(namespace), "the job exists")
+    name = fakekube.jobs(namespace)[0]["metadata"]["name"]
+    headers = {"ce-specversion": "1.0", "ce-type": CANCEL_TYPE, "ce-source": "urn:test", "ce-id": "b-1",
+               "ce-subject": name}
+    cancel_cid = requester.publish(b"", content_type="application/json", headers=headers)
+    assert requester.wait_reply(cancel_cid)["data"]["status"] == "cancelled"
+    assert requester.wait_reply(cid)["data"]["status"] == "cancelled"
+
+
+@pytest.mark.integration
+def test_cancelling_an_unknown_or_finished_request_changes_nothing(handlers, requester, fakekube, namespace):
+    handlers.start()
+    cid = requester.submit(job_request("scenario/succeed:0.1"))
+    assert requester.wait_reply(cid)["data"]["status"] == "succeeded"
+    wait_until(lambda: ANNOTATION_REPLIED in (fakekube.jobs(namespace)[0]["metadata"].get("annotations") or {}),
+               "the job records its reply")
+    finished = requester.wait_reply(cancel_publish(requester, requestId=cid))
+    unknown = requester.wait_reply(cancel_publish(requester, requestId="no-such-request"))
+    assert (finished["data"]["status"], unknown["data"]["status"]) == ("finished", "notFound")
+    assert len(fakekube.jobs(namespace)) == 1
+    assert [r["data"]["status"] for r in requester.replies_for(cid)] == ["succeeded"]
+
+
+@pytest.mark.integration
+def test_a_marked_job_left_behind_by_a_dead_canceller_is_deleted_by_its_follower(handlers, requester, fakekube,
+                                                                                 namespace):
+    handler = handlers.start()
+    cid = requester.submit(job_request("scenario/hold"))
+    wait_until(lambda: fakekube.jobs(namespace), "the job exists")
+    name = fakekube.jobs(namespace)[0]["metadata"]["name"]
+    handler.backend.kube.patch_job_annotations(name, {ANNOTATION_CANCELLED: "canceller died before deleting"})
+    assert requester.wait_reply(cid)["data"]["status"] == "cancelled"
+    wait_until(lambda: fakekube.jobs(namespace) == [], "the follower deletes the marked job")
+
+
+@pytest.mark.integration
+def test_a_cancelled_request_redelivered_after_its_job_is_gone_does_not_run_again(handlers, requester, fakekube,
+                                                                                  namespace, caplog):
+    caplog.set_level(logging.INFO, logger="handler.backends.kubernetes")
+    first = handlers.spawn()
+    cid = requester.submit(job_request("scenario/hold"), message_id="m-cancel-redelivery")
+    wait_until(lambda: fakekube.jobs(namespace), "the job exists", timeout=20)
+    second = handlers.start(concurrency=2)
+    first.send_signal(signal.SIGSTOP)  # the follower freezes: it never sees the deletion
+    cancel_publish(requester, requestId="m-cancel-redelivery")
+    wait_until(lambda: fakekube.jobs(namespace) == [], "the cancel deletes the job")
+    first.kill()  # only now does its delivery go back to the queue, to the second handler
+    first.wait(10)
+    wait_until(lambda: second.consumer.stats.received >= 2 and second.consumer.inflight == 0
+               and requester.queue_depth() == 0, "the redelivered request is handled", timeout=20)
+    requester.collect(0.5)
+    assert {r["data"]["status"] for r in requester.terminal_replies_for(cid)} == {"cancelled"}
+    assert len(fakekube.created_jobs(namespace)) == 1
+    assert "not creating it again" in caplog.text

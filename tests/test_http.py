@@ -1,0 +1,284 @@
+"""The HTTP face through Flask's test client, against the fake API server through the
+real KubernetesBackend: every content mode, synchronous and asynchronous, rejections,
+idempotency, limits; and once through real gunicorn (`cloud-worker serve`)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+from handler.backends.kubernetes import KubernetesBackend
+from handler.config import Settings
+from handler.http import create_app, message_from_http, wants_async
+from handler.manifest import ANNOTATION_TRACEPARENT, LABEL_REQUEST
+from handler.naming import identity_hash
+from tests.support.handlers import REPO
+from tests.support.requester import SEED_REQUEST
+from tests.test_backends_kubernetes import job_request, wait_until
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+TRACESTATE = "vendor=opaque"
+
+
+@pytest.fixture
+def serve(fakekube, namespace):
+    """``serve(**settings)`` → a Flask test client of a new app (a new "replica")."""
+    apps = []
+
+    def make(**settings):
+        env = {"KUBECONFIG": fakekube.kubeconfig, "CLOUD_WORKER_NAMESPACE": namespace,
+               "CLOUD_WORKER_IMAGE_PULL_GRACE_SECONDS": "0.5", "CLOUD_WORKER_DEADLINE_SLACK_SECONDS": "5"}
+        env.update({f"CLOUD_WORKER_{k.upper()}": str(v) for k, v in settings.items()})
+        s = Settings.from_env(env)
+        backend = KubernetesBackend(s)
+        backend.start()
+        app = create_app(s, backend)
+        apps.append((app, backend))
+        return app.test_client()
+
+    yield make
+    for app, backend in apps:
+        app.extensions["cloud_worker"].close()
+        backend.close()
+
+
+def binary_headers(event_id, source="urn:test:http", **extra):
+    return {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": source,
+            "ce-type": "io.mstc.work.requested.v1", "Content-Type": "application/json", **extra}
+
+
+def structured(event_id, data, **attributes):
+    return json.dumps({"specversion": "1.0", "id": event_id, "source": "urn:test:http",
+                       "type": "io.mstc.work.requested.v1", "datacontenttype": "application/json", "data": data,
+                       **attributes})
+
+
+def test_a_plain_json_request_is_answered_with_a_structured_reply_once_its_job_ends(serve, fakekube, namespace):
+    client = serve()
+    response = client.post("/", json=job_request("scenario/succeed:0.2"))
+    assert response.status_code == 200
+    assert response.content_type.startswith("application/cloudevents+json")
+    reply = response.get_json()
+    assert reply["type"] == "mstc.cloud.worker.job.succeeded.v1"
+    assert (reply["data"]["status"], reply["data"]["exitCode"]) == ("succeeded", 0)
+    assert fakekube.created_jobs(namespace) == [reply["data"]["jobName"]]
+
+
+def test_a_binary_cloudevent_is_answered_in_binary_mode_with_its_headers_decoded(serve, fakekube, namespace):
+    client = serve()
+    event_id = f"ev-{uuid.uuid4().hex[:8]}"
+    headers = binary_headers(event_id, source="urn:test:http%20client")  # percent-encoded, per the HTTP binding
+    response = client.post("/", data=json.dumps(SEED_REQUEST), headers=headers)
+    assert response.status_code == 200
+    assert response.headers["ce-type"] == "mstc.cloud.worker.job.succeeded.v1"
+    assert response.headers["ce-specversion"] == "1.0" and response.headers["ce-id"]
+    assert response.content_type == "application/json"
+    data = response.get_json()
+    assert (data["status"], data["requestId"]) == ("succeeded", event_id)
+    job = fakekube.jobs(namespace)[0]
+    assert job["metadata"]["labels"][LABEL_REQUEST] == identity_hash(f"ce:urn:test:http client:{event_id}")
+
+
+def test_a_structured_cloudevent_gets_a_structured_reply_and_200_even_when_its_job_fails(serve):
+    client = serve()
+    body = structured("ev-fail", job_request("scenario/fail:3"))
+    response = client.post("/", data=body, content_type="application/cloudevents+json")
+    assert response.status_code == 200
+    reply = response.get_json()
+    assert reply["type"] == "mstc.cloud.worker.job.failed.v1"
+    assert (reply["data"]["status"], reply["data"]["exitCode"], reply["data"]["requestId"]) == ("failed", 3, "ev-fail")
+
+
+@pytest.mark.parametrize("mode", ["plain", "structured", "binary"])
+def test_a_bad_request_is_answered_400_with_a_rejected_event_in_its_content_mode(serve, fakekube, namespace, mode):
+    client = serve()
+    bad = dict(SEED_REQUEST, jobName="../../etc/passwd")
+    if mode == "plain":
+        response = client.post("/", json=bad)
+    elif mode == "structured":
+        response = client.post("/", data=structured("ev-bad", bad), content_type="application/cloudevents+json")
+    else:
+        response = client.post("/", data=json.dumps(bad), headers=binary_headers("ev-bad"))
+    assert response.status_code == 400
+    if mode == "binary":
+        assert response.headers["ce-type"] == "mstc.cloud.worker.job.rejected.v1"
+        data = response.get_json()
+    else:
+        assert response.get_json()["type"] == "mstc.cloud.worker.job.rejected.v1"
+        data = response.get_json()["data"]
+    assert (data["field"], data["reason"]) == ("jobName", "InvalidJobName")
+    assert fakekube.created_jobs(namespace) == []
+
+
+def test_a_binary_event_whose_data_is_not_json_is_rejected_naming_the_data(serve):
+    response = serve().post("/", data=b"{not json", headers=binary_headers("ev-broken"))
+    assert response.status_code == 400
+    assert (response.get_json()["field"], response.get_json()["reason"]) == ("data", "InvalidJson")
+
+
+def test_the_same_event_id_posted_twice_runs_one_job_synchronously_or_not(serve, fakekube, namespace):
+    client = serve()
+    headers = binary_headers("ev-twice")
+    first = client.post("/", data=json.dumps(job_request("scenario/succeed:0.2")), headers=headers)
+    second = client.post("/", data=json.dumps(job_request("scenario/succeed:0.2")), headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert first.headers["ce-id"] == second.headers["ce-id"]
+    third = client.post("/", data=json.dumps(job_request("scenario/succeed:0.2")),
+                        headers=dict(headers, Prefer="respond-async"))
+    assert third.status_code == 202
+    assert len(fakekube.created_jobs(namespace)) == 1
+
+
+def test_an_asynchronous_request_is_accepted_then_polled_until_its_reply(serve, fakekube, namespace):
+    client = serve()
+    response = client.post("/", data=structured("ev/async 1", job_request("scenario/succeed:0.5")),
+                           content_type="application/cloudevents+json", headers={"Prefer": "respond-async"})
+    assert response.status_code == 202
+    assert response.headers["Location"] == "/jobs/ev%2Fasync%201"
+    assert response.headers["Preference-Applied"] == "respond-async"
+    assert response.get_json()["status"] in ("pending", "running")
+    assert fakekube.created_jobs(namespace)  # the Job exists when the 202 comes
+    states = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        polled = client.get(response.headers["Location"])
+        states.append(polled.get_json()["status"])
+        if "reply" in polled.get_json():
+            break
+        assert polled.headers["Retry-After"] == "1"
+        time.sleep(0.05)
+    doc = polled.get_json()
+    assert doc["status"] == "succeeded" and doc["requestId"] == "ev/async 1"
+    assert doc["reply"]["type"] == "mstc.cloud.worker.job.succeeded.v1"
+    assert "running" in states
+
+
+def test_any_replica_reads_an_asynchronous_request_back_from_its_job(serve, fakekube, namespace):
+    first, second = serve(), serve()
+    headers = dict(binary_headers("ev-replica"), Prefer="respond-async", traceparent=TRACEPARENT)
+    accepted = first.post("/", data=json.dumps(job_request("scenario/hold")), headers=headers)
+    assert accepted.status_code == 202
+    wait_until(lambda: second.get("/jobs/ev-replica").status_code == 200, "the other replica sees the job")
+    assert second.get("/jobs/ev-replica").get_json()["status"] in ("pending", "running")
+    fakekube.finish(namespace, fakekube.created_jobs(namespace)[0])
+    wait_until(lambda: "reply" in second.get("/jobs/ev-replica").get_json(), "the other replica has the reply")
+    wait_until(lambda: "reply" in first.get("/jobs/ev-replica").get_json(), "the first replica has the reply")
+    theirs, ours = second.get("/jobs/ev-replica").get_json(), first.get("/jobs/ev-replica").get_json()
+    assert theirs["status"] == ours["status"] == "succeeded"
+    assert theirs["reply"]["id"] == ours["reply"]["id"]  # the same event, rebuilt from the Job alone
+    assert theirs["reply"]["traceparent"] == TRACEPARENT
+    for key in ("jobName", "requestJobName", "image", "inputBucketUrl", "outputBucketUrl", "timeOut", "status"):
+        assert theirs["reply"]["data"][key] == ours["reply"]["data"][key], key
+
+
+def test_an_unknown_request_id_is_404(serve):
+    response = serve().get("/jobs/never-posted")
+    assert response.status_code == 404
+    assert response.get_json()["status"] == "unknown"
+
+
+def test_a_body_over_the_limit_is_rejected_with_413_and_runs_nothing(serve, fakekube, namespace):
+    client = serve(max_body_bytes=1024)
+    padded = dict(SEED_REQUEST, padding="x" * 2000)
+    response = client.post("/", json=padded)
+    assert response.status_code == 413
+    data = response.get_json()["data"]
+    assert (data["field"], data["reason"]) == ("body", "BodyTooLarge")
+    response = client.post("/", data=json.dumps(padded), headers=binary_headers("ev-big"))
+    assert response.status_code == 413 and response.headers["ce-type"].endswith(".rejected.v1")
+    assert fakekube.created_jobs(namespace) == []
+
+
+def test_probes_and_metrics_are_served_in_http_mode(serve):
+    client = serve()
+    assert client.get("/healthz").get_json()["alive"] is True
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json() == {"ready": True, "kubernetes": True}
+    client.post("/", json=job_request("scenario/succeed:0.1"))
+    metrics = client.get("/metrics")
+    assert metrics.content_type.startswith("text/plain")
+    assert 'cloud_worker_requests_total{outcome="succeeded"} 1.0' in metrics.text
+
+
+@pytest.mark.parametrize("mode", ["header", "extension"])
+def test_trace_context_reaches_the_job_and_the_reply_unchanged(serve, fakekube, namespace, mode):
+    client = serve()
+    if mode == "header":
+        response = client.post("/", json=job_request("scenario/succeed:0.1"),
+                               headers={"traceparent": TRACEPARENT, "tracestate": TRACESTATE})
+        reply_trace = response.get_json()["traceparent"], response.get_json()["tracestate"]
+    else:
+        headers = binary_headers("ev-traced", **{"ce-traceparent": TRACEPARENT, "ce-tracestate": TRACESTATE})
+        response = client.post("/", data=json.dumps(job_request("scenario/succeed:0.1")), headers=headers)
+        reply_trace = response.headers["ce-traceparent"], response.headers["ce-tracestate"]
+    assert response.status_code == 200
+    assert reply_trace == (TRACEPARENT, TRACESTATE)
+    job = fakekube.jobs(namespace)[0]
+    assert job["metadata"]["annotations"][ANNOTATION_TRACEPARENT] == TRACEPARENT
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TRACEPARENT"] == TRACEPARENT
+
+
+@pytest.mark.parametrize("prefer, expected", [
+    ("respond-async", True), ("wait=10, respond-async", True), ("Respond-Async; x=1", True),
+    ("return=minimal", False), ("", False),
+])
+def test_prefer_respond_async_is_found_among_other_preferences(prefer, expected):
+    assert wants_async({"Prefer": prefer}) is expected
+
+
+def test_an_idempotency_key_names_a_plain_request_else_its_body_does():
+    keyed = message_from_http({"Content-Type": "application/json", "Idempotency-Key": "k-1"}, b"{}")
+    assert keyed.message_id == "k-1"
+    assert message_from_http({"Content-Type": "application/json"}, b"{}").message_id is None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cloud_worker_serve_runs_gunicorn_that_answers_a_cloudevent(fakekube, namespace, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_WORKER_")}
+    env.update({"KUBECONFIG": fakekube.kubeconfig, "CLOUD_WORKER_NAMESPACE": namespace,
+                "CLOUD_WORKER_HTTP_PORT": str(port), "CLOUD_WORKER_HTTP_THREADS": "4",
+                "CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS": "2", "CLOUD_WORKER_LOG_FORMAT": "json"})
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "serve"], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(f"{base}/readyz"), "gunicorn is ready", timeout=30)
+        response = requests.post(base + "/", data=json.dumps(job_request("scenario/succeed:0.2")),
+                                 headers=binary_headers("ev-gunicorn"), timeout=30)
+        assert response.status_code == 200, log_path.read_text()
+        assert response.headers["ce-type"] == "mstc.cloud.worker.job.succeeded.v1"
+        assert response.json()["requestId"] == "ev-gunicorn"
+        metrics = requests.get(base + "/metrics", timeout=5).text
+        assert 'cloud_worker_requests_total{outcome="succeeded"} 1.0' in metrics
+        assert "cloud_worker_receipt_to_job_created_seconds_count 1.0" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    assert code == 0, log_path.read_text()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    created = [line for line in lines if line["message"].startswith("created job")]
+    assert created and created[0]["request_id"] == "ev-gunicorn" and created[0]["job_name"]
+    assert any(line["logger"] == "gunicorn.error" for line in lines)  # gunicorn's own lines are JSON too
+
+
+def _answers(url):
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False

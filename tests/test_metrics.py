@@ -1,0 +1,115 @@
+"""Metric values follow the work: counted through the worker, the real consumer (in a
+thread and as a subprocess serving /metrics on its health port) and the watch."""
+
+import json
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from handler.config import Settings
+from handler.metrics import Metrics
+from handler.outcome import Outcome, Status
+from handler.request import Message
+from handler.worker import Worker
+from tests.support.backends import StubBackend
+from tests.support.requester import SEED_REQUEST
+from tests.test_backends_kubernetes import job_request, wait_until
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def plain(body):
+    return Message(json.dumps(body).encode(), "application/json", correlation_id="c-1")
+
+
+def test_the_worker_counts_outcomes_durations_and_the_time_to_create_the_job():
+    outcome = Outcome(Status.FAILED, "BackoffLimitExceeded", "boom", exit_code=3,
+                      start_time=NOW - timedelta(seconds=42), completion_time=NOW)
+    worker = Worker(Settings.from_env({}), StubBackend(outcome, create_delay=0.05))
+    m = worker.metrics
+    worker.process(plain(SEED_REQUEST), stop=None)
+    worker.process(plain(dict(SEED_REQUEST, timeOut=-1)), stop=None)
+    assert m.value("cloud_worker_requests_total", outcome="failed") == 1
+    assert m.value("cloud_worker_requests_total", outcome="rejected") == 1
+    assert m.value("cloud_worker_rejected_requests_total", reason="InvalidTimeout") == 1
+    assert m.value("cloud_worker_job_duration_seconds_sum", status="failed") == 42
+    assert m.value("cloud_worker_job_duration_seconds_bucket", status="failed", le="60.0") == 1
+    assert m.value("cloud_worker_job_duration_seconds_bucket", status="failed", le="30.0") == 0
+    assert m.value("cloud_worker_receipt_to_job_created_seconds_count") == 1
+    assert 0.05 <= m.value("cloud_worker_receipt_to_job_created_seconds_sum") < 1
+    assert m.value("cloud_worker_jobs_in_flight") == 0
+
+
+def test_the_reply_latency_runs_from_the_jobs_completion_and_never_goes_negative():
+    m = Metrics()
+    m.replied(Outcome(Status.SUCCEEDED, "Completed", "ok", completion_time=NOW), now=NOW + timedelta(seconds=0.3))
+    m.replied(Outcome(Status.SUCCEEDED, "Completed", "ok", completion_time=NOW), now=NOW - timedelta(seconds=0.5))
+    m.replied(None)
+    assert m.value("cloud_worker_job_finished_to_reply_seconds_count") == 2
+    assert m.value("cloud_worker_job_finished_to_reply_seconds_sum") == pytest.approx(0.3)
+
+
+def test_each_metrics_object_has_its_own_registry():
+    first, second = Metrics(), Metrics()
+    first.requests.labels("succeeded").inc()
+    assert second.value("cloud_worker_requests_total", outcome="succeeded") == 0
+    assert b"cloud_worker_requests_total" in first.render()[1]
+
+
+@pytest.fixture
+def faults(fakekube):
+    yield fakekube.faults
+    fakekube.faults.clear()
+
+
+@pytest.mark.integration
+def test_the_consumers_metrics_follow_jobs_in_flight_outcomes_and_watch_restarts(handlers, requester, fakekube,
+                                                                                 namespace, faults):
+    faults.cut_watch_after = 1  # every watch stream breaks after one event and is resumed
+    handler = handlers.start(concurrency=2)
+    m = handler.consumer.metrics
+    m.watch(handler.backend.tracker)
+    held = requester.submit(job_request("scenario/hold"))
+    wait_until(lambda: m.value("cloud_worker_jobs_in_flight") == 1, "the held job is in flight")
+    ok = requester.submit(job_request("scenario/succeed:0.2"))
+    bad = requester.submit(dict(SEED_REQUEST, image="Not An Image"))
+    assert requester.wait_reply(ok)["data"]["status"] == "succeeded"
+    assert requester.wait_reply(bad)["data"]["reason"] == "InvalidImage"
+    assert m.value("cloud_worker_jobs_in_flight") == 1
+    faults.cut_watch_after = None
+    hold = next(j for j in fakekube.jobs(namespace) if j["spec"]["template"]["spec"]["containers"][0]["image"]
+                == "scenario/hold")
+    fakekube.finish(namespace, hold["metadata"]["name"])
+    assert requester.wait_reply(held)["data"]["status"] == "succeeded"
+    wait_until(lambda: m.value("cloud_worker_job_finished_to_reply_seconds_count") == 2, "both replies confirmed")
+    assert m.value("cloud_worker_jobs_in_flight") == 0
+    assert m.value("cloud_worker_requests_total", outcome="succeeded") == 2
+    assert m.value("cloud_worker_rejected_requests_total", reason="InvalidImage") == 1
+    assert m.value("cloud_worker_receipt_to_job_created_seconds_count") == 2
+    assert m.value("cloud_worker_job_duration_seconds_count", status="succeeded") == 2
+    assert m.value("cloud_worker_watch_restarts_total") == handler.backend.tracker.counters.restarts > 0
+
+
+@pytest.mark.integration
+def test_the_consumer_serves_metrics_beside_its_probes(handlers, requester):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    handlers.spawn(http_port=port)
+    base = f"http://127.0.0.1:{port}"
+    cid = requester.submit(job_request("scenario/succeed:0.2"))
+    assert requester.wait_reply(cid, timeout=30)["data"]["status"] == "succeeded"
+
+    def scraped():
+        return requests.get(base + "/metrics", timeout=5).text
+
+    wait_until(lambda: "cloud_worker_job_finished_to_reply_seconds_count 1.0" in scraped(), "the reply is counted")
+    text = scraped()
+    assert 'cloud_worker_requests_total{outcome="succeeded"} 1.0' in text
+    assert "cloud_worker_jobs_in_flight 0.0" in text
+    relists = next(line for line in text.splitlines() if line.startswith("cloud_worker_watch_relists_total"))
+    assert float(relists.split()[1]) >= 2  # jobs and pods listed at start-up
+    assert requests.get(base + "/healthz", timeout=5).status_code == 200
+    assert requests.get(base + "/readyz", timeout=5).json() == {"ready": True, "broker": True, "kubernetes": True}
