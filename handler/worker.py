@@ -116,9 +116,8 @@ class Worker:
     def replied(self, result: Result) -> None:
         """The terminal reply of ``result`` is confirmed: record it on the Job, so a handler
         adopting the Job later knows (a backend without a durable record has no such step)."""
-        mark = getattr(self.backend, "mark_replied", None)
-        if mark is not None and result.request is not None and result.outcome is not None:
-            mark(result.request, result.status)
+        if result.request is not None and result.outcome is not None:
+            self.backend.mark_replied(result.request, result.status)
 
     def _cancel(self, message: Message) -> Result:
         """A cancel event: cancel the Job it names, tell the Job's requester ``cancelled``
@@ -133,11 +132,8 @@ class Worker:
         """Cancel the Job ``target`` names (for any transport: an HTTP DELETE builds the
         ``CancelRequest`` itself). The publications are the ``cancelled`` reply to the
         Job's requester and the answer to ``target.reply_to``; ``reply`` is that answer.
-        Raises ``Rejected`` when the backend cannot cancel, ``Transient`` to retry."""
-        cancel_job = getattr(self.backend, "cancel", None)
-        if cancel_job is None:
-            raise Rejected("type", "Unsupported", "this handler's backend cannot cancel")
-        outcome = cancel_job(target)
+        Raises ``Transient`` to retry."""
+        outcome = self.backend.cancel(target)
         now = self.clock()
         log.info("cancel of %s: %s (%s)", target.target, outcome.status.value, outcome.message)
         pubs: list[Publication] = []

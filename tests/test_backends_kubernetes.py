@@ -2,7 +2,6 @@
 right reply, and the watch survives what real API servers do to watches."""
 
 import logging
-import threading
 import time
 
 import pytest

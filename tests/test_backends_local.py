@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from handler.backends.kubernetes import KubernetesBackend
-from handler.backends.local import DEADLINE_MESSAGE, LocalBackend, job_base_env, open_local_backend
+from handler.backends.local import LocalBackend, job_base_env, open_local_backend
+from handler.backends.localstatus import DEADLINE_MESSAGE
 from handler.config import Settings
 from handler.errors import Interrupted
 from handler.localimages import load_image_map
@@ -283,3 +284,25 @@ def wait_until(predicate, what, timeout=10.0):
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting until {what}")
+
+
+def test_a_cancelled_job_is_stopped_and_its_follower_reports_cancelled(make_backend, images_dir):
+    from handler.cancel import CancelRequest, CancelStatus
+
+    backend, request = make_backend(), request_for("test/sleep")
+    result = []
+    follower = threading.Thread(target=lambda: result.append(run(backend, request)))
+    follower.start()
+    deadline = time.monotonic() + 10
+    while not (images_dir / "trace").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    target = CancelRequest(request_id=request.request_id, job_name=None, reason="user asked", event_id="e",
+                           event_source="/t")
+    answer = backend.cancel(target)
+    assert answer.status is CancelStatus.CANCELLED
+    follower.join(15)
+    assert (result[0].status, result[0].reason) == (Status.CANCELLED, "Cancelled")
+    assert "user asked" in result[0].message
+    assert backend.cancel(target).status is CancelStatus.FINISHED
+    unknown = CancelRequest(request_id="nobody", job_name=None, reason="r", event_id="e2", event_source="/t")
+    assert backend.cancel(unknown).status is CancelStatus.NOT_FOUND

@@ -7,7 +7,6 @@ import subprocess
 import time
 import uuid
 
-import pika
 import pytest
 
 from tests.support.requester import SEED_REQUEST

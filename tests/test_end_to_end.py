@@ -1,7 +1,6 @@
 """The whole loop over the real RabbitMQ and the fake API server: request in, Job run,
 CloudEvent reply out, message acked."""
 
-import json
 
 import pytest
 

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from handler.cancel import CancelOutcome, CancelRequest
 from handler.outcome import Outcome
 from handler.request import WorkRequest
 
@@ -30,6 +31,13 @@ class JobBackend(Protocol):
         Raises ``Interrupted`` when ``stop`` is set first: the Job keeps running and the
         request's next delivery adopts it.
         """
+
+    def cancel(self, target: CancelRequest) -> CancelOutcome:
+        """Stop the Job ``target`` names, so that its follower replies ``cancelled``.
+        Raises ``Transient`` when the cancel should be retried."""
+
+    def mark_replied(self, request: WorkRequest, status: str) -> None:
+        """Record, where the backend keeps durable state, that the terminal reply went out."""
 
     def wake(self) -> None:
         """Make waiting ``run`` calls look at ``stop`` now."""

@@ -45,7 +45,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from handler.backends import Progress
 from handler.config import Settings
@@ -53,7 +52,10 @@ from handler.embedded_s3 import EmbeddedS3, endpoint_configured
 from handler.errors import Interrupted
 from handler.localimages import ImageMap, LocalImage, load_image_map
 from handler.manifest import container_env
-from handler.outcome import Outcome, finished_outcome, stuck_outcome
+from handler import cancel
+from handler.backends.localstatus import Ended, cancelled_outcome, cannot_start_outcome, reported_outcome
+from handler.manifest import build_job
+from handler.outcome import Outcome
 from handler.request import WorkRequest
 
 log = logging.getLogger(__name__)
@@ -62,9 +64,6 @@ log = logging.getLogger(__name__)
 LOCAL_NAMESPACE = "local"
 #: The images file used when CLOUD_WORKER_LOCAL_IMAGES is empty (in a source checkout).
 DEFAULT_IMAGES_FILE = Path(__file__).resolve().parents[2] / "examples" / "images.toml"
-#: The Job controller's own wording, so local replies read like cluster ones.
-BACKOFF_MESSAGE = "Job has reached the specified backoff limit"
-DEADLINE_MESSAGE = "Job was active longer than specified deadline"
 #: Seconds between SIGTERM and SIGKILL at the deadline: time for the job toolkit to
 #: upload outputs and error files, yet shorter than Kubernetes' 30 s so a demo or test
 #: that times out does not hang.
@@ -84,10 +83,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat()
-
-
 @dataclass
 class _LocalJob:
     request: WorkRequest
@@ -99,18 +94,8 @@ class _LocalJob:
     finished_at: float | None = None  # monotonic, for the TTL
     process: subprocess.Popen[bytes] | None = None
     thread: threading.Thread | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class _Ended:
-    """How one attempt (one "pod") ended."""
-
-    exit_code: int | None  # None: never started
-    log_tail: str
-    start_time: datetime
-    end_time: datetime
-    timed_out: bool = False
-    cannot_start: str | None = None  # the reason it never started
+    #: Set by ``cancel``: the process is stopped and the job ends ``cancelled``.
+    cancel_reason: str | None = None
 
 
 class LocalBackend:
@@ -193,6 +178,29 @@ class LocalBackend:
             if stop.is_set():
                 raise Interrupted(f"stopped while following local job {name}")
 
+    def mark_replied(self, request: WorkRequest, status: str) -> None:
+        """Nothing to record: local jobs live in this process's memory, not in a cluster."""
+
+    def cancel(self, target: cancel.CancelRequest) -> cancel.CancelOutcome:
+        """Stop the named running job (SIGTERM to its process group, as a pod deletion
+        does); its follower then replies ``cancelled``. A finished job is left alone."""
+        with self._cond:
+            job = next((j for j in self._jobs.values()
+                        if j.request.job_name == target.job_name or j.request.request_id == target.request_id), None)
+            if job is None:
+                return cancel.CancelOutcome(cancel.CancelStatus.NOT_FOUND, None, f"no local job for {target.target}")
+            manifest = build_job(job.request, self.settings)
+            if job.outcome is not None:
+                return cancel.CancelOutcome(cancel.CancelStatus.FINISHED, manifest,
+                                            f"job {job.request.job_name} had already finished")
+            job.cancel_reason = target.reason
+            process = job.process
+        if process is not None:
+            _signal_group(process, signal.SIGTERM)
+        manifest["metadata"]["annotations"].update(cancel.mark(target.reason))
+        log.info("cancelled local job %s (%s)", job.request.job_name, target.reason)
+        return cancel.CancelOutcome(cancel.CancelStatus.CANCELLED, manifest, f"job {job.request.job_name} cancelled")
+
     # --- inside
     def _create(self, request: WorkRequest, image: LocalImage) -> _LocalJob:
         """Register and start the job; called with the lock held."""
@@ -216,12 +224,15 @@ class LocalBackend:
         while True:
             attempts += 1
             ended = self._attempt(job, deadline)
-            if (ended.exit_code == 0 or ended.timed_out or ended.cannot_start
+            if (ended.exit_code == 0 or ended.timed_out or ended.cannot_start or job.cancel_reason is not None
                     or attempts > self.settings.job_backoff_limit or self._closed):
                 break
             log.info("local job %s: attempt %d exited with %s; retrying (backoff limit %d)", request.job_name,
                      attempts, ended.exit_code, self.settings.job_backoff_limit)
-        outcome = reported_outcome(ended, job.pod_name, start_time)
+        if job.cancel_reason is not None:
+            outcome = cancelled_outcome(job.cancel_reason, job.pod_name, start_time, ended.end_time)
+        else:
+            outcome = reported_outcome(ended, job.pod_name, start_time)
         log.info("local job %s %s (%s) after %d attempt(s)", request.job_name, outcome.status.value, outcome.reason,
                  attempts)
         with self._cond:
@@ -231,7 +242,7 @@ class LocalBackend:
             self._counts[outcome.status.value] += 1
             self._cond.notify_all()
 
-    def _attempt(self, job: _LocalJob, deadline: float) -> _Ended:
+    def _attempt(self, job: _LocalJob, deadline: float) -> Ended:
         """Run the command once, in a fresh working directory, until it exits or the deadline."""
         lines: collections.deque[bytes] = collections.deque(maxlen=max(1, self.settings.log_tail_lines))
         with tempfile.TemporaryDirectory(prefix=f"cloud-worker-{job.request.job_name[:40]}-") as workdir:
@@ -243,7 +254,7 @@ class LocalBackend:
                 )
             except OSError as exc:
                 log.warning("local job %s cannot start %s: %s", job.request.job_name, job.command[0], exc)
-                return _Ended(None, "", start, _now(), cannot_start=f"cannot run {job.command[0]!r}: {exc}")
+                return Ended(None, "", start, _now(), cannot_start=f"cannot run {job.command[0]!r}: {exc}")
             with self._cond:
                 job.process, job.started = process, True
                 self._cond.notify_all()
@@ -263,7 +274,7 @@ class LocalBackend:
             process.stdout.close()
             end = _now()
         exit_code = returncode if returncode >= 0 else 128 - returncode
-        return _Ended(exit_code, self._tail(lines), start, end, timed_out=timed_out)
+        return Ended(exit_code, self._tail(lines), start, end, timed_out=timed_out)
 
     def _read(self, job: _LocalJob, process: subprocess.Popen[bytes], lines: collections.deque[bytes]) -> None:
         limit = max(1, self.settings.log_tail_bytes)
@@ -290,50 +301,6 @@ class LocalBackend:
         ttl = self.settings.job_ttl_seconds
         for name in [n for n, j in self._jobs.items() if j.finished_at is not None and now - j.finished_at > ttl]:
             del self._jobs[name]
-
-
-def reported_outcome(ended: _Ended, pod_name: str, start_time: datetime) -> Outcome:
-    """What the Kubernetes path reports for a Job whose (last) pod ended like ``ended``.
-
-    The Job and pod status are written as the Job controller and kubelet write them, then
-    classified by the same pure functions the Kubernetes backend uses.
-    """
-    if ended.cannot_start is not None:
-        return cannot_start_outcome("CreateContainerError", ended.cannot_start, pod_name, start_time, ended.end_time)
-    end = _iso(ended.end_time)
-    succeeded = ended.exit_code == 0 and not ended.timed_out
-    if succeeded:
-        condition = {"type": "Complete", "reason": "CompletionsReached", "message": "Reached expected number of "
-                     "succeeded pods"}
-    elif ended.timed_out:
-        condition = {"type": "Failed", "reason": "DeadlineExceeded", "message": DEADLINE_MESSAGE}
-    else:
-        condition = {"type": "Failed", "reason": "BackoffLimitExceeded", "message": BACKOFF_MESSAGE}
-    job_status: dict[str, Any] = {
-        "startTime": _iso(start_time),
-        "conditions": [{**condition, "status": "True", "lastTransitionTime": end}],
-    }
-    if succeeded:
-        job_status["completionTime"] = end
-    terminated = {"exitCode": ended.exit_code, "reason": "Completed" if ended.exit_code == 0 else "Error",
-                  "startedAt": _iso(ended.start_time), "finishedAt": end}
-    pod = {"metadata": {"name": pod_name, "creationTimestamp": _iso(ended.start_time)},
-           "status": {"containerStatuses": [{"name": "job", "state": {"terminated": terminated}}]}}
-    outcome = finished_outcome({"status": job_status}, [pod])
-    assert outcome is not None  # a terminal condition is always written above
-    return outcome.with_log(ended.log_tail)
-
-
-def cannot_start_outcome(reason: str, message: str, pod_name: str, start_time: datetime,
-                         now: datetime) -> Outcome:
-    """The ``failed`` outcome of a pod that can never start (as ``stuck_outcome`` gives it)."""
-    pod = {"metadata": {"name": pod_name, "creationTimestamp": _iso(start_time)},
-           "status": {"startTime": _iso(start_time),
-                      "containerStatuses": [{"name": "job", "state": {"waiting": {"reason": reason,
-                                                                                   "message": message}}}]}}
-    outcome, _ = stuck_outcome({"status": {"startTime": _iso(start_time)}}, [pod], now, grace=0)
-    assert outcome is not None
-    return outcome
 
 
 def _pod_name(job_name: str) -> str:

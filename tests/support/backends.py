@@ -22,6 +22,11 @@ class StubBackend:
 
     def start(self) -> None: ...
 
+    def cancel(self, target):
+        raise AssertionError("the stub backend runs no cancellable Job")
+
+    def mark_replied(self, request, status) -> None: ...
+
     def wake(self) -> None: ...
 
     def ready(self) -> bool:
