@@ -155,3 +155,11 @@ def test_closing_the_backend_ends_its_quiet_watches_at_once(handlers):
     backend.close()
     assert time.monotonic() - started < 0.4
     assert not backend.ready()
+
+
+def test_a_timed_out_reply_carries_the_pods_exit_code_and_log_tail(handlers, requester):
+    handlers.start()
+    data = requester.wait_reply(requester.submit(job_request("scenario/sleep:60", timeOut=0.02)))["data"]
+    assert data["status"] == "timedout"
+    assert data["exitCode"] == 143 and data["podReason"] == "Error"
+    assert "starting scenario/sleep:60" in data["logTail"]

@@ -163,11 +163,13 @@ class KubernetesBackend:
                 done = finished_outcome(snap.job, snap.pods)
                 if done is not None:
                     finished_at = finished_at or time.monotonic()
-                    if done.exit_code is None and done.status is not Status.TIMEDOUT and snap.pods \
-                            and time.monotonic() - finished_at < POD_DETAIL_WAIT:
+                    if done.exit_code is None and snap.pods and time.monotonic() - finished_at < POD_DETAIL_WAIT:
                         self.tracker.wait(POD_DETAIL_WAIT / 5, name, snap.version)
                         continue
                     if done.status is Status.TIMEDOUT:
+                        # Read the log before the delete takes the pod with it.
+                        if done.pod_name and done.pod_name not in early_logs:
+                            early_logs[done.pod_name] = self._pod_log_tail(done.pod_name)
                         self._delete(name)
                     elif done.exit_code is None:
                         done = self._with_pod_detail(request, snap.job, done)
