@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 tools:
 	bash scripts/install-tools.sh
 
+lint: venv
+	$(BIN)/ruff check handler tests bench
+
 ## The whole test suite (what CI runs).
-test: venv tools
+test: venv tools lint
 	bash scripts/ensure-rabbitmq.sh
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest
 
