@@ -1,0 +1,109 @@
+"""Where the bench takes its timestamps: at the fake API server's store as Jobs are
+written, and in a consumer thread as replies arrive.
+
+Every timestamp is ``time.monotonic()`` (CLOCK_MONOTONIC, shared by every process on the
+machine), so times taken here, in the subjects' processes and in the bare primitives'
+process can be subtracted from one another.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pika
+
+from bench import BenchError
+
+
+def connect(amqp_url: str) -> pika.BlockingConnection:
+    """The bench's own connections: no heartbeat, they may sit idle through a long phase."""
+    params = pika.URLParameters(amqp_url)
+    params.heartbeat = 0
+    return pika.BlockingConnection(params)
+
+
+def key_of(job_name: str) -> str:
+    """Both subjects name a Job ``<jobName>-<suffix>``; the bench's jobNames are unique."""
+    return job_name.rsplit("-", 1)[0]
+
+
+class JobTimes:
+    """When each Job was created, started running and finished, at the API server."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.created: dict[str, float] = {}
+        self.running: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self.names: dict[str, str] = {}
+
+    def record(self, plural: str, kind: str, namespace: str, obj: dict) -> None:
+        now = time.monotonic()
+        name = obj["metadata"]["name"]
+        if plural == "jobs" and kind == "ADDED":
+            key = key_of(name)
+            with self._cond:
+                self.created.setdefault(key, now)
+                self.names[key] = name
+                self._cond.notify_all()
+        elif plural == "jobs" and kind == "MODIFIED":
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            if any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions):
+                with self._cond:
+                    self.finished.setdefault(key_of(name), now)
+                    self._cond.notify_all()
+        elif plural == "pods" and kind == "MODIFIED" and (obj.get("status") or {}).get("phase") == "Running":
+            job = (obj["metadata"].get("labels") or {}).get("job-name")
+            if job:
+                with self._cond:
+                    self.running.setdefault(key_of(job), now)
+                    self._cond.notify_all()
+
+    def wait(self, table: dict[str, float], keys: list[str], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not all(k in table for k in keys):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    missing = sum(k not in table for k in keys)
+                    raise BenchError(f"{missing} of {len(keys)} Job(s) not {what} within {timeout} s")
+                self._cond.wait(remaining)
+
+
+class Replies:
+    """Consumes an exclusive reply queue on its own thread, stamping each arrival."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self._connection = connect(amqp_url)
+        self._channel = self._connection.channel()
+        self.queue = self._channel.queue_declare("", exclusive=True).method.queue
+        self._channel.basic_consume(self.queue, self._on_reply, auto_ack=True)
+        self._cond = threading.Condition()
+        self.arrived: dict[str, float] = {}
+        self.bodies: dict[str, dict] = {}
+        self._thread = threading.Thread(target=self._channel.start_consuming, name="replies", daemon=True)
+        self._thread.start()
+
+    def _on_reply(self, _channel, _method, props, body: bytes) -> None:
+        now = time.monotonic()
+        with self._cond:
+            self.arrived.setdefault(props.correlation_id, now)
+            self.bodies.setdefault(props.correlation_id, json.loads(body))
+            self._cond.notify_all()
+
+    def wait(self, keys: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not all(k in self.arrived for k in keys):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    missing = sum(k not in self.arrived for k in keys)
+                    raise BenchError(f"{missing} of {len(keys)} reply(ies) missing after {timeout} s")
+                self._cond.wait(remaining)
+
+    def close(self) -> None:
+        self._connection.add_callback_threadsafe(self._channel.stop_consuming)
+        self._thread.join(5)
+        self._connection.close()

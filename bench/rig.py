@@ -1,0 +1,218 @@
+"""The bench's world: the fake API server in this process, the real RabbitMQ, and the
+processes under test (the handler, the baseline) as subprocesses.
+
+Each measurement gets its own queue and namespace and an empty fake cluster, so nothing
+leaks between them; ``clocks`` takes the timestamps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pika
+
+from bench import BenchError
+from bench.clocks import JobTimes, Replies, connect
+from tests.fakekube import FakeKube
+
+REPO = Path(__file__).resolve().parents[1]
+#: First on the measured processes' path: hides test-only packages (see its module).
+PRODUCTION_LIKE = REPO / "bench" / "prodlike"
+EXCHANGE = "mstc.exchange"
+BUCKET = "http://minio:9000/bench"
+INSTANT = "scenario/succeed:0"
+HOLD = "scenario/hold"
+
+
+@dataclass
+class Stage:
+    """One measurement's queue and namespace; every request in it gets a unique key."""
+
+    queue: str
+    namespace: str
+    counter: int = 0
+
+    def next_key(self) -> str:
+        self.counter += 1
+        return f"r{uuid.uuid4().hex[:6]}{self.counter:05d}"
+
+
+@dataclass
+class Proc:
+    """A process under test, its start times and its log."""
+
+    popen: subprocess.Popen
+    log_path: Path
+    started: float
+    started_wall: float
+    exited: float | None = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def memory_mb(self) -> dict[str, float]:
+        """Current (VmRSS) and peak (VmHWM) resident set size, in MB."""
+        values = {}
+        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) / 1024
+        return {"rss_mb": values["VmRSS"], "peak_mb": values["VmHWM"]}
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"process did not exit within {timeout} s:\n{self.log()[-2000:]}") from exc
+        self.exited = self.exited or time.monotonic()
+        return code
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """How to run one contender: its command, its environment, its first-delivery marker."""
+
+    name: str
+    concurrent: bool  # takes --concurrency (the baseline handles one message at a time)
+
+    def command(self, once: bool, concurrency: int) -> list[str]:
+        if self.name == "baseline":
+            return [sys.executable, "-m", "bench.baseline"]
+        args = [sys.executable, "-m", "handler.cli", "consume", "--concurrency", str(concurrency)]
+        return args + (["--once"] if once else [])
+
+    def env(self, rig: Rig, stage: Stage, once: bool) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_WORKER_")}
+        env["KUBECONFIG"] = str(rig.kubeconfig)
+        env["PYTHONPATH"] = str(PRODUCTION_LIKE)
+        # An installed wheel ships compiled bytecode: let the first (uncounted) run cache it
+        # rather than compile edited modules at every start.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        if self.name == "baseline":
+            env.update(AMQP_URL=rig.amqp_url, QUEUE=stage.queue, NAMESPACE=stage.namespace, ONCE="1" if once else "0",
+                       POLL_SECONDS=str(rig.baseline_poll))
+        else:
+            # As deployed: JSON logs at INFO, /healthz, /readyz and /metrics served (on a free port).
+            env.update(CLOUD_WORKER_AMQP_URL=rig.amqp_url, CLOUD_WORKER_QUEUE=stage.queue,
+                       CLOUD_WORKER_NAMESPACE=stage.namespace, CLOUD_WORKER_HTTP_PORT=str(_free_port()),
+                       CLOUD_WORKER_LOG_FORMAT="json", CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS="5")
+        return env
+
+    def first_delivery(self, log: str) -> float | None:
+        """Wall-clock time of the first delivery, from the log line each subject writes then."""
+        for line in log.splitlines():
+            if self.name == "baseline" and " received request " in line:
+                return float(line.split()[0])
+            if self.name == "handler" and '"first delivery' in line:
+                stamp = json.loads(line)["time"].replace("Z", "+00:00")
+                return datetime.fromisoformat(stamp).timestamp()
+        return None
+
+    def ready(self, log: str) -> bool:
+        marker = "consuming " if self.name == "baseline" else "connected to "
+        return marker in log
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+HANDLER = Subject("handler", concurrent=True)
+BASELINE = Subject("baseline", concurrent=False)
+
+
+class Rig:
+    def __init__(self, amqp_url: str, workdir: Path, baseline_poll: float = 1.0) -> None:
+        self.amqp_url = amqp_url
+        self.baseline_poll = baseline_poll
+        self.workdir = workdir
+        self.times = JobTimes()
+        self.fake: FakeKube | None = None
+        self._clusters = 0
+        self.fresh_cluster()
+        self.replies = Replies(amqp_url)
+        self._publisher = connect(amqp_url)
+        self.channel = self._publisher.channel()
+        self.channel.exchange_declare(EXCHANGE, exchange_type="direct", durable=True)
+        self._queues: list[str] = []
+        self._procs: list[Proc] = []
+
+    def fresh_cluster(self) -> None:
+        """A new, empty fake API server (and kubeconfig) for the next measurement: the fake
+        keeps every object until its TTL, and its costs grow with what it holds, so one
+        measurement must not pay for the Jobs of the one before."""
+        if self.fake is not None:
+            self.fake.stop()
+        self._clusters += 1
+        self.fake = FakeKube(run_seconds=0.0).start()
+        self.fake.on_write(self.times.record)
+        self.kubeconfig = self.fake.write_kubeconfig(self.workdir / f"kubeconfig-{self._clusters}")
+
+    def stage(self) -> Stage:
+        stage = Stage(f"bench.{uuid.uuid4().hex[:10]}.work", f"bench-{uuid.uuid4().hex[:8]}")
+        self.channel.queue_declare(stage.queue, durable=True)  # the seed client's declaration
+        self.channel.queue_bind(stage.queue, EXCHANGE, routing_key=stage.queue)
+        self._queues.append(stage.queue)
+        return stage
+
+    def publish(self, stage: Stage, image: str) -> tuple[str, float]:
+        """One request with a fresh key (its jobName and correlation id); returns it and its time."""
+        key = stage.next_key()
+        body = json.dumps({"image": image, "jobName": key, "inputBucketUrl": BUCKET}).encode()
+        props = pika.BasicProperties(content_type="application/json", correlation_id=key,
+                                     reply_to=self.replies.queue, delivery_mode=2)
+        now = time.monotonic()
+        self.channel.basic_publish(EXCHANGE, stage.queue, body, props)
+        return key, now
+
+    def spawn(self, subject: Subject, stage: Stage, *, once: bool = False, concurrency: int = 1) -> Proc:
+        log_path = self.workdir / f"{subject.name}-{len(self._procs)}.log"
+        with open(log_path, "wb") as log:
+            started_wall, started = time.time(), time.monotonic()
+            popen = subprocess.Popen(subject.command(once, concurrency), cwd=REPO, env=subject.env(self, stage, once),
+                                     stdout=log, stderr=subprocess.STDOUT)
+        proc = Proc(popen, log_path, started, started_wall)
+        self._procs.append(proc)
+        return proc
+
+    def wait_ready(self, subject: Subject, proc: Proc, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not subject.ready(proc.log()):
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"{subject.name} did not start:\n{proc.log()[-2000:]}")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        for proc in self._procs:
+            proc.stop()
+        for queue in self._queues:
+            self.channel.queue_delete(queue)
+        self._publisher.close()
+        self.replies.close()
+        self.fake.stop()
