@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 from handler.config import Settings
 from handler.errors import ConfigError, JobExists, JobFailedToStart, ResourceGone, Transient
@@ -130,12 +129,14 @@ class _BatchV1(_Endpoints):
         return self._request("PATCH", "/namespaces/{namespace}/jobs/{name}", {"namespace": namespace, "name": name},
                              body, **kw)
 
-    def list_namespaced_job(self, namespace: str, **kw: Any) -> Any:
+    # The list methods carry no return annotation on purpose: ``kubernetes.watch.Watch``
+    # then finds no model to build and yields each event as the parsed JSON, once.
+    def list_namespaced_job(self, namespace: str, **kw: Any):  # noqa: ANN201
         return self._request("GET", "/namespaces/{namespace}/jobs", {"namespace": namespace}, **kw)
 
 
 class _CoreV1(_Endpoints):
-    def list_namespaced_pod(self, namespace: str, **kw: Any) -> Any:
+    def list_namespaced_pod(self, namespace: str, **kw: Any):  # noqa: ANN201 - see list_namespaced_job
         return self._request("GET", "/namespaces/{namespace}/pods", {"namespace": namespace}, **kw)
 
     def read_namespaced_pod_log(self, name: str, namespace: str, **kw: Any) -> Any:
@@ -150,21 +151,37 @@ def _camel(name: str) -> str:
 
 
 class _Stream:
-    """One open watch response, which another thread may cut short (``stop``)."""
+    """One ``kubernetes.watch.Watch`` that another thread may stop at any moment, even
+    while it connects (``Watch.stream`` clears the Watch's own stop flag as it starts)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lister: Any) -> None:
+        self.watch = watch.Watch()
+        self.lister = lister
         self.response: Any = None
         self.stopped = False
 
+    def open(self, *args: Any, **kwargs: Any):  # noqa: ANN201 - no annotation: see _BatchV1.list_namespaced_job
+        """What ``Watch.stream`` calls to connect: keep the response so ``stop`` can reach it."""
+        self.response = self.lister(*args, **kwargs)
+        if self.stopped:
+            self._shutdown()
+        return self.response
+
     def stop(self) -> None:
-        """Shut the socket's reading side down: a read blocked on it returns at once (a
-        Kubernetes API server may send nothing for minutes on a quiet watch)."""
+        """End the stream now: a read blocked on its socket returns at once (a Kubernetes
+        API server may send nothing for minutes on a quiet watch)."""
         self.stopped = True
-        if self.response is not None:
-            try:
-                self.response.shutdown()  # urllib3 >= 2.3; works even once http.client let go of the socket
-            except (AttributeError, ValueError, RuntimeError, OSError):
-                pass  # already closed or released: the stream ends on its own
+        self.watch.stop()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        # The Watch's own stop reaches the socket through the connection, which http.client
+        # has already handed to the response: shut the response's socket down instead.
+        try:
+            if self.response is not None:
+                self.response.shutdown()  # urllib3 >= 2.3
+        except (AttributeError, ValueError, RuntimeError, OSError):
+            pass  # already closed or released: the stream ends on its own
 
 
 class Kube:
@@ -237,31 +254,26 @@ class Kube:
         return body.get("items") or [], body["metadata"]["resourceVersion"]
 
     def watch(self, kind: str, selector: str, resource_version: str, stopper: list) -> Iterator[Json]:
-        """Watch events from ``resource_version`` until the server ends the stream.
+        """Watch events (plain dicts) from ``resource_version`` until the server ends the stream.
 
-        Raises ``ResourceGone`` on 410 (re-list, then watch again) and ``Transient`` on a
-        broken stream. ``stopper`` receives a handle whose ``stop()`` ends the stream from
-        another thread. Each line is parsed once, into a plain dict (the client's ``Watch``
-        would parse, re-serialise and parse it again).
+        ``kubernetes.watch.Watch`` does the streaming; with both timeouts set it makes no
+        retries of its own, so an ``ERROR`` event of 410 comes out as ``ResourceGone`` (re-list,
+        then watch again) and a broken stream as ``Transient`` (resume). ``stopper`` receives a
+        handle whose ``stop()`` ends the stream from another thread.
         """
-        stream = _Stream()
+        stream = _Stream(self._lister(kind))
         stopper.append(stream)
         try:
-            stream.response = self._lister(kind)(
-                self.namespace, label_selector=selector, resource_version=resource_version,
-                allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout, watch=True,
+            events = stream.watch.stream(
+                stream.open, self.namespace, label_selector=selector, resource_version=resource_version,
+                allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout,
                 _request_timeout=(CALL_TIMEOUT[0], self.watch_timeout + 15),
             )
-            for line in iter_resp_lines(stream.response):
+            for event in events:
                 if stream.stopped:
                     return
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event.get("type") == "ERROR":  # e.g. 410 Expired: a Status instead of an object
-                    status = event.get("object") or {}
-                    raise ApiException(status=status.get("code"), reason=f"{status.get('reason')}: {status.get('message')}")
-                yield event
+                if event is not None:
+                    yield event
         except TRANSPORT_ERRORS as exc:
             if stream.stopped:
                 return
@@ -270,9 +282,6 @@ class Kube:
             raise Transient(f"watch {kind}: broken stream: {exc}") from exc
         finally:
             stopper.remove(stream)
-            if stream.response is not None:  # as the client's Watch does: never reuse a half-read stream
-                stream.response.close()
-                stream.response.release_conn()
 
     def reachable(self) -> bool:
         """A cheap call for /readyz: the API server answers."""
