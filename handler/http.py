@@ -36,6 +36,7 @@ from cloudevents.core.formats.json import JSONFormat
 from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from handler import cancel
 from handler.backends import JobBackend
 from handler.config import Settings
 from handler.errors import Interrupted, Rejected, Transient
@@ -273,7 +274,8 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
         binary = is_binary(request.headers)
         message = message_from_http(request.headers, request.get_data(cache=False))
         try:
-            if wants_async(request.headers):
+            # A cancel is answered at once whatever the Prefer header says: it follows no Job.
+            if wants_async(request.headers) and not cancel.is_cancel(message):
                 submitted = face.submit(message)
                 if isinstance(submitted, Result):
                     return reply(submitted, binary)

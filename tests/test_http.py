@@ -282,3 +282,25 @@ def _answers(url):
         return requests.get(url, timeout=1).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def test_a_cancel_posted_asynchronously_cancels_the_running_job_at_once(serve, fakekube, namespace):
+    client = serve()
+    started = client.post("/", data=structured("ev-cancel-me", job_request("scenario/hold")),
+                          content_type="application/cloudevents+json", headers={"Prefer": "respond-async"})
+    assert started.status_code == 202
+    cancel_event = json.dumps({"specversion": "1.0", "id": "cancel-1", "source": "urn:test:http",
+                               "type": "mstc.cloud.worker.job.cancel.v1", "datacontenttype": "application/json",
+                               "data": {"requestId": "ev-cancel-me", "reason": "changed my mind"}})
+    answer = client.post("/", data=cancel_event, content_type="application/cloudevents+json",
+                         headers={"Prefer": "respond-async"})
+    assert answer.status_code == 200
+    assert answer.get_json()["data"]["status"] == "cancelled"
+    wait_until(lambda: fakekube.jobs(namespace) == [], "the cancelled job is deleted")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        doc = client.get(started.headers["Location"]).get_json()
+        if "reply" in doc:
+            break
+        time.sleep(0.05)
+    assert doc["status"] == "cancelled"
