@@ -24,6 +24,7 @@ import pika.exceptions
 from handler.config import Settings, redact_url
 from handler.errors import BrokerError, ConfigError, ReplyUndeliverable
 from handler.request import Message
+from handler.topology import declare_work_queue
 from handler.worker import Publication
 
 log = logging.getLogger(__name__)
@@ -115,16 +116,7 @@ class Broker:
 
     def _declare_topology(self):
         s = self.settings
-        channel = self._connection.channel()
-        try:  # use the exchange as whoever declared it first did ...
-            channel.exchange_declare(s.exchange, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404:
-                raise
-            channel = self._connection.channel()  # ... or create it as the Java service did
-            channel.exchange_declare(s.exchange, exchange_type="direct", durable=True)
-        channel.queue_declare(s.queue, durable=True)
-        channel.queue_bind(s.queue, s.exchange, routing_key=s.queue)
+        channel = declare_work_queue(self._connection, s.exchange, s.queue)
         if s.dead_letter_queue:
             channel.queue_declare(s.dead_letter_queue, durable=True)
         return channel

