@@ -83,7 +83,6 @@ class Broker:
         self.generation = 0
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
-        self._consumer_tag: str | None = None
         self.server_version = ""
         self._consumer_arguments: dict[str, int] | None = None
 
@@ -134,7 +133,6 @@ class Broker:
             except PIKA_ERRORS as exc:
                 log.debug("while closing: %r", exc)
         self._channel = self._connection = None
-        self._consumer_tag = None
 
     # --- consuming (on the connection's thread only)
     def deliveries(self, inactivity_timeout: float) -> Iterator[Delivery | None]:

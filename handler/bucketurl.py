@@ -28,8 +28,8 @@ _RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 
-# TODO(lead): reroot under handler.errors.Rejected / WorkerError if that reads better;
-# it is a ValueError so callers that only validate need no import from this package.
+# A ValueError on purpose: parsing is pure and callers (``request``, the client) turn it
+# into their own error (``Rejected`` names the field), so it needs no place in that tree.
 class InvalidBucketUrl(ValueError):
     """A bucket URL that cannot name a bucket. The message says what is wrong."""
 

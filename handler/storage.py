@@ -27,6 +27,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from handler.bucketurl import BucketUrl, InvalidBucketUrl
+from handler.errors import WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,7 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Expir
 _BUSY = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed"}
 
 
-# TODO(lead): reroot under WorkerError
-class StorageError(Exception):
+class StorageError(WorkerError):
     """An S3 operation failed. Subclasses say what the caller must do next."""
 
 

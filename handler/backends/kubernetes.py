@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from handler import cancel, logs
 from handler.backends import Progress
 from handler.config import Settings
+from handler.events import ACCEPTED, STARTED
 from handler.errors import Interrupted, JobExists, JobFailedToStart, Transient
 from handler.kube import Kube
 from handler.manifest import ANNOTATION_REPLIED, ANNOTATION_REQUEST_ID, CONTAINER, LABEL_REQUEST, SELECTOR, build_job
@@ -86,7 +87,7 @@ class KubernetesBackend:
             log.warning("job %s refused by the API server: %s", name, exc, extra=context)
             return Outcome(Status.FAILED, exc.reason, exc.message, completion_time=_now())
         if progress:
-            progress("accepted", {})
+            progress(ACCEPTED, {})
         early_logs: dict[str, str] = {}
         outcome = self._follow(request, stop, progress, early_logs)
         if outcome.pod_name in early_logs:
@@ -180,7 +181,7 @@ class KubernetesBackend:
                     return stuck
                 if progress and not started_sent and pod_is_running(snap.pods):
                     started_sent = True
-                    progress("started", {})
+                    progress(STARTED, {})
                 self._read_log_early(snap.pods, early_logs)
             if time.monotonic() >= give_up_at:
                 self._delete(name)

@@ -49,6 +49,7 @@ from pathlib import Path
 from handler.backends import Progress
 from handler.config import Settings
 from handler.embedded_s3 import EmbeddedS3, endpoint_configured
+from handler.events import ACCEPTED, STARTED
 from handler.errors import Interrupted
 from handler.localimages import ImageMap, LocalImage, load_image_map
 from handler.manifest import container_env
@@ -161,7 +162,7 @@ class LocalBackend:
                     log.warning("job %s belongs to request %s, not %s (hash collision?)", name,
                                 job.request.request_id, request.request_id)
         if progress:
-            progress("accepted", {})
+            progress(ACCEPTED, {})
         started_sent = False
         while True:
             with self._cond:
@@ -172,7 +173,7 @@ class LocalBackend:
                 outcome, started = job.outcome, job.started
             if progress and started and not started_sent:
                 started_sent = True
-                progress("started", {})
+                progress(STARTED, {})
             if outcome is not None:
                 return outcome
             if stop.is_set():
