@@ -23,7 +23,7 @@ from bench.stats import Samples
 
 #: What ``cloud-worker consume`` and the baseline import before they can work.
 IMPORTS = {
-    "handler": ["handler.cli", "handler.logs", "handler.consumer", "handler.backends.kubernetes", "handler.health"],
+    "handler": ["handler.cli", "handler.service.logs", "handler.service.consumer", "handler.service.backends.kubernetes", "handler.service.health"],
     "baseline": ["pika", "kubernetes"],
 }
 #: Requests before the measured ones in a long-running process (first-call costs:

@@ -3,7 +3,7 @@ builds the pieces, and maps failures to distinct exit codes.
 
 Exit codes: 0 done; 2 usage; 3 configuration error; 4 broker unreachable at start-up;
 5 Kubernetes API unreachable at start-up; 130 forced by a second signal. ``submit`` adds
-1 failed, 6 timed out, 7 rejected, 8 no reply, 9 S3 failed (see ``handler.submit``).
+1 failed, 6 timed out, 7 rejected, 8 no reply, 9 S3 failed (see ``handler.tools.submit``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from handler.config import Settings, env_name, setting_fields
-from handler.errors import ConfigError, Transient
+from handler.core.config import Settings, env_name, setting_fields
+from handler.core.errors import ConfigError, Transient
 
 log = logging.getLogger("handler.cli")
 
@@ -51,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve work requests as CloudEvents over HTTP (gunicorn), running them as Jobs")
     _add_setting_flags(serve)
     serve.set_defaults(func=cmd_serve)
-    from handler import jobkit
+    from handler.tools import jobkit
 
     jobkit.add_parser(sub).set_defaults(func=cmd_job)
-    from handler import demo, submit
+    from handler.tools import demo, submit
 
     submit.add_parser(sub).set_defaults(func=cmd_submit)
     demo.add_parser(sub).set_defaults(func=cmd_demo)
@@ -62,23 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from handler import logs
+    from handler.service import logs
 
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
-    from handler.broker import Broker
-    from handler.consumer import Consumer
-    from handler.health import Heartbeat, HealthServer
-    from handler.metrics import Metrics
-    from handler.worker import Worker
+    from handler.adapters.broker import Broker
+    from handler.service.consumer import Consumer
+    from handler.service.health import Heartbeat, HealthServer
+    from handler.service.metrics import Metrics
+    from handler.service.handling import RequestHandler
 
     log.info("settings: %s", settings.redacted())
     if settings.backend == "local":  # no kubernetes import in local mode
-        from handler.backends.local import open_local_backend
+        from handler.service.backends.local import open_local_backend
 
         backend = open_local_backend(settings, os.environ)
     else:
-        from handler.backends.kubernetes import KubernetesBackend
+        from handler.service.backends.kubernetes import KubernetesBackend
 
         backend = KubernetesBackend(settings)
     try:
@@ -98,7 +98,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
             checks={"broker": lambda: broker.is_open, settings.backend: backend.ready},
             extra={"/metrics": metrics.render},
         ).start()
-    consumer = Consumer(settings, Worker(settings, backend, metrics=metrics), broker, heartbeat)
+    consumer = Consumer(settings, RequestHandler(settings, backend, metrics=metrics), broker, heartbeat)
     consumer.install_signal_handlers()
     try:
         return consumer.run()
@@ -109,14 +109,14 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The HTTP face under gunicorn (see ``handler.serve`` for its configuration)."""
-    from handler import logs, serve
+    """The HTTP face under gunicorn (see ``handler.service.serve`` for its configuration)."""
+    from handler.service import logs, serve
 
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
     log.info("settings: %s", settings.redacted())
     if settings.backend == "kubernetes":
-        from handler.kube import Kube
+        from handler.adapters.kube import Kube
 
         kube = Kube(settings)
         reachable = kube.reachable()
@@ -129,7 +129,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_job(args: argparse.Namespace) -> int:
     """Inside a Job: download inputs, run the command, upload outputs (and error files)."""
-    from handler import jobkit, logs
+    from handler.tools import jobkit
+    from handler.service import logs
 
     logs.configure("INFO", "auto")
     return jobkit.run_from_args(args, os.environ)
@@ -137,7 +138,8 @@ def cmd_job(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Upload inputs, submit a request, wait for the reply, download outputs."""
-    from handler import logs, submit
+    from handler.service import logs
+    from handler.tools import submit
 
     logs.configure("WARNING", "text")
     return submit.run_from_args(args, os.environ)
@@ -145,7 +147,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole loop on this machine: embedded S3, a local-mode handler, the client."""
-    from handler import demo
+    from handler.tools import demo
 
     return demo.run_from_args(args, os.environ)
 

@@ -95,9 +95,9 @@ def test_a_job_deleted_by_someone_else_gets_a_failed_reply(handlers, requester, 
 
 def test_the_job_records_the_confirmed_reply_and_a_redelivery_replies_again_with_the_same_id(
         handlers, requester, fakekube, namespace, caplog):
-    from handler.manifest import ANNOTATION_REPLIED, ANNOTATION_REQUEST_ID
+    from handler.core.manifest import ANNOTATION_REPLIED, ANNOTATION_REQUEST_ID
 
-    caplog.set_level(logging.INFO, logger="handler.backends.kubernetes")
+    caplog.set_level(logging.INFO, logger="handler.service.backends.kubernetes")
     handlers.start()
     first = requester.wait_reply(requester.submit(job_request("scenario/succeed:0.1"), message_id="m-replied"))
 
@@ -145,7 +145,7 @@ def test_a_finished_job_costs_one_log_read_and_its_reply_carries_the_log(handler
 
 
 def test_closing_the_backend_ends_its_quiet_watches_at_once(handlers):
-    from handler.backends.kubernetes import KubernetesBackend
+    from handler.service.backends.kubernetes import KubernetesBackend
 
     backend = KubernetesBackend(handlers.settings())
     backend.start()

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from handler.backends.kubernetes import KubernetesBackend
-from handler.backends.local import LocalBackend, job_base_env, open_local_backend
-from handler.backends.localstatus import DEADLINE_MESSAGE
-from handler.config import Settings
-from handler.errors import Interrupted
-from handler.localimages import load_image_map
-from handler.outcome import Status
-from handler.request import Message, parse_request
+from handler.service.backends.kubernetes import KubernetesBackend
+from handler.service.backends.local import LocalBackend, job_base_env, open_local_backend
+from handler.service.backends.localstatus import DEADLINE_MESSAGE
+from handler.core.config import Settings
+from handler.core.errors import Interrupted
+from handler.service.backends.localimages import load_image_map
+from handler.core.outcome import Status
+from handler.core.request import Message, parse_request
 
 JOB_SCRIPT = r"""
 import json, os, sys, time
@@ -287,7 +287,7 @@ def wait_until(predicate, what, timeout=10.0):
 
 
 def test_a_cancelled_job_is_stopped_and_its_follower_reports_cancelled(make_backend, images_dir):
-    from handler.cancel import CancelRequest, CancelStatus
+    from handler.core.cancel import CancelRequest, CancelStatus
 
     backend, request = make_backend(), request_for("test/sleep")
     result = []

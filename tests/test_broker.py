@@ -2,8 +2,8 @@
 
 import pytest
 
-from handler.broker import consumer_arguments, consumer_timeout_supported
-from handler.config import Settings
+from handler.adapters.broker import consumer_arguments, consumer_timeout_supported
+from handler.core.config import Settings
 
 
 @pytest.mark.parametrize("version, supported", [

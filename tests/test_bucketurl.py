@@ -1,6 +1,6 @@
 import pytest
 
-from handler.bucketurl import BucketUrl, InvalidBucketUrl, parse_bucket_url
+from handler.core.bucketurl import BucketUrl, InvalidBucketUrl, parse_bucket_url
 
 GOOD = [
     ("http://localhost:9000/test-bucket", BucketUrl("http", "localhost:9000", False, "test-bucket", "")),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from handler.cancel import (
+from handler.core.cancel import (
     CANCEL_TYPE,
     RESULT_TYPE,
     CancelOutcome,
@@ -19,10 +19,10 @@ from handler.cancel import (
     parse_cancel,
     result_event,
 )
-from handler.config import Settings
-from handler.errors import Rejected
-from handler.manifest import ANNOTATION_CANCELLED, ANNOTATION_REPLIED
-from handler.request import Message
+from handler.core.config import Settings
+from handler.core.errors import Rejected
+from handler.core.manifest import ANNOTATION_CANCELLED, ANNOTATION_REPLIED
+from handler.core.request import Message
 from tests.test_backends_kubernetes import job_request, wait_until
 
 SETTINGS = Settings.from_env({})
@@ -95,7 +95,7 @@ def test_the_result_event_of_the_same_cancel_has_the_same_id():
 
 
 def test_the_worker_cancels_for_any_transport():
-    from handler.worker import Worker
+    from handler.service.handling import RequestHandler
 
     class NoJobs:
         namespace = "ns"
@@ -104,7 +104,7 @@ def test_the_worker_cancels_for_any_transport():
             return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for {target.target}")
 
     target = parse_cancel(structured(cancel_body(requestId="r-1"), reply_to="q", correlation_id="c"), SETTINGS)
-    result = Worker(SETTINGS, NoJobs()).cancel(target)
+    result = RequestHandler(SETTINGS, NoJobs()).cancel(target)
     assert result.status == "cancel-notFound" and result.reply.get_type() == RESULT_TYPE
     assert [(p.routing_key, p.correlation_id) for p in result.publications] == [("q", "c")]
 
@@ -178,7 +178,7 @@ def test_a_marked_job_left_behind_by_a_dead_canceller_is_deleted_by_its_follower
 @pytest.mark.integration
 def test_a_cancelled_request_redelivered_after_its_job_is_gone_does_not_run_again(handlers, requester, fakekube,
                                                                                   namespace, caplog):
-    caplog.set_level(logging.INFO, logger="handler.backends.kubernetes")
+    caplog.set_level(logging.INFO, logger="handler.service.backends.kubernetes")
     first = handlers.spawn()
     cid = requester.submit(job_request("scenario/hold"), message_id="m-cancel-redelivery")
     wait_until(lambda: fakekube.jobs(namespace), "the job exists", timeout=20)

@@ -14,14 +14,14 @@ from pathlib import Path
 import pika
 import pytest
 
-from handler.backends.local import open_local_backend
-from handler.broker import Broker
-from handler.bucketurl import parse_bucket_url
-from handler.client import Client, NoReply
-from handler.config import Settings
-from handler.consumer import Consumer
-from handler.storage import S3Credentials
-from handler.worker import Worker
+from handler.service.backends.local import open_local_backend
+from handler.adapters.broker import Broker
+from handler.core.bucketurl import parse_bucket_url
+from handler.tools.client import Client, NoReply
+from handler.core.config import Settings
+from handler.service.consumer import Consumer
+from handler.adapters.storage import S3Credentials
+from handler.service.handling import RequestHandler
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def local_handler(rabbitmq, queue_name, s3_endpoint, images_file):
         environ.update({f"CLOUD_WORKER_{k.upper()}": str(v) for k, v in settings.items()})
         s = Settings.from_env(environ)
         backend = open_local_backend(s, {"PATH": os.environ["PATH"]}, s3_env=s3_endpoint.env)
-        consumer = Consumer(s, Worker(s, backend), Broker(s))
+        consumer = Consumer(s, RequestHandler(s, backend), Broker(s))
         thread = threading.Thread(target=consumer.run, daemon=True)
         thread.start()
         running.append((consumer, thread, backend))

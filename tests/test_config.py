@@ -1,7 +1,7 @@
 import pytest
 
-from handler.config import Settings, redact_url
-from handler.errors import ConfigError
+from handler.core.config import Settings, redact_url
+from handler.core.errors import ConfigError
 
 
 def test_defaults_match_the_seed_contract():

@@ -138,8 +138,8 @@ def test_a_connection_closed_by_the_broker_is_reopened_and_the_job_adopted(handl
     requester.collect(0.5)
     assert len(requester.terminal_replies_for(cid)) == 1
     assert len(fakekube.created_jobs(namespace)) == 1
-    assert handler.consumer.stats.reconnects >= 1
-    assert handler.consumer.metrics.value("cloud_worker_broker_reconnects_total") == handler.consumer.stats.reconnects
+    assert handler.service.consumer.stats.reconnects >= 1
+    assert handler.service.consumer.metrics.value("cloud_worker_broker_reconnects_total") == handler.service.consumer.stats.reconnects
 
 
 def close_handler_connections():

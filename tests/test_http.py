@@ -14,11 +14,11 @@ import uuid
 import pytest
 import requests
 
-from handler.backends.kubernetes import KubernetesBackend
-from handler.config import Settings
-from handler.http import create_app, message_from_http, wants_async
-from handler.manifest import ANNOTATION_TRACEPARENT, LABEL_REQUEST
-from handler.naming import identity_hash
+from handler.service.backends.kubernetes import KubernetesBackend
+from handler.core.config import Settings
+from handler.service.http import create_app, message_from_http, wants_async
+from handler.core.manifest import ANNOTATION_TRACEPARENT, LABEL_REQUEST
+from handler.core.naming import identity_hash
 from tests.support.handlers import REPO
 from tests.support.requester import SEED_REQUEST
 from tests.test_backends_kubernetes import job_request, wait_until

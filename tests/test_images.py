@@ -1,6 +1,6 @@
 import pytest
 
-from handler.images import InvalidImage, check_allowed, parse_image
+from handler.core.images import InvalidImage, check_allowed, parse_image
 
 DIGEST = "sha256:" + "a" * 64
 

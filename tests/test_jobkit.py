@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from handler import jobkit
-from handler.bucketurl import parse_bucket_url
+from handler.tools import jobkit
+from handler.core.bucketurl import parse_bucket_url
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "python-test" / "main.py"
@@ -268,13 +268,13 @@ def test_sigterm_to_the_toolkit_is_passed_on_to_the_command(s3_endpoint, job_env
 
 
 def test_importing_the_toolkit_and_url_parsing_does_not_load_the_s3_client():
-    code = "import sys, handler.jobkit, handler.bucketurl; sys.exit('minio' in sys.modules)"
+    code = "import sys, handler.tools.jobkit, handler.core.bucketurl; sys.exit('minio' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False, cwd=Path(__file__).parents[1]).returncode == 0
 
 
 def test_without_the_s3_extra_the_job_exits_78_naming_the_extra(job_env, tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "minio", None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "handler.storage")
+    monkeypatch.delitem(sys.modules, "handler.adapters.storage")
 
     assert jobkit.run_job(_python("open('ran', 'w')"), job_env, tmp_path) == jobkit.EX_CONFIG
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from handler.errors import JobExists, JobFailedToStart, ResourceGone, Transient
-from handler.kube import translate
+from handler.core.errors import JobExists, JobFailedToStart, ResourceGone, Transient
+from handler.adapters.kube import translate
 from tests.support.validate import HANDLER_API_CALLS
 
-KUBE_SOURCE = Path(__file__).resolve().parents[1] / "handler" / "kube.py"
+KUBE_SOURCE = Path(__file__).resolve().parents[1] / "handler" / "adapters" / "kube.py"
 #: client method → (apiGroup, resource, verbs); a list method is also what the watch uses.
 VERBS = {
     "create_namespaced_job": ("batch", "jobs", {"create"}),
@@ -123,8 +123,8 @@ class ResettingProxy:
 
 
 def kube_at(tmp_path, server_url, namespace, backoff):
-    from handler.config import Settings
-    from handler.kube import Kube
+    from handler.core.config import Settings
+    from handler.adapters.kube import Kube
 
     config = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
               "clusters": [{"name": "c", "cluster": {"server": server_url}}],
@@ -143,8 +143,8 @@ def fault_free(fakekube):
 
 
 def a_job(name, namespace):
-    from handler.config import Settings
-    from handler.manifest import build_job
+    from handler.core.config import Settings
+    from handler.core.manifest import build_job
     from tests.test_manifest import request
 
     job = build_job(request(), Settings.from_env({}))
@@ -154,7 +154,7 @@ def a_job(name, namespace):
 
 @pytest.mark.integration
 def test_500s_and_429s_are_retried_until_the_call_succeeds(fakekube, fault_free, namespace, tmp_path):
-    from handler.retry import Backoff
+    from handler.core.retry import Backoff
 
     kube = kube_at(tmp_path, fakekube.url, namespace, Backoff(base=0.01, cap=0.05, attempts=20))
     fault_free.seed, fault_free.error_rate = 7, 0.6
@@ -173,7 +173,7 @@ def test_500s_and_429s_are_retried_until_the_call_succeeds(fakekube, fault_free,
 
 @pytest.mark.integration
 def test_connection_resets_are_retried_and_eventually_give_up_as_transient(fakekube, namespace, tmp_path):
-    from handler.retry import Backoff
+    from handler.core.retry import Backoff
 
     port = int(fakekube.url.rsplit(":", 1)[1])
     flaky = ResettingProxy(port, resets=3)
@@ -193,7 +193,7 @@ def test_connection_resets_are_retried_and_eventually_give_up_as_transient(fakek
 @pytest.mark.parametrize("status, reason", [(403, "Forbidden"), (422, "Invalid")])
 def test_a_permanent_refusal_is_not_retried_and_keeps_the_servers_message(fakekube, fault_free, namespace, tmp_path,
                                                                           status, reason):
-    from handler.retry import Backoff
+    from handler.core.retry import Backoff
 
     kube = kube_at(tmp_path, fakekube.url, namespace, Backoff(base=0.01, cap=0.05, attempts=8))
     fault_free.reject_create_status = status

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from handler.errors import ConfigError
-from handler.localimages import load_image_map, parse_image_map
+from handler.core.errors import ConfigError
+from handler.service.backends.localimages import load_image_map, parse_image_map
 
 REPO = Path(__file__).resolve().parents[1]
 

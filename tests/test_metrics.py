@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from handler.config import Settings
-from handler.metrics import Metrics
-from handler.outcome import Outcome, Status
-from handler.request import Message
-from handler.worker import Worker
+from handler.core.config import Settings
+from handler.service.metrics import Metrics
+from handler.core.outcome import Outcome, Status
+from handler.core.request import Message
+from handler.service.handling import RequestHandler
 from tests.support.backends import StubBackend
 from tests.support.requester import SEED_REQUEST
 from tests.test_backends_kubernetes import job_request, wait_until
@@ -27,7 +27,7 @@ def plain(body):
 def test_the_worker_counts_outcomes_durations_and_the_time_to_create_the_job():
     outcome = Outcome(Status.FAILED, "BackoffLimitExceeded", "boom", exit_code=3,
                       start_time=NOW - timedelta(seconds=42), completion_time=NOW)
-    worker = Worker(Settings.from_env({}), StubBackend(outcome, create_delay=0.05))
+    worker = RequestHandler(Settings.from_env({}), StubBackend(outcome, create_delay=0.05))
     m = worker.metrics
     worker.process(plain(SEED_REQUEST), stop=None)
     worker.process(plain(dict(SEED_REQUEST, timeOut=-1)), stop=None)
@@ -69,7 +69,7 @@ def test_the_consumers_metrics_follow_jobs_in_flight_outcomes_and_watch_restarts
                                                                                  namespace, faults):
     faults.cut_watch_after = 1  # every watch stream breaks after one event and is resumed
     handler = handlers.start(concurrency=2)
-    m = handler.consumer.metrics
+    m = handler.service.consumer.metrics
     m.watch(handler.backend.tracker)
     held = requester.submit(job_request("scenario/hold"))
     wait_until(lambda: m.value("cloud_worker_jobs_in_flight") == 1, "the held job is in flight")

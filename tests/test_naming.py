@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from handler.naming import is_valid_client_name, job_name, sanitise
+from handler.core.naming import is_valid_client_name, job_name, sanitise
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 

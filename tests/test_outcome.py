@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handler.outcome import Status, ended_pod, finished_outcome, pod_is_running, stuck_outcome
+from handler.core.outcome import Status, ended_pod, finished_outcome, pod_is_running, stuck_outcome
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -4,9 +4,9 @@ import pytest
 from cloudevents.core.bindings import rabbitmq
 from cloudevents.core.v1.event import CloudEvent
 
-from handler.config import Settings
-from handler.errors import Rejected
-from handler.request import Message, parse_request, request_identity
+from handler.core.config import Settings
+from handler.core.errors import Rejected
+from handler.core.request import Message, parse_request, request_identity
 
 SETTINGS = Settings.from_env({"CLOUD_WORKER_MAX_TIMEOUT_MINUTES": "60", "CLOUD_WORKER_MAX_BODY_BYTES": "4096"})
 SEED = {"image": "mstc/python-test:latest", "jobName": "test-job", "inputBucketUrl": "http://hostname:9000/bucket"}

@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from handler.errors import JobFailedToStart, Transient
-from handler.retry import Backoff, retrying
+from handler.core.errors import JobFailedToStart, Transient
+from handler.core.retry import Backoff, retrying
 
 
 def flaky(failures, error=Transient("boom")):

@@ -3,8 +3,8 @@ import socket
 
 import pytest
 
-from handler.bucketurl import parse_bucket_url
-from handler.storage import (
+from handler.core.bucketurl import parse_bucket_url
+from handler.adapters.storage import (
     NoSuchBucket,
     S3Credentials,
     StorageConfigError,
@@ -193,7 +193,7 @@ def test_a_missing_bucket_is_reported_as_no_such_bucket(s3_endpoint, tmp_path):
 
 
 def test_an_unreachable_endpoint_is_reported_as_unavailable_with_its_cause(s3_endpoint, monkeypatch):
-    monkeypatch.setattr("handler.storage.RETRIES", 0)
+    monkeypatch.setattr("handler.adapters.storage.RETRIES", 0)
     with socket.socket() as sock:  # a port nobody listens on once the socket is closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

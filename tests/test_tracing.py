@@ -10,12 +10,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from handler import tracing
-from handler.config import Settings
-from handler.manifest import ANNOTATION_TRACEPARENT, ANNOTATION_TRACESTATE
-from handler.outcome import Outcome, Status
-from handler.request import Message, parse_request
-from handler.worker import Worker
+from handler.service import tracing
+from handler.core.config import Settings
+from handler.core.manifest import ANNOTATION_TRACEPARENT, ANNOTATION_TRACESTATE
+from handler.core.outcome import Outcome, Status
+from handler.core.request import Message, parse_request
+from handler.service.handling import RequestHandler
 from tests.support.backends import StubBackend
 from tests.support.requester import SEED_REQUEST
 from tests.test_backends_kubernetes import job_request
@@ -48,7 +48,7 @@ def traced_message(**headers):
 
 def test_each_job_gets_a_span_that_continues_the_requests_trace(spans):
     outcome = Outcome(Status.SUCCEEDED, "Completed", "ok")
-    Worker(Settings.from_env({}), StubBackend(outcome)).process(traced_message(), stop=None)
+    RequestHandler(Settings.from_env({}), StubBackend(outcome)).process(traced_message(), stop=None)
     (span,) = spans.get_finished_spans()
     assert span.name == "cloud-worker job" and span.kind is trace.SpanKind.CONSUMER
     assert format(span.context.trace_id, "032x") == TRACE_ID
@@ -59,7 +59,7 @@ def test_each_job_gets_a_span_that_continues_the_requests_trace(spans):
 
 
 def test_a_request_without_trace_context_starts_a_new_trace(spans):
-    Worker(Settings.from_env({}), StubBackend(Outcome(Status.FAILED, "Error", "x"))).process(
+    RequestHandler(Settings.from_env({}), StubBackend(Outcome(Status.FAILED, "Error", "x"))).process(
         Message(json.dumps(SEED_REQUEST).encode(), "application/json"), stop=None)
     (span,) = spans.get_finished_spans()
     assert span.parent is None and format(span.context.trace_id, "032x") != TRACE_ID

@@ -4,9 +4,9 @@ skip the unknown."""
 import threading
 import time
 
-from handler.errors import ResourceGone, Transient
-from handler.retry import Backoff
-from handler.tracker import JobTracker
+from handler.core.errors import ResourceGone, Transient
+from handler.core.retry import Backoff
+from handler.service.tracker import JobTracker
 
 
 def job(name, version, **status):

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handler.config import Settings
-from handler.errors import Rejected
-from handler.manifest import build_job
-from handler.request import KNOWN_FIELDS, Message, parse_request
+from handler.core.config import Settings
+from handler.core.errors import Rejected
+from handler.core.manifest import build_job
+from handler.core.request import KNOWN_FIELDS, Message, parse_request
 from tests.reliability.fuzzing import json_values, valid_requests
 from tests.reliability.test_fuzz import FUZZ
 
@@ -96,7 +96,7 @@ def test_every_attack_is_refused_with_its_reason_and_the_next_good_request_runs(
     flood_cid = next(cid for cid, (what, _, _) in sent.items() if what == "many headers")
     flood = next(props for props, _ in copies if props.correlation_id == flood_cid)
     assert "x-h1" not in flood.headers and flood.headers["x-rejected-reason"] == "HeadersTooLarge"
-    assert handler.thread.is_alive() and handler.consumer.stats.requeued == 0
+    assert handler.thread.is_alive() and handler.service.consumer.stats.requeued == 0
     figures.update(attacks=len(sent), refused=len(sent), jobs_created_for_attacks=0,
                    next_good_request="succeeded")
 

@@ -14,12 +14,12 @@ import pika
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from handler.cancel import CancelOutcome, CancelStatus
-from handler.config import Settings
-from handler.events import TYPE_PREFIX
-from handler.manifest import build_job
-from handler.outcome import Outcome, Status
-from handler.worker import Worker
+from handler.core.cancel import CancelOutcome, CancelStatus
+from handler.core.config import Settings
+from handler.core.events import TYPE_PREFIX
+from handler.core.manifest import build_job
+from handler.core.outcome import Outcome, Status
+from handler.service.handling import RequestHandler
 from tests.reliability.fuzzing import Fuzzed, messages
 from tests.test_backends_kubernetes import wait_until
 
@@ -84,7 +84,7 @@ def check_manifest(request) -> None:
 @pytest.mark.slow  # about half a minute; `make test` runs it, `make test-fast` leaves it out
 def test_thousands_of_fuzzed_messages_never_crash_the_worker_and_each_get_an_answer(figures):
     backend = StubBackend()
-    worker = Worker(SETTINGS, backend)
+    worker = RequestHandler(SETTINGS, backend)
     counts: collections.Counter = collections.Counter()
 
     @settings(FUZZ, max_examples=IN_PROCESS_EXAMPLES)
@@ -145,5 +145,5 @@ def test_hundreds_of_fuzzed_messages_through_the_broker_each_get_a_reply_or_a_de
                    jobs=len(fakekube.created_jobs(namespace)), handler_alive=handler.thread.is_alive())
     rejected = [c for c in sent if requester.terminal_replies_for(c)[0]["data"]["status"] == "rejected"]
     assert sorted(dead) == sorted(rejected)
-    assert handler.thread.is_alive() and handler.consumer.stats.requeued == 0
+    assert handler.thread.is_alive() and handler.service.consumer.stats.requeued == 0
     assert requester.queue_depth() == 0

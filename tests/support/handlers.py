@@ -14,11 +14,11 @@ from typing import Any
 
 import pika
 
-from handler.backends.kubernetes import KubernetesBackend
-from handler.broker import Broker
-from handler.config import Settings
-from handler.consumer import Consumer
-from handler.worker import Worker
+from handler.service.backends.kubernetes import KubernetesBackend
+from handler.adapters.broker import Broker
+from handler.core.config import Settings
+from handler.service.consumer import Consumer
+from handler.service.handling import RequestHandler
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ class HandlerFactory:
         s = self.settings(**settings)
         backend = KubernetesBackend(s)
         backend.start()
-        consumer = Consumer(s, Worker(s, backend), Broker(s))
+        consumer = Consumer(s, RequestHandler(s, backend), Broker(s))
         handle = ThreadHandler(consumer, backend, threading.Thread(target=lambda: None, daemon=True))
         handle.thread = threading.Thread(target=lambda: handle.exit_code.append(consumer.run()), daemon=True)
         handle.thread.start()

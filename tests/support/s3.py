@@ -17,7 +17,7 @@ import pytest
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 
-from handler.embedded_s3 import ACCESS_KEY, REGION, SECRET_KEY, EmbeddedS3
+from handler.adapters.embedded_s3 import ACCESS_KEY, REGION, SECRET_KEY, EmbeddedS3
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class S3Endpoint:
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[S3Endpoint]:
-    """The handler's own embedded S3 (``handler.embedded_s3``), as local mode starts it."""
+    """The handler's own embedded S3 (``handler.adapters.embedded_s3``), as local mode starts it."""
     # EmbeddedS3 quietens werkzeug's per-request log for good; a test session restores it.
     werkzeug_log = logging.getLogger("werkzeug")
     level = werkzeug_log.level

@@ -1,0 +1,295 @@
+"""The Kubernetes adapter: the only module that imports the ``kubernetes`` client.
+
+It speaks plain JSON dicts (``_preload_content=False``) rather than the client's
+models: the handler reads a handful of fields, and skipping model deserialisation
+keeps each call cheap. Every ``ApiException`` and urllib3 error is translated here into
+the package's errors, split by what the caller does next, with the cause kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from handler.core.config import Settings
+from handler.core.errors import ConfigError, JobExists, JobFailedToStart, ResourceGone, Transient
+from handler.core.retry import Backoff, retrying
+
+log = logging.getLogger(__name__)
+
+#: Connect and read timeouts of ordinary (non-watch) calls, in seconds.
+CALL_TIMEOUT = (5.0, 30.0)
+#: Statuses worth retrying: throttling and server-side trouble.
+RETRYABLE = {429, 500, 502, 503, 504}
+Json = dict[str, Any]
+
+
+def api_client(settings: Settings) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (an ``http://``
+    server without auth works, as the fake API server in the tests uses)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        try:
+            config.load_kube_config(config_file=settings.kubeconfig or None, client_configuration=configuration)
+        except (config.ConfigException, OSError, TypeError) as exc:
+            raise ConfigError(f"no usable Kubernetes configuration (in-cluster or kubeconfig): {exc}") from exc
+    return client.ApiClient(configuration)
+
+
+def translate(exc: BaseException, what: str) -> Exception:
+    """An ``ApiException`` or transport error as the package error the caller acts on."""
+    if isinstance(exc, ApiException):
+        status, body = exc.status or 0, _status_body(exc.body)
+        message = body.get("message") or exc.reason or str(exc)
+        reason = body.get("reason") or exc.reason or str(status)
+        if status == 409:
+            return JobExists(f"{what}: {message}")
+        if status == 410:
+            return ResourceGone(f"{what}: {message}")
+        if status in RETRYABLE or status == 0:
+            return Transient(f"{what}: {status} {message}", retry_after=_retry_after(exc))
+        return JobFailedToStart(reason, f"{what}: {status} {message}")
+    return Transient(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _status_body(body: Any) -> Json:
+    try:
+        parsed = json.loads(body) if body else {}
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    value = (exc.headers or {}).get("Retry-After") if exc.headers else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+TRANSPORT_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+class _Endpoints:
+    """The few batch/v1 and core/v1 calls the handler makes, under the generated client's
+    method names and arguments, through the shared ``ApiClient`` (its configuration,
+    auth and token refresh, TLS, and ``ApiException``).
+
+    Why not ``client.BatchV1Api``/``CoreV1Api``: importing them builds some 300 pydantic
+    models (0.6 s and 25 MB on the benchmark machine, more than the rest of the handler's
+    start-up) and validates every call's arguments, for responses this adapter never
+    deserialises. Every call here returns the raw urllib3 response, as
+    ``_preload_content=False`` does with the generated classes.
+    """
+
+    def __init__(self, api: client.ApiClient, prefix: str) -> None:
+        self.api = api
+        self.prefix = prefix
+
+    def _request(self, method: str, path: str, path_params: dict[str, str], body: Any = None, *,
+                 _content_type: str = "application/json", _request_timeout: Any = None,
+                 _preload_content: bool = False, **query: Any) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = _content_type
+        params = [(_camel(k), v) for k, v in query.items() if v is not None]
+        # The body is plain JSON already: it skips the client's model sanitising (a deep copy
+        # of the whole manifest) and goes straight to the REST layer's json.dumps.
+        method, url, headers, _, post = self.api.param_serialize(
+            method, self.prefix + path, path_params=path_params, query_params=params, header_params=headers,
+            auth_settings=["BearerToken"])
+        response = self.api.call_api(method, url, headers, body, post, _request_timeout=_request_timeout)
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response.response
+
+
+class _BatchV1(_Endpoints):
+    def create_namespaced_job(self, namespace: str, body: Json, **kw: Any) -> Any:
+        return self._request("POST", "/namespaces/{namespace}/jobs", {"namespace": namespace}, body, **kw)
+
+    def read_namespaced_job(self, name: str, namespace: str, **kw: Any) -> Any:
+        return self._request("GET", "/namespaces/{namespace}/jobs/{name}", {"namespace": namespace, "name": name}, **kw)
+
+    def delete_namespaced_job(self, name: str, namespace: str, **kw: Any) -> Any:
+        return self._request("DELETE", "/namespaces/{namespace}/jobs/{name}", {"namespace": namespace, "name": name},
+                             **kw)
+
+    def patch_namespaced_job(self, name: str, namespace: str, body: Json, **kw: Any) -> Any:
+        return self._request("PATCH", "/namespaces/{namespace}/jobs/{name}", {"namespace": namespace, "name": name},
+                             body, **kw)
+
+    # The list methods carry no return annotation on purpose: ``kubernetes.watch.Watch``
+    # then finds no model to build and yields each event as the parsed JSON, once.
+    def list_namespaced_job(self, namespace: str, **kw: Any):  # noqa: ANN201
+        return self._request("GET", "/namespaces/{namespace}/jobs", {"namespace": namespace}, **kw)
+
+
+class _CoreV1(_Endpoints):
+    def list_namespaced_pod(self, namespace: str, **kw: Any):  # noqa: ANN201 - see list_namespaced_job
+        return self._request("GET", "/namespaces/{namespace}/pods", {"namespace": namespace}, **kw)
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kw: Any) -> Any:
+        return self._request("GET", "/namespaces/{namespace}/pods/{name}/log", {"namespace": namespace, "name": name},
+                             **kw)
+
+
+def _camel(name: str) -> str:
+    """``label_selector`` → ``labelSelector``, as the API's query parameters are spelled."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+class _Stream:
+    """One ``kubernetes.watch.Watch`` that another thread may stop at any moment, even
+    while it connects (``Watch.stream`` clears the Watch's own stop flag as it starts)."""
+
+    def __init__(self, lister: Any) -> None:
+        self.watch = watch.Watch()
+        self.lister = lister
+        self.response: Any = None
+        self.stopped = False
+
+    def open(self, *args: Any, **kwargs: Any):  # noqa: ANN201 - no annotation: see _BatchV1.list_namespaced_job
+        """What ``Watch.stream`` calls to connect: keep the response so ``stop`` can reach it."""
+        self.response = self.lister(*args, **kwargs)
+        if self.stopped:
+            self._shutdown()
+        return self.response
+
+    def stop(self) -> None:
+        """End the stream now: a read blocked on its socket returns at once (a Kubernetes
+        API server may send nothing for minutes on a quiet watch)."""
+        self.stopped = True
+        self.watch.stop()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        # The Watch's own stop reaches the socket through the connection, which http.client
+        # has already handed to the response: shut the response's socket down instead.
+        try:
+            if self.response is not None:
+                self.response.shutdown()  # urllib3 >= 2.3
+        except (AttributeError, ValueError, RuntimeError, OSError):
+            pass  # already closed or released: the stream ends on its own
+
+
+class Kube:
+    """Calls the handler makes, in one namespace, through one shared ``ApiClient``."""
+
+    def __init__(self, settings: Settings, backoff: Backoff | None = None) -> None:
+        self.namespace = settings.namespace
+        self.api = api_client(settings)
+        self.batch = _BatchV1(self.api, "/apis/batch/v1")
+        self.core = _CoreV1(self.api, "/api/v1")
+        self.backoff = backoff or Backoff()
+        self.watch_timeout = settings.watch_timeout_seconds
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def once() -> Any:
+            try:
+                response = fn(*args, _preload_content=False, _request_timeout=CALL_TIMEOUT, **kwargs)
+                return response.data
+            except TRANSPORT_ERRORS as exc:
+                raise translate(exc, what) from exc
+
+        return retrying(once, self.backoff, what)
+
+    def create_job(self, manifest: Json) -> Json:
+        """Create the Job; ``JobExists`` when a Job of that name exists already."""
+        name = manifest["metadata"]["name"]
+        return json.loads(self._call(f"create job {name}", self.batch.create_namespaced_job, self.namespace, manifest))
+
+    def read_job(self, name: str) -> Json | None:
+        try:
+            return json.loads(self._call(f"read job {name}", self.batch.read_namespaced_job, name, self.namespace))
+        except JobFailedToStart as exc:
+            if exc.reason == "NotFound":
+                return None
+            raise
+
+    def delete_job(self, name: str) -> None:
+        """Delete with background propagation so the pods go too; a missing Job is fine."""
+        try:
+            self._call(
+                f"delete job {name}", self.batch.delete_namespaced_job, name, self.namespace,
+                propagation_policy="Background",
+            )
+        except JobFailedToStart as exc:
+            if exc.reason != "NotFound":
+                raise
+
+    def patch_job_annotations(self, name: str, annotations: dict[str, str | None]) -> Json:
+        """Set (or, with None, remove) annotations with one JSON merge patch: no read, no
+        resourceVersion, so it cannot conflict. The client would otherwise send a dict as
+        a JSON patch (its first content type), which the API server refuses."""
+        return json.loads(self._call(
+            f"annotate job {name}", self.batch.patch_namespaced_job, name, self.namespace,
+            {"metadata": {"annotations": annotations}}, _content_type="application/merge-patch+json",
+        ))
+
+    def pod_log_tail(self, pod: str, container: str, lines: int, limit_bytes: int) -> str:
+        raw = self._call(
+            f"read log of pod {pod}", self.core.read_namespaced_pod_log, pod, self.namespace,
+            container=container, tail_lines=lines, limit_bytes=limit_bytes,
+        )
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+    def _lister(self, kind: str) -> Any:
+        return self.batch.list_namespaced_job if kind == "jobs" else self.core.list_namespaced_pod
+
+    def list(self, kind: str, selector: str) -> tuple[list[Json], str]:
+        """Every object of ``kind`` ("jobs" or "pods") matching the selector, and the list's resourceVersion."""
+        body = json.loads(self._call(f"list {kind}", self._lister(kind), self.namespace, label_selector=selector))
+        return body.get("items") or [], body["metadata"]["resourceVersion"]
+
+    def watch(self, kind: str, selector: str, resource_version: str, stopper: list) -> Iterator[Json]:
+        """Watch events (plain dicts) from ``resource_version`` until the server ends the stream.
+
+        ``kubernetes.watch.Watch`` does the streaming; with both timeouts set it makes no
+        retries of its own, so an ``ERROR`` event of 410 comes out as ``ResourceGone`` (re-list,
+        then watch again) and a broken stream as ``Transient`` (resume). ``stopper`` receives a
+        handle whose ``stop()`` ends the stream from another thread.
+        """
+        stream = _Stream(self._lister(kind))
+        stopper.append(stream)
+        try:
+            events = stream.watch.stream(
+                stream.open, self.namespace, label_selector=selector, resource_version=resource_version,
+                allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout,
+                _request_timeout=(CALL_TIMEOUT[0], self.watch_timeout + 15),
+            )
+            for event in events:
+                if stream.stopped:
+                    return
+                if event is not None:
+                    yield event
+        except TRANSPORT_ERRORS as exc:
+            if stream.stopped:
+                return
+            raise translate(exc, f"watch {kind}") from exc
+        except ValueError as exc:  # a line cut mid-JSON by a dropped connection
+            raise Transient(f"watch {kind}: broken stream: {exc}") from exc
+        finally:
+            stopper.remove(stream)
+
+    def reachable(self) -> bool:
+        """A cheap call for /readyz: the API server answers."""
+        try:
+            client.VersionApi(self.api).get_code(_preload_content=False, _request_timeout=(2.0, 2.0)).read()
+            return True
+        except TRANSPORT_ERRORS:
+            return False
+
+    def close(self) -> None:
+        self.api.close()

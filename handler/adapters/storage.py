@@ -1,0 +1,299 @@
+"""S3 adapter: the only module that imports an S3 library.
+
+It speaks to any S3-compatible endpoint (MinIO, AWS, moto's server in tests) through
+the ``minio`` SDK, which is much lighter to import than boto3 and does path-style
+requests to a ``host:port`` out of the box. Everything above it deals in
+``BucketUrl`` (see ``handler.core.bucketurl``), ``S3Credentials`` and ``Bucket``; minio and
+urllib3 errors never leave this module untranslated.
+
+Credentials come only from the standard environment variables, read from a mapping
+the caller passes in (``S3Credentials.from_env(os.environ)`` is called at the CLI edge).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mimetypes
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+
+from handler.core.bucketurl import BucketUrl, InvalidBucketUrl
+from handler.core.errors import WorkerError
+
+log = logging.getLogger(__name__)
+
+#: Endpoint for ``s3://`` URLs when no AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL is set.
+AWS_ENDPOINT = "s3.amazonaws.com"
+#: Seconds to wait for a TCP connect. A reachable endpoint answers in milliseconds;
+#: 10 s still covers a cold DNS lookup or a pod network that is coming up.
+CONNECT_TIMEOUT_SECONDS = 10.0
+#: Seconds to wait between bytes of a response (not for a whole transfer), generous
+#: enough for a busy MinIO yet short of hanging a Job until its deadline.
+READ_TIMEOUT_SECONDS = 120.0
+#: Retries after the first attempt on connection errors and 5xx. Three (backoff sleeps of
+#: 0, 0.4 and 0.8 s) ride out a restarting endpoint without stretching a dead one into minutes.
+RETRIES = 3
+
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+_BUSY = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed"}
+
+
+class StorageError(WorkerError):
+    """An S3 operation failed. Subclasses say what the caller must do next."""
+
+
+class StorageConfigError(StorageError):
+    """Credentials or endpoint settings are missing or unusable: fix the configuration."""
+
+
+class StorageAccessDenied(StorageError):
+    """The endpoint refused the credentials or the operation. Retrying will not help."""
+
+
+class NoSuchBucket(StorageError):
+    """The bucket does not exist. Retrying will not help."""
+
+
+class StorageUnavailable(StorageError):
+    """The endpoint is unreachable, timed out or answered 5xx: worth retrying later."""
+
+
+class UnsafeKey(StorageError):
+    """An object key that would land outside the local directory it is downloaded to."""
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    """Static credentials plus the endpoint and region settings that go with them."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    #: Endpoint for ``s3://`` URLs (http(s)://host[:port]); None: AWS.
+    endpoint_url: str | None = None
+    #: CA bundle for https endpoints; None: certifi's.
+    ca_bundle: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> S3Credentials:
+        """Read the standard AWS variables (MinIO's legacy names as a fallback)."""
+
+        def first(*names: str) -> str | None:
+            return next((environ[name] for name in names if environ.get(name)), None)
+
+        access_key = first("AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY")
+        secret_key = first("AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY")
+        if access_key is None or secret_key is None:
+            missing = [
+                label
+                for label, value in (
+                    ("AWS_ACCESS_KEY_ID (or MINIO_ACCESS_KEY)", access_key),
+                    ("AWS_SECRET_ACCESS_KEY (or MINIO_SECRET_KEY)", secret_key),
+                )
+                if value is None
+            ]
+            raise StorageConfigError(f"S3 credentials missing: set {' and '.join(missing)} in the environment")
+        endpoint_url = first("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+        if endpoint_url is not None:
+            _endpoint_from_url(endpoint_url)  # fail now, not at the first request
+        return cls(
+            access_key=access_key,
+            secret_key=secret_key,
+            session_token=first("AWS_SESSION_TOKEN"),
+            region=first("AWS_REGION", "AWS_DEFAULT_REGION"),
+            endpoint_url=endpoint_url,
+            ca_bundle=first("AWS_CA_BUNDLE", "SSL_CERT_FILE"),
+        )
+
+
+def open_bucket(url: BucketUrl, creds: S3Credentials) -> Bucket:
+    """A ``Bucket`` for ``url``. No request is made until the first operation."""
+    if url.endpoint is not None:
+        endpoint, secure = url.endpoint, url.secure
+    elif creds.endpoint_url is not None:
+        endpoint, secure = _endpoint_from_url(creds.endpoint_url)
+    else:
+        endpoint, secure = AWS_ENDPOINT, True
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=creds.ca_bundle or certifi.where(),
+        retries=urllib3.Retry(total=RETRIES, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+    try:
+        client = Minio(
+            endpoint,
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
+            session_token=creds.session_token,
+            secure=secure,
+            region=creds.region,
+            http_client=http,
+        )
+    except ValueError as exc:
+        raise StorageConfigError(f"cannot use S3 endpoint {endpoint!r}: {exc}") from exc
+    return Bucket(client, url)
+
+
+class Bucket:
+    """One bucket and key prefix; every key argument and result is under that prefix."""
+
+    def __init__(self, client: Minio, url: BucketUrl) -> None:
+        self._client = client
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"Bucket({str(self.url)!r})"
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket unless it exists (losing a creation race to ourselves is fine;
+        ``BucketAlreadyExists`` means someone else owns the name, and stays an error)."""
+        with self._errors("create bucket"):
+            if self._client.bucket_exists(bucket_name=self.url.bucket):
+                return
+            try:
+                self._client.make_bucket(bucket_name=self.url.bucket)
+            except S3Error as exc:
+                if exc.code != "BucketAlreadyOwnedByYou":
+                    raise
+                return
+        log.info("created bucket %s", self.url.bucket)
+
+    def list_keys(self) -> list[str]:
+        """Every object key under the prefix (full keys, prefix included), sorted."""
+        with self._errors("list objects"):
+            objects = self._client.list_objects(bucket_name=self.url.bucket, prefix=self.url.prefix, recursive=True)
+            return sorted(obj.object_name for obj in objects if obj.object_name)
+
+    def upload_file(self, local_path: Path, relative_key: str | None = None) -> str:
+        """Upload one file as ``prefix + relative_key`` (default: its name); return the key."""
+        local_path = Path(local_path)
+        try:
+            key = self.url.key(relative_key if relative_key is not None else local_path.name)
+        except InvalidBucketUrl as exc:
+            raise UnsafeKey(f"cannot upload {local_path} as {relative_key!r}: {exc}") from exc
+        content_type = mimetypes.guess_type(local_path.name)[0] or "application/octet-stream"
+        with self._errors(f"upload {key}"):
+            self._client.fput_object(
+                bucket_name=self.url.bucket, object_name=key, file_path=str(local_path), content_type=content_type
+            )
+        return key
+
+    def upload_dir(self, local_dir: Path, under_prefix: str = "") -> list[str]:
+        """Upload every regular file below ``local_dir``, keeping relative paths; return the keys.
+
+        Symbolic links are skipped: they may point anywhere on the machine, and what
+        a Job uploads should be what it wrote.
+        """
+        local_dir = Path(local_dir)
+        try:
+            target = self.url.child(under_prefix)
+        except InvalidBucketUrl as exc:
+            raise UnsafeKey(f"cannot upload under {under_prefix!r}: {exc}") from exc
+        below = target.prefix[len(self.url.prefix) :]
+        keys: list[str] = []
+        size = 0
+        for path in _files_below(local_dir):
+            keys.append(self.upload_file(path, below + path.relative_to(local_dir).as_posix()))
+            size += path.stat().st_size
+        log.info("uploaded %d files (%d bytes) from %s to %s", len(keys), size, local_dir, target)
+        return keys
+
+    def download_all(self, local_dir: Path) -> list[Path]:
+        """Download every object under the prefix into ``local_dir``, keeping relative paths.
+
+        All keys are checked before anything is written: one that would land outside
+        ``local_dir`` (``..``, an absolute path, a symlink already there) refuses the
+        whole download with ``UnsafeKey``. "Directory" marker objects (keys ending in
+        ``/``) are skipped.
+        """
+        local_dir = Path(local_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        root = local_dir.resolve()
+        plan = [
+            (key, _local_path_for(root, key, key[len(self.url.prefix) :]))
+            for key in self.list_keys()
+            if not key.endswith("/")
+        ]
+        paths = []
+        for key, path in plan:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._errors(f"download {key}"):
+                self._client.fget_object(bucket_name=self.url.bucket, object_name=key, file_path=str(path))
+            paths.append(path)
+        log.info(
+            "downloaded %d objects (%d bytes) from %s to %s",
+            len(paths),
+            sum(path.stat().st_size for path in paths),
+            self.url,
+            local_dir,
+        )
+        return paths
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Translate minio/urllib3 errors raised inside into ``StorageError`` classes."""
+        where = f"{action} in {self.url}"
+        try:
+            yield
+        except S3Error as exc:
+            message = f"{where}: {exc.code}: {exc.message}"
+            if exc.code == "NoSuchBucket":
+                raise NoSuchBucket(message) from exc
+            if exc.code in _DENIED:
+                raise StorageAccessDenied(message) from exc
+            if exc.code in _BUSY:
+                raise StorageUnavailable(message) from exc
+            raise StorageError(message) from exc
+        except ServerError as exc:
+            raise StorageUnavailable(f"{where}: server error {exc.status_code}: {exc}") from exc
+        except InvalidResponseError as exc:
+            # Usually not S3 at all (a proxy's HTML error page, a wrong port).
+            raise StorageError(f"{where}: the endpoint did not answer like S3: {exc}") from exc
+        except MinioException as exc:
+            raise StorageError(f"{where}: {exc}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageUnavailable(f"{where}: endpoint unreachable: {exc}") from exc
+
+
+def _endpoint_from_url(endpoint_url: str) -> tuple[str, bool]:
+    """``https://host[:port]`` → ``("host[:port]", True)``; anything else is a config error."""
+    parts = urlsplit(endpoint_url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.path.strip("/") or "@" in parts.netloc:
+        raise StorageConfigError(
+            f"S3 endpoint {endpoint_url!r} (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) must be "
+            "http(s)://host[:port] with no path or credentials"
+        )
+    return parts.netloc, parts.scheme == "https"
+
+
+def _files_below(local_dir: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(local_dir):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if path.is_symlink() or not path.is_file():
+                log.warning("not uploading %s: not a regular file", path)
+                continue
+            yield path
+
+
+def _local_path_for(root: Path, key: str, relative: str) -> Path:
+    pure = PurePosixPath(relative)
+    if pure.is_absolute() or any(part in {".", ".."} for part in relative.split("/")) or "\0" in relative:
+        raise UnsafeKey(f"refusing to download {key!r}: it would land outside {root}")
+    path = root.joinpath(*pure.parts)
+    if not path.resolve().is_relative_to(root):
+        raise UnsafeKey(f"refusing to download {key!r}: it resolves to {path.resolve()}, outside {root}")
+    return path

@@ -1,0 +1,129 @@
+"""Reply and lifecycle CloudEvents: pure builders over plain data, and their encoding.
+
+Replies are structured-mode JSON CloudEvents, so the seed's clients, which read the
+reply with ``json.loads(body)``, keep working and newer ones get typed events. The
+event ``id`` is derived from the request and the event type: a reply sent twice (after
+a crash between publish and ack) has the same id, and consumers can deduplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cloudevents.core.bindings import rabbitmq
+from cloudevents.core.v1.event import CloudEvent
+
+from handler.core.errors import Rejected
+from handler.core.outcome import Outcome, Status
+from handler.core.request import WorkRequest
+
+TYPE_PREFIX = "mstc.cloud.worker.job."
+ACCEPTED = "accepted"
+STARTED = "started"
+
+
+def event_type(kind: str) -> str:
+    """``succeeded`` → ``mstc.cloud.worker.job.succeeded.v1``."""
+    return f"{TYPE_PREFIX}{kind}.v1"
+
+
+@dataclass(frozen=True)
+class EncodedEvent:
+    body: bytes
+    content_type: str
+    headers: dict[str, str]
+
+
+def _event_id(identity: str, kind: str) -> str:
+    return hashlib.sha256(f"{identity}\x00{kind}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _request_fields(request: WorkRequest, namespace: str) -> dict[str, Any]:
+    return {
+        "requestId": request.request_id,
+        "jobName": request.job_name,
+        "requestJobName": request.client_job_name,
+        "namespace": namespace,
+        "image": request.image,
+        "timeOut": request.timeout_minutes,
+        "inputBucketUrl": request.input_bucket_url,
+        "outputBucketUrl": request.output_bucket_url,
+    }
+
+
+def _attributes(kind: str, identity: str, source: str, subject: str | None, now: datetime,
+                request: WorkRequest | None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "type": event_type(kind),
+        "source": source,
+        "id": _event_id(identity, kind),
+        "time": now,
+        "datacontenttype": "application/json",
+    }
+    if subject:
+        attrs["subject"] = subject
+    if request is not None and request.traceparent:
+        attrs["traceparent"] = request.traceparent
+        if request.tracestate:
+            attrs["tracestate"] = request.tracestate
+    return attrs
+
+
+def result_text(status: Status, job_name: str, outcome_message: str, duration: float | None) -> str:
+    """The seed-style one-line ``result`` string."""
+    took = f" in {duration:.1f} s" if duration is not None else ""
+    return f"Job {job_name} {status.value}{took}: {outcome_message}"
+
+
+def reply_event(request: WorkRequest, outcome: Outcome, *, source: str, namespace: str, now: datetime) -> CloudEvent:
+    """The terminal reply for a request whose Job ran (or could not)."""
+    data = _request_fields(request, namespace)
+    data.update(
+        status=outcome.status.value,
+        reason=outcome.reason,
+        podReason=outcome.pod_reason,
+        message=outcome.message,
+        exitCode=outcome.exit_code,
+        podName=outcome.pod_name,
+        startTime=_iso(outcome.start_time),
+        completionTime=_iso(outcome.completion_time),
+        durationSeconds=outcome.duration_seconds,
+        logTail=outcome.log_tail,
+        result=result_text(outcome.status, request.job_name, outcome.message, outcome.duration_seconds),
+    )
+    attrs = _attributes(outcome.status.value, request.identity, source, request.job_name, now, request)
+    return CloudEvent(attributes=attrs, data=data)
+
+
+def rejected_event(error: Rejected, *, identity: str, request_id: str, source: str, now: datetime) -> CloudEvent:
+    """The reply to a request that cannot run; says exactly which field is wrong."""
+    data = {
+        "requestId": request_id,
+        "status": Status.REJECTED.value,
+        "reason": error.reason,
+        "field": error.field,
+        "message": error.message,
+        "result": f"Request rejected: {error.field}: {error.message}",
+    }
+    return CloudEvent(attributes=_attributes(Status.REJECTED.value, identity, source, None, now, None), data=data)
+
+
+def lifecycle_event(kind: str, request: WorkRequest, *, source: str, namespace: str, now: datetime,
+                    detail: dict[str, Any] | None = None) -> CloudEvent:
+    """A non-terminal event (``accepted`` when the Job exists, ``started`` when its pod runs)."""
+    data = _request_fields(request, namespace)
+    data.update(status=kind, **(detail or {}))
+    return CloudEvent(attributes=_attributes(kind, request.identity, source, request.job_name, now, request), data=data)
+
+
+def encode(event: CloudEvent) -> EncodedEvent:
+    """Structured-mode JSON, the body a plain ``json.loads`` reads."""
+    message = rabbitmq.to_structured_event(event)
+    return EncodedEvent(body=message.body, content_type=message.content_type or "", headers=dict(message.headers))

@@ -1,0 +1,284 @@
+"""Work requests: from an incoming message (any transport) to a validated ``WorkRequest``.
+
+The request format is the seed's contract: a JSON body ``{"image", "jobName",
+"timeOut"?, "inputBucketUrl", "outputBucketUrl"?}``. The same fields may arrive as the
+``data`` of a CloudEvent in structured or binary mode. Parsing is a pure function of
+the message and the settings; every way a request can be wrong raises ``Rejected``
+naming the field, so the requester learns exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cloudevents.core.bindings import rabbitmq
+
+from handler.core.bucketurl import InvalidBucketUrl, parse_bucket_url
+from handler.core.config import Settings
+from handler.core.errors import Rejected
+from handler.core.images import InvalidImage, check_allowed, parse_image
+from handler.core.naming import is_valid_client_name, job_name
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents"
+#: Asking for lifecycle events (accepted, started) besides the terminal reply:
+#: this AMQP/HTTP header set to "true", or the request field ``progressEvents: true``.
+PROGRESS_HEADER = "x-mstc-progress"
+#: Longest string value accepted for any request field (bucket URLs, image names).
+MAX_FIELD_CHARS = 2048
+#: The documented request fields. Nothing else in a request can reach the Job: the
+#: namespace, service account, security context, volumes and env are the operator's.
+KNOWN_FIELDS = frozenset({"image", "jobName", "timeOut", "inputBucketUrl", "outputBucketUrl", "progressEvents"})
+#: Most message headers (AMQP) accepted, and their total size in bytes. A request needs a
+#: handful (binary CloudEvents about ten); a flood is refused before anything reads it.
+MAX_HEADERS = 64
+MAX_HEADER_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Message:
+    """A transport-neutral view of an incoming message (AMQP delivery or HTTP request)."""
+
+    body: bytes
+    content_type: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    #: When the message arrived (``time.monotonic``), for the receipt-to-Job-created metric.
+    received_at: float = field(default_factory=time.monotonic, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class WorkRequest:
+    request_id: str
+    #: What makes two deliveries the same request (see ``request_identity``).
+    identity: str
+    job_name: str
+    client_job_name: str
+    image: str
+    timeout_minutes: float
+    input_bucket_url: str
+    output_bucket_url: str
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    #: The request came as a CloudEvent (its id/source/type), else None.
+    event_id: str | None = None
+    event_source: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+    progress_events: bool = False
+
+    @property
+    def deadline_seconds(self) -> int:
+        """activeDeadlineSeconds for the Job: the timeout, rounded up to whole seconds."""
+        return max(1, math.ceil(self.timeout_minutes * 60))
+
+
+def request_identity(message: Message, event_id: str | None = None, event_source: str | None = None) -> str:
+    """What makes two deliveries 'the same request': the CloudEvent's source+id, else
+    the AMQP message_id, else the correlation_id, else the body itself."""
+    if event_id:
+        return f"ce:{event_source or ''}:{event_id}"
+    if message.message_id:
+        return f"mid:{message.message_id}"
+    if message.correlation_id:
+        return f"cid:{message.correlation_id}"
+    return "body:" + hashlib.sha256(message.body).hexdigest()
+
+
+def parse_request(message: Message, settings: Settings) -> WorkRequest:
+    """Validate a message into a WorkRequest, or raise ``Rejected`` saying what is wrong."""
+    check_headers(message)
+    if len(message.body) > settings.max_body_bytes:
+        raise Rejected("body", "BodyTooLarge", f"{len(message.body)} bytes is over the limit of {settings.max_body_bytes}")
+    data, event = _payload(message)
+    unknown = sorted(k for k in data if k not in KNOWN_FIELDS)
+    if unknown and settings.unknown_fields == "reject":
+        shown = ", ".join(repr(k[:64]) for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise Rejected(unknown[0][:64], "UnknownField",
+                       f"unknown field(s) {shown}; a request has only {', '.join(sorted(KNOWN_FIELDS))}")
+    image = _required_str(data, "image")
+    client_name = _required_str(data, "jobName")
+    if not is_valid_client_name(client_name):
+        raise Rejected(
+            "jobName", "InvalidJobName",
+            f"{client_name!r} cannot become a Kubernetes name: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit",
+        )
+    try:
+        ref = parse_image(image)
+    except InvalidImage as exc:
+        raise Rejected("image", "InvalidImage", str(exc)) from exc
+    if not check_allowed(ref, settings.allowed_images):
+        raise Rejected("image", "ImageNotAllowed", f"{image!r} is not in the allowed images of this handler")
+    input_url = _bucket_url(data, "inputBucketUrl", required=True)
+    output_url = _bucket_url(data, "outputBucketUrl", required=False) or input_url
+    timeout = _timeout(data.get("timeOut"), settings)
+    event_id = event.get_id() if event is not None else None
+    event_source = event.get_source() if event is not None else None
+    identity = request_identity(message, event_id, event_source)
+    return WorkRequest(
+        request_id=event_id or message.message_id or message.correlation_id or identity,
+        identity=identity,
+        job_name=job_name(client_name, identity),
+        client_job_name=client_name,
+        image=image,
+        timeout_minutes=timeout,
+        input_bucket_url=input_url,
+        output_bucket_url=output_url,
+        reply_to=message.reply_to or None,
+        correlation_id=message.correlation_id or None,
+        event_id=event_id,
+        event_source=event_source,
+        traceparent=_trace(event, message, "traceparent"),
+        tracestate=_trace(event, message, "tracestate"),
+        progress_events=_wants_progress(message, data),
+    )
+
+
+def check_headers(message: Message) -> None:
+    """Refuse a header flood (too many headers, or too many bytes in them) first of all,
+    so nothing downstream (CloudEvent parsing, the dead-letter copy) handles it."""
+    if len(message.headers) > MAX_HEADERS:
+        raise Rejected("headers", "HeadersTooLarge",
+                       f"{len(message.headers)} headers is over the limit of {MAX_HEADERS}")
+    size = _size(message.headers, MAX_HEADER_BYTES)
+    if size > MAX_HEADER_BYTES:
+        raise Rejected("headers", "HeadersTooLarge", f"headers of over {MAX_HEADER_BYTES} bytes")
+
+
+def _size(value: Any, limit: int) -> int:
+    """Approximate encoded size of a header value (nested tables and arrays included),
+    counted without recursion and only until it passes ``limit``."""
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            for key, inner in item.items():
+                total += len(str(key)) + 2
+                stack.append(inner)
+        elif isinstance(item, (list, tuple)):
+            total += 1
+            stack.extend(item)
+        elif isinstance(item, (str, bytes)):
+            total += len(item) + 1
+        else:
+            total += 9
+    return total
+
+
+def is_cloudevent(message: Message) -> bool:
+    content_type = (message.content_type or "").lower()
+    return content_type.startswith(STRUCTURED_CONTENT_TYPE) or _header(message, "ce-specversion") is not None
+
+
+def read_cloudevent(message: Message) -> Any:
+    """The CloudEvent a message carries (structured or binary mode), or ``Rejected``."""
+    try:
+        return rabbitmq.from_rabbitmq_event(
+            rabbitmq.RabbitMQMessage(
+                headers={k: str(v) for k, v in message.headers.items() if isinstance(k, str)},
+                content_type=message.content_type,
+                body=message.body,
+            )
+        )
+    except Exception as exc:  # noqa: BLE001 - see below
+        # The SDK parses untrusted bytes and is not strict about what it raises on bad
+        # input (AttributeError for a JSON array, found by the fuzz suite); whatever it
+        # raises, the message is not a CloudEvent it can read. Letting one escape would
+        # requeue the message for ever.
+        raise Rejected("cloudevent", "InvalidCloudEvent", f"not a valid CloudEvent: {exc}") from exc
+
+
+def _payload(message: Message) -> tuple[dict[str, Any], Any]:
+    """The request fields, and the CloudEvent they came in (or None)."""
+    if not is_cloudevent(message):
+        return _json_object(message.body, "body"), None
+    event = read_cloudevent(message)
+    data = event.get_data()
+    if isinstance(data, Mapping):
+        return dict(data), event
+    if isinstance(data, (bytes, str)):
+        return _json_object(data.encode() if isinstance(data, str) else data, "data"), event
+    raise Rejected("data", "InvalidBody", "the CloudEvent carries no request data")
+
+
+def _json_object(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise Rejected(where, "InvalidJson", f"not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise Rejected(where, "InvalidBody", f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _required_str(data: Mapping[str, Any], name: str) -> str:
+    value = data.get(name)
+    if value is None or value == "":
+        raise Rejected(name, "MissingField", f"{name} is required")
+    if not isinstance(value, str):
+        raise Rejected(name, "InvalidField", f"{name} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_FIELD_CHARS:
+        raise Rejected(name, "InvalidField", f"{name} is longer than {MAX_FIELD_CHARS} characters")
+    return value
+
+
+def _bucket_url(data: Mapping[str, Any], name: str, required: bool) -> str | None:
+    if not required and data.get(name) in (None, ""):
+        return None
+    url = _required_str(data, name)
+    try:
+        parse_bucket_url(url)
+    except InvalidBucketUrl as exc:
+        raise Rejected(name, "InvalidBucketUrl", str(exc)) from exc
+    return url
+
+
+def _timeout(value: Any, settings: Settings) -> float:
+    """timeOut in minutes: absent, null or 0 → the default; numbers or numeric strings."""
+    if value is None or value == "":
+        return settings.default_timeout_minutes
+    if isinstance(value, bool):
+        raise Rejected("timeOut", "InvalidTimeout", "timeOut must be a number of minutes")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError as exc:
+            raise Rejected("timeOut", "InvalidTimeout", f"timeOut {value!r} is not a number of minutes") from exc
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Rejected("timeOut", "InvalidTimeout", "timeOut must be a finite number of minutes")
+    if value < 0:
+        raise Rejected("timeOut", "InvalidTimeout", f"timeOut {value} is negative")
+    if value > settings.max_timeout_minutes:
+        raise Rejected("timeOut", "TimeoutTooLong", f"timeOut {value} is over the maximum of {settings.max_timeout_minutes} minutes")
+    return float(value) or settings.default_timeout_minutes
+
+
+def _header(message: Message, name: str) -> Any:
+    for key, value in message.headers.items():
+        if isinstance(key, str) and key.lower() == name:
+            return value
+    return None
+
+
+def _trace(event: Any, message: Message, name: str) -> str | None:
+    """W3C trace context: the CloudEvents distributed-tracing extension, else the header."""
+    value = event.get_extension(name) if event is not None else None
+    value = value or _header(message, name)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value)[:512] if value else None
+
+
+def _wants_progress(message: Message, data: Mapping[str, Any]) -> bool:
+    header = _header(message, PROGRESS_HEADER)
+    if isinstance(header, bytes):
+        header = header.decode("ascii", "replace")
+    return str(header).lower() == "true" or data.get("progressEvents") is True

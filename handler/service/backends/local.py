@@ -1,0 +1,367 @@
+"""The local backend: each request's Job is a local process, reported like a Kubernetes Job.
+
+For one machine with nothing but RabbitMQ (the demo, trials, development). The images
+file (``handler.service.backends.localimages``) names the command that stands in for each image; it runs
+in a fresh working directory with the environment the pod would get: the handler's
+``PATH`` (its own bin directory first), ``HOME`` and locale, the image's ``env``, the S3
+credentials the handler was given for jobs, then ``manifest.container_env(request)``.
+
+The Kubernetes semantics are kept where a client can see them:
+
+- the timeout is ``activeDeadlineSeconds``: at the deadline the process group gets
+  SIGTERM, then SIGKILL after ``TERMINATION_GRACE_SECONDS``, and the reply is
+  ``timedout``/``DeadlineExceeded``;
+- ``CLOUD_WORKER_JOB_BACKOFF_LIMIT`` retries a failed process (at once, not with the
+  Job controller's exponential delay), within the same deadline;
+- the outcome is decided by the same pure code that reads a real Job: the process's end
+  is written down as the Job and pod status the Job controller and kubelet would write,
+  and ``outcome.finished_outcome`` / ``stuck_outcome`` classify it, so status, reason,
+  ``podReason``, exit code, message and times look exactly as they do from a cluster;
+- the log tail is the last ``log_tail_lines`` lines of stdout and stderr together, cut to
+  ``log_tail_bytes`` as the API server's ``limitBytes`` does;
+- a redelivered request adopts its running (or finished, for ``job_ttl_seconds``) job
+  instead of starting a second one. The registry that makes this work is in memory, so
+  local mode is single-process: run one handler per machine. Closing the backend stops
+  the jobs it started (a cluster would keep them; a local process cannot outlive its
+  parent's bookkeeping).
+
+An image the file does not map fails at once with reason ``ErrImagePull``, as a pod
+whose image cannot be pulled does, with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from handler.service.backends import Progress
+from handler.core.config import Settings
+from handler.adapters.embedded_s3 import EmbeddedS3, endpoint_configured
+from handler.core.events import ACCEPTED, STARTED
+from handler.core.errors import Interrupted
+from handler.service.backends.localimages import ImageMap, LocalImage, load_image_map
+from handler.core.manifest import container_env
+from handler.core import cancel
+from handler.service.backends.localstatus import Ended, cancelled_outcome, cannot_start_outcome, reported_outcome
+from handler.core.manifest import build_job
+from handler.core.outcome import Outcome
+from handler.core.request import WorkRequest
+
+log = logging.getLogger(__name__)
+
+#: The ``namespace`` replies name for local jobs.
+LOCAL_NAMESPACE = "local"
+#: The images file used when CLOUD_WORKER_LOCAL_IMAGES is empty (in a source checkout).
+DEFAULT_IMAGES_FILE = Path(__file__).resolve().parents[2] / "examples" / "images.toml"
+#: Seconds between SIGTERM and SIGKILL at the deadline: time for the job toolkit to
+#: upload outputs and error files, yet shorter than Kubernetes' 30 s so a demo or test
+#: that times out does not hang.
+TERMINATION_GRACE_SECONDS = 10.0
+#: Longest wait between looks at a request's stop flag, in seconds (``wake`` ends it early).
+MAX_WAIT = 1.0
+#: Variables of the handler's environment a job also gets (a pod has its image's).
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SYSTEMROOT")
+#: The S3 credential and endpoint variables handed to jobs (a pod gets them from a Secret).
+S3_VARIABLES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_CA_BUNDLE", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY",
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _LocalJob:
+    request: WorkRequest
+    command: tuple[str, ...]
+    env: dict[str, str]
+    pod_name: str
+    started: bool = False
+    outcome: Outcome | None = None
+    finished_at: float | None = None  # monotonic, for the TTL
+    process: subprocess.Popen[bytes] | None = None
+    thread: threading.Thread | None = field(default=None, repr=False)
+    #: Set by ``cancel``: the process is stopped and the job ends ``cancelled``.
+    cancel_reason: str | None = None
+
+
+class LocalBackend:
+    def __init__(self, settings: Settings, images: ImageMap, credentials_env: Mapping[str, str],
+                 base_env: Mapping[str, str], closers: Sequence[Callable[[], None]] = ()) -> None:
+        self.settings = settings
+        self.images = images
+        self.namespace = LOCAL_NAMESPACE
+        self._credentials_env = dict(credentials_env)
+        self._base_env = dict(base_env)
+        self._closers = list(closers)
+        self._cond = threading.Condition()
+        self._jobs: dict[str, _LocalJob] = {}
+        self._closed = False
+        self._counts = collections.Counter()
+
+    # --- JobBackend
+    def start(self) -> None:
+        log.info("local backend: %d image(s) mapped by %s: %s", len(self.images.names()), self.images.source,
+                 ", ".join(self.images.names()))
+
+    def ready(self) -> bool:
+        return not self._closed
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            running = [job for job in self._jobs.values() if job.outcome is None]
+            self._cond.notify_all()
+        for job in running:
+            if job.process is not None:
+                log.warning("stopping local job %s (pid %d): the backend is closing", job.request.job_name,
+                            job.process.pid)
+                _signal_group(job.process, signal.SIGTERM)
+        for job in running:
+            if job.thread is not None:
+                job.thread.join(TERMINATION_GRACE_SECONDS + 5)
+        for closer in self._closers:
+            closer()
+        log.info("local backend closed: %s", dict(self._counts) or "no jobs")
+
+    def run(self, request: WorkRequest, stop: threading.Event, progress: Progress | None = None) -> Outcome:
+        name = request.job_name
+        with self._cond:
+            if self._closed:
+                raise Interrupted(f"local backend closed before job {name} could start")
+            self._forget_expired()
+            job = self._jobs.get(name)
+            if job is None:
+                image = self.images.lookup(request.image)
+                if image is None:
+                    self._counts["unmapped"] += 1
+                    return self._unmapped(request)
+                job = self._create(request, image)
+            else:
+                self._counts["adopted"] += 1
+                log.info("job %s exists: adopting it for redelivered request %s", name, request.request_id)
+                if job.request.request_id != request.request_id:
+                    log.warning("job %s belongs to request %s, not %s (hash collision?)", name,
+                                job.request.request_id, request.request_id)
+        if progress:
+            progress(ACCEPTED, {})
+        started_sent = False
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: job.outcome is not None or stop.is_set() or (job.started and not started_sent),
+                    timeout=MAX_WAIT,
+                )
+                outcome, started = job.outcome, job.started
+            if progress and started and not started_sent:
+                started_sent = True
+                progress(STARTED, {})
+            if outcome is not None:
+                return outcome
+            if stop.is_set():
+                raise Interrupted(f"stopped while following local job {name}")
+
+    def mark_replied(self, request: WorkRequest, status: str) -> None:
+        """Nothing to record: local jobs live in this process's memory, not in a cluster."""
+
+    def cancel(self, target: cancel.CancelRequest) -> cancel.CancelOutcome:
+        """Stop the named running job (SIGTERM to its process group, as a pod deletion
+        does); its follower then replies ``cancelled``. A finished job is left alone."""
+        with self._cond:
+            job = next((j for j in self._jobs.values()
+                        if j.request.job_name == target.job_name or j.request.request_id == target.request_id), None)
+            if job is None:
+                return cancel.CancelOutcome(cancel.CancelStatus.NOT_FOUND, None, f"no local job for {target.target}")
+            manifest = build_job(job.request, self.settings)
+            if job.outcome is not None:
+                return cancel.CancelOutcome(cancel.CancelStatus.FINISHED, manifest,
+                                            f"job {job.request.job_name} had already finished")
+            job.cancel_reason = target.reason
+            process = job.process
+        if process is not None:
+            _signal_group(process, signal.SIGTERM)
+        manifest["metadata"]["annotations"].update(cancel.mark(target.reason))
+        log.info("cancelled local job %s (%s)", job.request.job_name, target.reason)
+        return cancel.CancelOutcome(cancel.CancelStatus.CANCELLED, manifest, f"job {job.request.job_name} cancelled")
+
+    # --- inside
+    def _create(self, request: WorkRequest, image: LocalImage) -> _LocalJob:
+        """Register and start the job; called with the lock held."""
+        env = {**self._base_env, **image.env, **self._credentials_env}
+        env.update({item["name"]: item["value"] for item in container_env(request)})
+        job = _LocalJob(request, image.command, env, _pod_name(request.job_name))
+        job.thread = threading.Thread(target=self._execute, args=(job,), name=f"local-{request.job_name}",
+                                      daemon=True)
+        self._jobs[request.job_name] = job
+        self._counts["created"] += 1
+        job.thread.start()
+        log.info("created local job %s for request %s: %s", request.job_name, request.request_id,
+                 " ".join(image.command))
+        return job
+
+    def _execute(self, job: _LocalJob) -> None:
+        request = job.request
+        deadline = time.monotonic() + request.deadline_seconds
+        start_time = _now()
+        attempts = 0
+        while True:
+            attempts += 1
+            ended = self._attempt(job, deadline)
+            if (ended.exit_code == 0 or ended.timed_out or ended.cannot_start or job.cancel_reason is not None
+                    or attempts > self.settings.job_backoff_limit or self._closed):
+                break
+            log.info("local job %s: attempt %d exited with %s; retrying (backoff limit %d)", request.job_name,
+                     attempts, ended.exit_code, self.settings.job_backoff_limit)
+        if job.cancel_reason is not None:
+            outcome = cancelled_outcome(job.cancel_reason, job.pod_name, start_time, ended.end_time)
+        else:
+            outcome = reported_outcome(ended, job.pod_name, start_time)
+        log.info("local job %s %s (%s) after %d attempt(s)", request.job_name, outcome.status.value, outcome.reason,
+                 attempts)
+        with self._cond:
+            job.outcome = outcome
+            job.finished_at = time.monotonic()
+            job.process = None
+            self._counts[outcome.status.value] += 1
+            self._cond.notify_all()
+
+    def _attempt(self, job: _LocalJob, deadline: float) -> Ended:
+        """Run the command once, in a fresh working directory, until it exits or the deadline."""
+        lines: collections.deque[bytes] = collections.deque(maxlen=max(1, self.settings.log_tail_lines))
+        with tempfile.TemporaryDirectory(prefix=f"cloud-worker-{job.request.job_name[:40]}-") as workdir:
+            start = _now()
+            try:
+                process = subprocess.Popen(
+                    job.command, cwd=workdir, env=job.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            except OSError as exc:
+                log.warning("local job %s cannot start %s: %s", job.request.job_name, job.command[0], exc)
+                return Ended(None, "", start, _now(), cannot_start=f"cannot run {job.command[0]!r}: {exc}")
+            with self._cond:
+                job.process, job.started = process, True
+                self._cond.notify_all()
+            reader = threading.Thread(target=self._read, args=(job, process, lines), daemon=True)
+            reader.start()
+            timed_out = False
+            try:
+                returncode = process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                log.info("local job %s passed its deadline of %d s: stopping it", job.request.job_name,
+                         job.request.deadline_seconds)
+                returncode = _terminate(process)
+            # The container is gone once its main process is: so is everything it started.
+            _signal_group(process, signal.SIGKILL)
+            reader.join(5)
+            process.stdout.close()
+            end = _now()
+        exit_code = returncode if returncode >= 0 else 128 - returncode
+        return Ended(exit_code, self._tail(lines), start, end, timed_out=timed_out)
+
+    def _read(self, job: _LocalJob, process: subprocess.Popen[bytes], lines: collections.deque[bytes]) -> None:
+        limit = max(1, self.settings.log_tail_bytes)
+        for line in process.stdout:
+            lines.append(line[-limit:] if len(line) > limit else line)
+            log.debug("[%s] %s", job.request.job_name, line.rstrip().decode("utf-8", "replace"))
+
+    def _tail(self, lines: collections.deque[bytes]) -> str:
+        if self.settings.log_tail_lines <= 0:
+            return ""
+        # tailLines, then limitBytes from the start of what is left, as the API server does.
+        return b"".join(lines)[: self.settings.log_tail_bytes].decode("utf-8", "replace")
+
+    def _unmapped(self, request: WorkRequest) -> Outcome:
+        log.warning("request %s: image %s is not mapped by %s", request.request_id, request.image, self.images.source)
+        now = _now()
+        message = (f"image {request.image!r} is not mapped to a command in {self.images.source} "
+                   f"(the local backend runs only the images its images file names)")
+        return cannot_start_outcome("ErrImagePull", message, _pod_name(request.job_name), now, now)
+
+    def _forget_expired(self) -> None:
+        """Drop finished jobs older than the TTL (``ttlSecondsAfterFinished``); lock held."""
+        now = time.monotonic()
+        ttl = self.settings.job_ttl_seconds
+        for name in [n for n, j in self._jobs.items() if j.finished_at is not None and now - j.finished_at > ttl]:
+            del self._jobs[name]
+
+
+def _pod_name(job_name: str) -> str:
+    """Like a pod's name: the Job's name and five random characters."""
+    return f"{job_name}-{secrets.token_hex(3)[:5]}"
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM the job's process group; SIGKILL it after the grace. Returns the returncode."""
+    _signal_group(process, signal.SIGTERM)
+    try:
+        return process.wait(timeout=TERMINATION_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGKILL)
+        return process.wait()
+
+
+def job_base_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of the handler's environment a job also gets, with the handler's own bin
+    directory first on PATH (so ``cloud-worker`` and ``python`` are the virtualenv's)."""
+    env = {name: environ[name] for name in PASSED_THROUGH if environ.get(name)}
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, *(p for p in env.get("PATH", os.defpath).split(os.pathsep)
+                                               if p and p != bin_dir)])
+    return env
+
+
+def open_local_backend(settings: Settings, environ: Mapping[str, str],
+                       s3_env: Mapping[str, str] | None = None) -> LocalBackend:
+    """The local backend as ``cloud-worker consume`` runs it.
+
+    Jobs get ``s3_env`` when given; else the S3 variables of ``environ`` when it
+    configures an endpoint (MinIO); else an embedded S3 endpoint is started for them and
+    stopped when the backend closes.
+    """
+    images = load_image_map(Path(settings.local_images) if settings.local_images else DEFAULT_IMAGES_FILE)
+    closers: list[Callable[[], None]] = []
+    if s3_env is None:
+        s3_env, embedded = s3_for_jobs(environ)
+        if embedded is not None:
+            closers.append(embedded.stop)
+            log.warning(
+                "no S3 endpoint configured (AWS_ENDPOINT_URL_S3): jobs use an embedded in-memory S3 at %s; "
+                "clients reach it with AWS_ENDPOINT_URL_S3=%s AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s",
+                embedded.url, embedded.url, embedded.env["AWS_ACCESS_KEY_ID"], embedded.env["AWS_SECRET_ACCESS_KEY"],
+            )
+    return LocalBackend(settings, images, s3_env, job_base_env(environ), closers)
+
+
+def s3_for_jobs(environ: Mapping[str, str]) -> tuple[dict[str, str], EmbeddedS3 | None]:
+    """The S3 variables jobs get: those of ``environ`` when it configures an endpoint
+    (MinIO), else those of an embedded endpoint started here (the caller stops it)."""
+    if endpoint_configured(environ):
+        return {name: environ[name] for name in S3_VARIABLES if environ.get(name)}, None
+    embedded = EmbeddedS3.start()
+    return embedded.env, embedded

@@ -1,0 +1,94 @@
+"""Prometheus metrics of one handler process, in its own registry.
+
+A ``Metrics`` object is built once per process and passed explicitly to the worker, the
+consumer and the HTTP face; nothing registers in ``prometheus_client``'s global default
+registry, so tests build as many as they like and nothing leaks between them. The
+watch's counters already live in ``JobTracker.counters``; a collector reads them at
+scrape time instead of adding work to the watch loop. Updating a metric is a lock and
+an addition: cheap enough for the per-request path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+
+from handler.core.outcome import Outcome
+
+#: Job run times: from seconds-long test jobs to the two-hour maximum timeout.
+JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+#: The handler's own latencies (an API call, a publisher confirm): milliseconds to seconds.
+#: ``completionTime`` has one-second resolution, so the reply latency's finer buckets
+#: only fill for outcomes the handler timestamps itself (deadline, stuck pods).
+FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "cloud_worker_requests", "Requests handled, by outcome: succeeded, failed, timedout, rejected, "
+            "interrupted (left for redelivery or re-POST), transient, error.", ["outcome"], registry=r)
+        self.rejected = Counter("cloud_worker_rejected_requests", "Rejected requests, by reason.", ["reason"],
+                                registry=r)
+        self.jobs_in_flight = Gauge("cloud_worker_jobs_in_flight", "Jobs this process is following now.",
+                                    registry=r)
+        self.job_duration = Histogram(
+            "cloud_worker_job_duration_seconds", "Run time of finished Jobs (startTime to completionTime), by status.",
+            ["status"], buckets=JOB_BUCKETS, registry=r)
+        self.dispatch = Histogram(
+            "cloud_worker_receipt_to_job_created_seconds",
+            "Seconds from a request's receipt to its Job being created (or adopted, for a redelivery).",
+            buckets=FAST_BUCKETS, registry=r)
+        self.reply = Histogram(
+            "cloud_worker_job_finished_to_reply_seconds",
+            "Seconds from the Job's completionTime to its reply being confirmed by the broker (or written as the "
+            "HTTP response).", buckets=FAST_BUCKETS, registry=r)
+        self.broker_reconnects = Counter("cloud_worker_broker_reconnects",
+                                         "Broker connections lost and reopened.", registry=r)
+
+    def watch(self, tracker: Any) -> None:
+        """Expose a ``JobTracker``'s counters (watch restarts, re-lists, events)."""
+        self.registry.register(_TrackerCollector(tracker))
+
+    def finished(self, outcome: Outcome) -> None:
+        self.requests.labels(outcome.status.value).inc()
+        if outcome.duration_seconds is not None:
+            self.job_duration.labels(outcome.status.value).observe(outcome.duration_seconds)
+
+    def replied(self, outcome: Outcome | None, now: datetime | None = None) -> None:
+        """The reply for ``outcome`` is out: observe how long after the Job finished."""
+        if outcome is None or outcome.completion_time is None:
+            return
+        now = now or datetime.now(UTC)
+        self.reply.observe(max(0.0, (now - outcome.completion_time).total_seconds()))
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value (0 when absent): for tests and one-line summaries."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def render(self) -> tuple[str, bytes]:
+        """The Prometheus text exposition: (content type, body)."""
+        return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+
+
+class _TrackerCollector:
+    def __init__(self, tracker: Any) -> None:
+        self.tracker = tracker
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        counters = self.tracker.counters
+        yield CounterMetricFamily("cloud_worker_watch_restarts", "Watch streams that broke and were resumed.",
+                                  value=counters.restarts)
+        yield CounterMetricFamily("cloud_worker_watch_relists", "Lists of Jobs and pods (start-up, 410 Gone).",
+                                  value=counters.relists)
+        yield CounterMetricFamily("cloud_worker_watch_events", "Watch events applied to the cache.",
+                                  value=counters.events)

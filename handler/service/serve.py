@@ -1,0 +1,108 @@
+"""``cloud-worker serve``: the HTTP face under gunicorn, configured from ``Settings``.
+
+The configuration, and why:
+
+- one worker process, ``gthread`` with ``CLOUD_WORKER_HTTP_THREADS`` threads: the work
+  is waiting on Jobs, not computing, and one process keeps one shared watch (two API
+  server streams) and one metrics registry; scale with replicas, not processes.
+- ``timeout`` above the longest synchronous call (the maximum job timeout plus the
+  deadline slack and the image-pull grace). gthread workers heartbeat the arbiter from
+  their main loop, so a long request never trips it; a sync worker class would need it.
+- ``graceful_timeout`` = ``CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS``: on SIGTERM in-flight
+  synchronous calls get the same grace as the consumer's; a call cut short leaves its Job
+  running, and the client's retry with the same event id adopts it.
+- request line and header limits far below gunicorn's defaults' worst case: a request is
+  one short path and a few dozen ``ce-*`` headers; the body limit is Flask's
+  ``MAX_CONTENT_LENGTH`` (``CLOUD_WORKER_MAX_BODY_BYTES``), answered 413 ``rejected``.
+- no preloading: the watch threads must start in the worker, after the fork.
+- no access log (probes every few seconds); gunicorn's own log lines go through the
+  root logger, so they are JSON in a pod like every other line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from gunicorn import glogging
+from gunicorn.app.base import BaseApplication
+
+from handler.core.config import Settings
+from handler.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Longest request line: ``GET /jobs/<request id>`` with a long, percent-encoded id.
+LIMIT_REQUEST_LINE = 4096
+#: Header fields per request: the CloudEvents attributes and extensions, tracing, proxies.
+LIMIT_REQUEST_FIELDS = 64
+LIMIT_REQUEST_FIELD_SIZE = 8190
+
+
+class RootLogger(glogging.Logger):
+    """gunicorn's logger, writing through the root logger (``handler.service.logs`` formats it)."""
+
+    def setup(self, cfg: Any) -> None:
+        for logger in (self.error_log, self.access_log):
+            logger.handlers.clear()
+            logger.propagate = True
+        self.error_log.setLevel(self.LOG_LEVELS.get(cfg.loglevel.lower(), logging.INFO))
+
+
+def options(settings: Settings) -> dict[str, Any]:
+    """gunicorn's settings for these handler settings (pure, so the tests can read them)."""
+    if not settings.http_port:
+        raise ConfigError("cloud-worker serve needs CLOUD_WORKER_HTTP_PORT (it is 0)")
+    longest_call = settings.max_timeout_minutes * 60 + settings.deadline_slack_seconds \
+        + settings.image_pull_grace_seconds
+    return {
+        "bind": [f"0.0.0.0:{settings.http_port}"],
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": settings.http_threads,
+        "timeout": math.ceil(longest_call) + 60,
+        "graceful_timeout": math.ceil(settings.shutdown_grace_seconds),
+        "keepalive": 5,
+        "limit_request_line": LIMIT_REQUEST_LINE,
+        "limit_request_fields": LIMIT_REQUEST_FIELDS,
+        "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
+        "preload_app": False,
+        "accesslog": None,
+        "loglevel": settings.log_level.lower(),
+        "logger_class": RootLogger,
+        "proc_name": "cloud-worker-serve",
+        "worker_exit": _worker_exit,
+    }
+
+
+def _worker_exit(_server: Any, worker: Any) -> None:
+    """Stop following Jobs (they run on) and close the watch when a worker exits."""
+    app = getattr(worker, "wsgi", None)
+    face = app.extensions.get("cloud_worker") if app is not None else None
+    if face is not None:
+        face.close()
+
+
+class Server(BaseApplication):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.options = options(settings)
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from handler.service.http import create_app
+
+        return create_app(self.settings)
+
+
+def run(settings: Settings) -> int:
+    """Serve until stopped (gunicorn exits the process with its own status)."""
+    server = Server(settings)
+    log.info("serving HTTP on port %d with %d threads", settings.http_port, settings.http_threads)
+    server.run()
+    return 0

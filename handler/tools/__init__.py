@@ -1,0 +1,1 @@
+"""The user's side: the client, `cloud-worker submit`, the job toolkit and the demo."""

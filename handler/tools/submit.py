@@ -1,0 +1,151 @@
+"""``cloud-worker submit``: the seed's client loop from a shell, built on ``handler.tools.client``.
+
+Progress goes to stderr (a live status line on a terminal, plain lines otherwise); the
+terminal reply event goes to stdout as JSON, so ``cloud-worker submit ... | jq .data``
+works. Exit codes say how the request ended:
+
+====  ==========================================================================
+0     succeeded (or, with ``--no-wait``, published)
+1     failed: the Job failed or could not start
+2     usage: bad arguments, an input path that does not exist
+3     configuration: a bad bucket URL, missing S3 credentials, bad settings
+4     the broker is unreachable
+6     timedout: the Job ran past its timeout
+7     rejected: the handler refused the request (the reply names the field)
+8     no reply within ``--wait-seconds``, or the broker connection was lost
+9     S3 failed: uploading the inputs or downloading the outputs
+130   interrupted (Ctrl-C)
+====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from handler.core.bucketurl import InvalidBucketUrl
+from handler.core.config import Settings
+from handler.core.errors import BrokerError
+
+EXIT_SUCCEEDED = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_BROKER_UNREACHABLE = 4
+EXIT_TIMEDOUT = 6
+EXIT_REJECTED = 7
+EXIT_NO_REPLY = 8
+EXIT_STORAGE = 9
+EXIT_INTERRUPTED = 130
+EXIT_FOR_STATUS = {"succeeded": EXIT_SUCCEEDED, "failed": EXIT_FAILED, "timedout": EXIT_TIMEDOUT,
+                   "rejected": EXIT_REJECTED, "submitted": EXIT_SUCCEEDED}
+
+
+def exit_code_for(status: str) -> int:
+    return EXIT_FOR_STATUS.get(status, EXIT_FAILED)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "submit", help="upload inputs, submit a work request, wait for its reply, download the outputs",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--image", required=True, help="container image of the Job, e.g. mstc/python-test:latest")
+    parser.add_argument("--job-name", required=True, help="the request's jobName (the Job name's prefix)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="MIN",
+                        help="the request's timeOut in minutes (default: the handler's)")
+    parser.add_argument("--input", dest="inputs", required=True, nargs="+", action="extend", metavar="PATH",
+                        help="files (uploaded by name) and directories (their contents) to upload as inputs")
+    parser.add_argument("--bucket-url", required=True,
+                        help="http(s)://host:port/bucket[/prefix] or s3://bucket[/prefix]; inputs go to "
+                             "<prefix>/<request-id>/input/, outputs to <prefix>/<request-id>/output/")
+    parser.add_argument("--output-bucket-url", default=None, help="where the Job writes its outputs instead")
+    parser.add_argument("--download", type=Path, default=None, metavar="DIR",
+                        help="download the outputs (and error files) into DIR once the reply came")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="publish and exit: no reply is awaited (none is sent back to this client)")
+    parser.add_argument("--wait-seconds", type=float, default=None, metavar="S",
+                        help="give up waiting for the reply after S seconds, exit 8 (default: the request's "
+                             "timeout plus 5 minutes; 20 minutes when it gives none)")
+    parser.add_argument("--create-buckets", action="store_true", help="create the buckets if they do not exist")
+    parser.add_argument("--amqp-url", default=None, help="broker URL [CLOUD_WORKER_AMQP_URL, else local RabbitMQ]")
+    parser.add_argument("--exchange", default=None, help="exchange [CLOUD_WORKER_EXCHANGE, else mstc.exchange]")
+    parser.add_argument("--routing-key", default=None,
+                        help="work queue and routing key [CLOUD_WORKER_QUEUE, else mstc.queue.work]")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], stdout: TextIO = sys.stdout,
+                  stderr: TextIO = sys.stderr) -> int:
+    try:
+        from handler.tools.client import Client, NoReply
+        from handler.adapters.storage import StorageConfigError, StorageError
+    except ImportError as exc:
+        return _fail(stderr, EXIT_CONFIG, f"the client needs the S3 library: install mstc-cloud-worker[s3] ({exc})")
+    from handler.tools.console import StatusDisplay, describe
+
+    # A broker that cannot be reached is reported below as exit 4 with advice; pika's own
+    # account of it (a traceback at ERROR) would only bury that.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    settings = Settings.from_env(environ)
+    wait_seconds = args.wait_seconds
+    if wait_seconds is None:
+        wait_seconds = 60.0 * ((args.timeout or 15.0) + 5.0)
+    client = Client(args.amqp_url or settings.amqp_url, args.exchange or settings.exchange,
+                    args.routing_key or settings.queue, environ=environ)
+    display = StatusDisplay(stderr)
+    try:
+        with client, display:
+            display.update(describe("uploading", None))
+            reply = client.submit(
+                args.image, args.job_name, args.inputs, args.bucket_url, args.output_bucket_url, args.timeout,
+                wait=not args.no_wait, on_event=lambda state, event: display.update(describe(state, event)),
+                download_to=args.download, wait_seconds=wait_seconds, create_buckets=args.create_buckets,
+            )
+            status = reply.status
+            display.line(summary(reply.status, reply.data, display.elapsed))
+    except FileNotFoundError as exc:
+        return _fail(stderr, EXIT_USAGE, str(exc))
+    except (InvalidBucketUrl, StorageConfigError) as exc:
+        return _fail(stderr, EXIT_CONFIG, str(exc))
+    except BrokerError as exc:
+        return _fail(stderr, EXIT_BROKER_UNREACHABLE, f"{exc} (is RabbitMQ running? set --amqp-url or "
+                                                      "CLOUD_WORKER_AMQP_URL)")
+    except NoReply as exc:
+        return _fail(stderr, EXIT_NO_REPLY, str(exc))
+    except StorageError as exc:
+        return _fail(stderr, EXIT_STORAGE, str(exc))
+    except KeyboardInterrupt:
+        return _fail(stderr, EXIT_INTERRUPTED, "interrupted: the request may still run")
+    if reply.event is None:
+        json.dump({"requestId": reply.request_id, "inputBucketUrl": reply.input_url,
+                   "outputBucketUrl": reply.output_url}, stdout, indent=2)
+    else:
+        json.dump(reply.event, stdout, indent=2)
+    stdout.write("\n")
+    if args.download is not None and reply.event is not None:
+        stderr.write(listing(reply.downloaded, args.download))
+    return exit_code_for(status)
+
+
+def summary(status: str, data: Mapping[str, Any], elapsed: float) -> str:
+    if status == "submitted":
+        return f"submitted in {elapsed:.1f} s (not waiting for the reply)"
+    return f"{status} after {elapsed:.1f} s: {data.get('result') or data.get('message') or ''}".rstrip(": ")
+
+
+def listing(paths: tuple[Path, ...], root: Path) -> str:
+    lines = [f"downloaded {len(paths)} file(s) to {root}:"]
+    for path in paths:
+        lines.append(f"  {path.relative_to(root.resolve()).as_posix()}  ({path.stat().st_size} bytes)")
+    return "\n".join(lines) + "\n"
+
+
+def _fail(stderr: TextIO, code: int, message: str) -> int:
+    stderr.write(f"cloud-worker submit: {message}\n")
+    return code
