@@ -17,11 +17,10 @@ from collections.abc import Sequence
 
 from handler.core.config import Settings, env_name, setting_fields
 from handler.core.errors import ConfigError, Transient
+from handler.core.exitcodes import ExitCode
 
 log = logging.getLogger("handler.cli")
 
-EXIT_CONFIG = 3
-EXIT_KUBE_UNREACHABLE = 5
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +84,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
         backend.start()
     except Transient as exc:
         log.error("Kubernetes API unreachable: %s", exc)
-        return EXIT_KUBE_UNREACHABLE
+        return ExitCode.KUBE_UNREACHABLE
     metrics = Metrics()
     if settings.backend == "kubernetes":
         metrics.watch(backend.tracker)
@@ -123,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         kube.close()
         if not reachable:
             log.error("Kubernetes API unreachable")
-            return EXIT_KUBE_UNREACHABLE
+            return ExitCode.KUBE_UNREACHABLE
     return serve.run(settings)
 
 
@@ -158,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"cloud-worker: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
 
 
 if __name__ == "__main__":

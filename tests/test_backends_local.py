@@ -18,7 +18,8 @@ from handler.core.config import Settings
 from handler.core.errors import Interrupted
 from handler.service.backends.localimages import load_image_map
 from handler.core.outcome import Status
-from handler.core.request import Message, parse_request
+from handler.core.messages import Message
+from handler.core.request import parse_request
 
 JOB_SCRIPT = r"""
 import json, os, sys, time
@@ -287,7 +288,7 @@ def wait_until(predicate, what, timeout=10.0):
 
 
 def test_a_cancelled_job_is_stopped_and_its_follower_reports_cancelled(make_backend, images_dir):
-    from handler.core.cancel import CancelRequest, CancelStatus
+    from handler.core.messages import CancelRequest, CancelStatus
 
     backend, request = make_backend(), request_for("test/sleep")
     result = []

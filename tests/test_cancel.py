@@ -9,20 +9,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from handler.core.cancel import (
-    CANCEL_TYPE,
-    RESULT_TYPE,
-    CancelOutcome,
-    CancelStatus,
-    cancelled_outcome,
-    is_cancel,
-    parse_cancel,
-    result_event,
-)
 from handler.core.config import Settings
 from handler.core.errors import Rejected
-from handler.core.manifest import ANNOTATION_CANCELLED, ANNOTATION_REPLIED
-from handler.core.request import Message
+from handler.core.events import cancel_result_event as result_event
+from handler.core.manifest import ANNOTATION_CANCELLED, ANNOTATION_REPLIED, cancelled_outcome
+from handler.core.messages import CANCEL_RESULT_TYPE as RESULT_TYPE
+from handler.core.messages import CANCEL_TYPE, CancelOutcome, CancelStatus, Message
+from handler.core.request import is_cancel, parse_cancel
 from tests.test_backends_kubernetes import job_request, wait_until
 
 SETTINGS = Settings.from_env({})

@@ -5,9 +5,11 @@ from cloudevents.core.bindings import rabbitmq
 
 from handler.core.config import Settings
 from handler.core.errors import Rejected
-from handler.core.events import encode, event_type, lifecycle_event, rejected_event, reply_event
+from handler.core.events import encode, lifecycle_event, rejected_event, reply_event
+from handler.core.messages import event_type
 from handler.core.outcome import Outcome, Status
-from handler.core.request import Message, parse_request
+from handler.core.messages import Message
+from handler.core.request import parse_request
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SEED = {"image": "mstc/python-test:latest", "jobName": "test-job", "inputBucketUrl": "http://minio:9000/inputs"}

@@ -6,7 +6,8 @@ from handler.core.config import Settings
 from handler.core.manifest import (
     ANNOTATION_CORRELATION_ID, ANNOTATION_REPLY_TO, ANNOTATION_REQUEST_ID, SELECTOR, build_job, request_from_job,
 )
-from handler.core.request import Message, parse_request
+from handler.core.messages import Message
+from handler.core.request import parse_request
 
 SEED = {"image": "mstc/python-test:latest", "jobName": "test-job", "inputBucketUrl": "http://minio:9000/inputs",
         "outputBucketUrl": "http://minio:9000/outputs", "timeOut": 2}

@@ -11,7 +11,7 @@ import requests
 from handler.core.config import Settings
 from handler.service.metrics import Metrics
 from handler.core.outcome import Outcome, Status
-from handler.core.request import Message
+from handler.core.messages import Message
 from handler.service.handling import RequestHandler
 from tests.support.backends import StubBackend
 from tests.support.requester import SEED_REQUEST

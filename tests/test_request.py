@@ -6,7 +6,8 @@ from cloudevents.core.v1.event import CloudEvent
 
 from handler.core.config import Settings
 from handler.core.errors import Rejected
-from handler.core.request import Message, parse_request, request_identity
+from handler.core.messages import Message
+from handler.core.request import parse_request, request_identity
 
 SETTINGS = Settings.from_env({"CLOUD_WORKER_MAX_TIMEOUT_MINUTES": "60", "CLOUD_WORKER_MAX_BODY_BYTES": "4096"})
 SEED = {"image": "mstc/python-test:latest", "jobName": "test-job", "inputBucketUrl": "http://hostname:9000/bucket"}

@@ -23,9 +23,8 @@ import pika.exceptions
 
 from handler.core.config import Settings, redact_url
 from handler.core.errors import BrokerError, ConfigError, ReplyUndeliverable
-from handler.core.request import Message
+from handler.core.messages import Message, Publication
 from handler.adapters.topology import declare_work_queue
-from handler.service.handling import Publication
 
 log = logging.getLogger(__name__)
 

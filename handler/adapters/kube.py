@@ -18,7 +18,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from handler.core.config import Settings
-from handler.core.errors import ConfigError, JobExists, JobFailedToStart, ResourceGone, Transient
+from handler.core.errors import ConfigError, JobExists, JobFailedToStart, NotFound, ResourceGone, Transient
 from handler.core.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ def translate(exc: BaseException, what: str) -> Exception:
         status, body = exc.status or 0, _status_body(exc.body)
         message = body.get("message") or exc.reason or str(exc)
         reason = body.get("reason") or exc.reason or str(status)
+        if status == 404:
+            return NotFound(f"{what}: {message}")
         if status == 409:
             return JobExists(f"{what}: {message}")
         if status == 410:
@@ -213,10 +215,8 @@ class Kube:
     def read_job(self, name: str) -> Json | None:
         try:
             return json.loads(self._call(f"read job {name}", self.batch.read_namespaced_job, name, self.namespace))
-        except JobFailedToStart as exc:
-            if exc.reason == "NotFound":
-                return None
-            raise
+        except NotFound:
+            return None
 
     def delete_job(self, name: str) -> None:
         """Delete with background propagation so the pods go too; a missing Job is fine."""
@@ -225,9 +225,8 @@ class Kube:
                 f"delete job {name}", self.batch.delete_namespaced_job, name, self.namespace,
                 propagation_policy="Background",
             )
-        except JobFailedToStart as exc:
-            if exc.reason != "NotFound":
-                raise
+        except NotFound:
+            pass  # already gone: what the caller wanted
 
     def patch_job_annotations(self, name: str, annotations: dict[str, str | None]) -> Json:
         """Set (or, with None, remove) annotations with one JSON merge patch: no read, no

@@ -27,7 +27,14 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from handler.core.bucketurl import BucketUrl, InvalidBucketUrl
-from handler.core.errors import WorkerError
+from handler.core.errors import (
+    NoSuchBucket,
+    StorageAccessDenied,
+    StorageConfigError,
+    StorageError,
+    StorageUnavailable,
+    UnsafeKey,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,30 +52,6 @@ RETRIES = 3
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 _BUSY = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed"}
-
-
-class StorageError(WorkerError):
-    """An S3 operation failed. Subclasses say what the caller must do next."""
-
-
-class StorageConfigError(StorageError):
-    """Credentials or endpoint settings are missing or unusable: fix the configuration."""
-
-
-class StorageAccessDenied(StorageError):
-    """The endpoint refused the credentials or the operation. Retrying will not help."""
-
-
-class NoSuchBucket(StorageError):
-    """The bucket does not exist. Retrying will not help."""
-
-
-class StorageUnavailable(StorageError):
-    """The endpoint is unreachable, timed out or answered 5xx: worth retrying later."""
-
-
-class UnsafeKey(StorageError):
-    """An object key that would land outside the local directory it is downloaded to."""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,25 @@
-"""One exception root, split by what the caller must do next.
+"""One exception root, ``WorkerError``, split by what the caller must do next.
 
+- ``ConfigError``: the process cannot run as configured; exit 3 with one line saying what to fix.
 - ``Rejected``: the request itself is wrong. Reply ``rejected``, ack, never retry.
 - ``JobFailedToStart``: the cluster refused the Job for a reason a retry cannot fix
   (403 from RBAC, 422 invalid). Reply ``failed`` with the API server's message, ack.
-- ``Transient``: the API server or broker is unwell. Retry with backoff, or leave the
-  message unacked so the broker redelivers it.
+- ``NotFound``: the object asked for does not exist (a 404). The caller decides what
+  absence means (a Job already deleted, a pod already gone).
+- ``JobExists``: creating the Job answered 409; the request was delivered before: adopt it.
+- ``Transient``: the API server, broker or S3 endpoint is unwell. Retry with backoff, or
+  leave the message for redelivery. Subclasses: ``ResourceGone`` (a watch's
+  resourceVersion expired: re-list), ``BrokerError`` (connection or channel lost),
+  ``StorageUnavailable`` (S3 unreachable or 5xx).
 - ``Interrupted``: the process is shutting down or lost its broker connection; the
   request is left unacked on purpose and will be adopted by the next delivery.
-- ``ConfigError``: the process cannot run as configured; exit with a distinct code.
+- ``ReplyUndeliverable``: the broker returned the reply (its ``reply_to`` queue does
+  not exist); the requester is gone, the reply is dropped.
+- ``StorageError`` and its kinds (``StorageConfigError``, ``StorageAccessDenied``,
+  ``NoSuchBucket``, ``UnsafeKey``, ``StorageUnavailable``): an S3 operation failed.
+
+Adapters translate their library's exceptions into these, keeping the cause
+(``raise ... from exc``): ``kube.translate``, the AMQP module, ``storage``.
 """
 
 from __future__ import annotations
@@ -48,6 +60,10 @@ class Transient(WorkerError):
         self.retry_after = retry_after
 
 
+class NotFound(WorkerError):
+    """The object does not exist (HTTP 404)."""
+
+
 class JobExists(WorkerError):
     """Creating the Job answered 409: this request was delivered before."""
 
@@ -66,3 +82,27 @@ class BrokerError(Transient):
 
 class ReplyUndeliverable(WorkerError):
     """The broker returned or refused the reply (its reply_to queue does not exist)."""
+
+
+class StorageError(WorkerError):
+    """An S3 operation failed. Subclasses say what the caller must do next."""
+
+
+class StorageConfigError(StorageError):
+    """Credentials or endpoint settings are missing or unusable: fix the configuration."""
+
+
+class StorageAccessDenied(StorageError):
+    """The endpoint refused the credentials or the operation. Retrying will not help."""
+
+
+class NoSuchBucket(StorageError):
+    """The bucket does not exist. Retrying will not help."""
+
+
+class StorageUnavailable(StorageError, Transient):
+    """The endpoint is unreachable, timed out or answered 5xx: worth retrying later."""
+
+
+class UnsafeKey(StorageError):
+    """An object key that would land outside the local directory it is downloaded to."""

@@ -17,17 +17,13 @@ from cloudevents.core.bindings import rabbitmq
 from cloudevents.core.v1.event import CloudEvent
 
 from handler.core.errors import Rejected
+from handler.core.manifest import ANNOTATION_REQUEST_ID
+from handler.core.messages import CANCEL_RESULT_TYPE, CancelOutcome, CancelRequest, event_type
 from handler.core.outcome import Outcome, Status
 from handler.core.request import WorkRequest
 
-TYPE_PREFIX = "mstc.cloud.worker.job."
 ACCEPTED = "accepted"
 STARTED = "started"
-
-
-def event_type(kind: str) -> str:
-    """``succeeded`` → ``mstc.cloud.worker.job.succeeded.v1``."""
-    return f"{TYPE_PREFIX}{kind}.v1"
 
 
 @dataclass(frozen=True)
@@ -37,8 +33,9 @@ class EncodedEvent:
     headers: dict[str, str]
 
 
-def _event_id(identity: str, kind: str) -> str:
-    return hashlib.sha256(f"{identity}\x00{kind}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+def _event_id(*parts: str) -> str:
+    """A deterministic event id: the same parts (request identity, kind) give the same id."""
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -59,9 +56,9 @@ def _request_fields(request: WorkRequest, namespace: str) -> dict[str, Any]:
 
 
 def _attributes(kind: str, identity: str, source: str, subject: str | None, now: datetime,
-                request: WorkRequest | None) -> dict[str, Any]:
+                request: WorkRequest | None, type_: str | None = None) -> dict[str, Any]:
     attrs: dict[str, Any] = {
-        "type": event_type(kind),
+        "type": type_ or event_type(kind),
         "source": source,
         "id": _event_id(identity, kind),
         "time": now,
@@ -121,6 +118,22 @@ def lifecycle_event(kind: str, request: WorkRequest, *, source: str, namespace: 
     data = _request_fields(request, namespace)
     data.update(status=kind, **(detail or {}))
     return CloudEvent(attributes=_attributes(kind, request.identity, source, request.job_name, now, request), data=data)
+
+
+def cancel_result_event(target: CancelRequest, outcome: CancelOutcome, *, source: str, now: datetime) -> CloudEvent:
+    """The answer to a cancel's own sender: what became of the Job it named."""
+    job_name = outcome.job["metadata"]["name"] if outcome.job else target.job_name
+    annotations = (outcome.job or {}).get("metadata", {}).get("annotations") or {}
+    data = {
+        "status": outcome.status.value,
+        "requestId": target.request_id or annotations.get(ANNOTATION_REQUEST_ID),
+        "jobName": job_name,
+        "reason": target.reason,
+        "message": outcome.message,
+    }
+    identity = f"{target.event_source}\x00{target.event_id}"
+    attrs = _attributes(outcome.status.value, identity, source, job_name, now, None, type_=CANCEL_RESULT_TYPE)
+    return CloudEvent(attributes=attrs, data=data)
 
 
 def encode(event: CloudEvent) -> EncodedEvent:

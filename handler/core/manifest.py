@@ -8,10 +8,13 @@ id in annotations), so no handler state lives anywhere but the Job.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from handler.core.config import Settings
 from handler.core.naming import identity_hash, sanitise
+from handler.core.outcome import Outcome, Status, parse_time
 from handler.core.request import WorkRequest
 
 MANAGER = "mstc-cloud-worker"
@@ -42,7 +45,7 @@ ANNOTATION_PROGRESS = f"{GROUP}/progress-events"
 #: anyway, with the same event id: at-least-once).
 ANNOTATION_REPLIED = f"{GROUP}/replied"
 #: Set (to the reason) by a cancel just before it deletes the Job, so whoever follows the
-#: Job reports ``cancelled`` rather than "deleted by someone else" (see ``handler.core.cancel``).
+#: Job reports ``cancelled`` rather than "deleted by someone else" (see ``RequestHandler.cancel`` and the README's "Cancel").
 ANNOTATION_CANCELLED = f"{GROUP}/cancelled"
 
 
@@ -163,3 +166,27 @@ def request_from_job(job: dict[str, Any]) -> WorkRequest:
         tracestate=annotations.get(ANNOTATION_TRACESTATE),
         progress_events=annotations.get(ANNOTATION_PROGRESS) == "true",
     )
+
+
+# --- cancels: marked on the Job, then deleted (README, "Cancel")
+#: The ``reason`` of a ``cancelled`` reply.
+CANCELLED_REASON = "Cancelled"
+
+
+def cancel_annotations(reason: str) -> dict[str, str]:
+    """The annotations a cancel sets on the Job before deleting it. The mark travels with
+    the Job's final state in the deletion event, so whoever follows the Job reports
+    ``cancelled`` rather than "deleted by someone else" (``failed: JobDeleted``)."""
+    return {ANNOTATION_CANCELLED: reason}
+
+
+def cancelled_outcome(job: Mapping[str, Any] | None, now: datetime) -> Outcome | None:
+    """``cancelled`` for a Job that carries the cancel mark (live or as deleted), else None."""
+    if job is None:
+        return None
+    reason = (job["metadata"].get("annotations") or {}).get(ANNOTATION_CANCELLED)
+    if reason is None:
+        return None
+    start = parse_time((job.get("status") or {}).get("startTime"))
+    return Outcome(Status.CANCELLED, CANCELLED_REASON, f"job {job['metadata']['name']} was cancelled: {reason}",
+                   start_time=start, completion_time=now)

@@ -19,6 +19,14 @@ HASH_CHARS = 10
 CLIENT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
 
 
+#: A Job name as ``job_name`` makes them: DNS-1123, at most 63 characters.
+JOB_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def is_valid_job_name(name: str) -> bool:
+    return JOB_NAME.fullmatch(name) is not None
+
+
 def is_valid_client_name(name: str) -> bool:
     return CLIENT_NAME.fullmatch(name) is not None
 

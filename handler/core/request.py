@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cloudevents.core.bindings import rabbitmq
@@ -22,8 +21,9 @@ from cloudevents.core.bindings import rabbitmq
 from handler.core.bucketurl import InvalidBucketUrl, parse_bucket_url
 from handler.core.config import Settings
 from handler.core.errors import Rejected
+from handler.core.messages import CANCEL_TYPE, CancelRequest, Message
 from handler.core.images import InvalidImage, check_allowed, parse_image
-from handler.core.naming import is_valid_client_name, job_name
+from handler.core.naming import is_valid_client_name, is_valid_job_name, job_name
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents"
 #: Asking for lifecycle events (accepted, started) besides the terminal reply:
@@ -39,19 +39,12 @@ KNOWN_FIELDS = frozenset({"image", "jobName", "timeOut", "inputBucketUrl", "outp
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 16 * 1024
 
-
-@dataclass(frozen=True)
-class Message:
-    """A transport-neutral view of an incoming message (AMQP delivery or HTTP request)."""
-
-    body: bytes
-    content_type: str | None = None
-    headers: Mapping[str, Any] = field(default_factory=dict)
-    message_id: str | None = None
-    correlation_id: str | None = None
-    reply_to: str | None = None
-    #: When the message arrived (``time.monotonic``), for the receipt-to-Job-created metric.
-    received_at: float = field(default_factory=time.monotonic, compare=False, repr=False)
+#: Cancels: a reason is kept to this many characters; one without is "cancelled on request".
+DEFAULT_CANCEL_REASON = "cancelled on request"
+MAX_CANCEL_REASON_CHARS = 256
+#: A cancel is a few short fields: a bigger body is not looked into (it is then refused
+#: as a request), so recognising cancels never parses a large body twice.
+MAX_CANCEL_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -95,8 +88,7 @@ def request_identity(message: Message, event_id: str | None = None, event_source
 def parse_request(message: Message, settings: Settings) -> WorkRequest:
     """Validate a message into a WorkRequest, or raise ``Rejected`` saying what is wrong."""
     check_headers(message)
-    if len(message.body) > settings.max_body_bytes:
-        raise Rejected("body", "BodyTooLarge", f"{len(message.body)} bytes is over the limit of {settings.max_body_bytes}")
+    check_body_size(len(message.body), settings)
     data, event = _payload(message)
     unknown = sorted(k for k in data if k not in KNOWN_FIELDS)
     if unknown and settings.unknown_fields == "reject":
@@ -151,6 +143,13 @@ def check_headers(message: Message) -> None:
     size = _size(message.headers, MAX_HEADER_BYTES)
     if size > MAX_HEADER_BYTES:
         raise Rejected("headers", "HeadersTooLarge", f"headers of over {MAX_HEADER_BYTES} bytes")
+
+
+def check_body_size(size: int | None, settings: Settings) -> None:
+    """Refuse a body over ``max_body_bytes`` (``size`` None: a body cut at the limit)."""
+    if size is None or size > settings.max_body_bytes:
+        shown = f"{size} bytes" if size is not None else "the body"
+        raise Rejected("body", "BodyTooLarge", f"{shown} is over the limit of {settings.max_body_bytes}")
 
 
 def _size(value: Any, limit: int) -> int:
@@ -282,3 +281,54 @@ def _wants_progress(message: Message, data: Mapping[str, Any]) -> bool:
     if isinstance(header, bytes):
         header = header.decode("ascii", "replace")
     return str(header).lower() == "true" or data.get("progressEvents") is True
+
+
+# --- cancels (see README, "Cancel")
+def is_cancel(message: Message) -> bool:
+    """The message is a cancel event (cheap: the type must appear in the body or headers)."""
+    if not is_cloudevent(message):
+        return False
+    for key, value in message.headers.items():
+        if isinstance(key, str) and key.lower() == "ce-type":
+            return (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)) == CANCEL_TYPE
+    if len(message.body) > MAX_CANCEL_BYTES or CANCEL_TYPE.encode() not in message.body:
+        return False
+    try:
+        body = json.loads(message.body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("type") == CANCEL_TYPE
+
+
+def parse_cancel(message: Message, settings: Settings) -> CancelRequest:
+    """Validate a cancel event, or raise ``Rejected`` saying what is wrong."""
+    check_headers(message)
+    check_body_size(len(message.body), settings)
+    event = read_cloudevent(message)
+    data = event.get_data()
+    if isinstance(data, (bytes, str)):
+        data = _json_object(data.encode() if isinstance(data, str) else data, "data")
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise Rejected("data", "InvalidBody", f"must be a JSON object, got {type(data).__name__}")
+    request_id = _optional_str(data, "requestId")
+    job_name = _optional_str(data, "jobName") or event.get_subject() or None
+    if job_name is not None and not is_valid_job_name(job_name):
+        raise Rejected("jobName", "InvalidJobName", f"{job_name[:80]!r} is not the name of a Job of this handler")
+    if request_id is None and job_name is None:
+        raise Rejected("requestId", "MissingField",
+                       "a cancel names the request (data.requestId) or its Job (subject or data.jobName)")
+    reason = (_optional_str(data, "reason") or DEFAULT_CANCEL_REASON)[:MAX_CANCEL_REASON_CHARS]
+    return CancelRequest(request_id=request_id, job_name=job_name, reason=reason, event_id=event.get_id(),
+                         event_source=event.get_source(), reply_to=message.reply_to or None,
+                         correlation_id=message.correlation_id or None)
+
+
+def _optional_str(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_FIELD_CHARS:
+        raise Rejected(name, "InvalidField", f"{name} must be a string of at most {MAX_FIELD_CHARS} characters")
+    return value

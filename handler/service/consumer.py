@@ -21,23 +21,22 @@ from dataclasses import dataclass, field
 
 from handler.adapters.broker import Broker, Delivery
 from handler.core.config import Settings
+from handler.core.exitcodes import ExitCode
 from handler.core.errors import BrokerError, Interrupted, ReplyUndeliverable, Transient
 from handler.service.health import Heartbeat
 from handler.service.metrics import Metrics
 from handler.core.retry import Backoff
-from handler.service.handling import Publication, RequestHandler
+from handler.core.messages import Publication
+from handler.service.handling import RequestHandler
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_BROKER_UNREACHABLE = 4
-EXIT_FORCED = 130
 #: How often the loop looks at its stop flag and stamps its heartbeat, in seconds. Short,
 #: because it is how long SIGTERM takes to stop an idle loop; an idle tick costs ~50 µs.
 TICK = 0.1
 #: How long a worker thread waits for the connection's thread to confirm its reply.
 SETTLE_TIMEOUT = 60.0
-#: Connection attempts at start-up before giving up with EXIT_BROKER_UNREACHABLE.
+#: Connection attempts at start-up before giving up with ExitCode.BROKER_UNREACHABLE.
 STARTUP_ATTEMPTS = 6
 
 
@@ -92,7 +91,7 @@ class Consumer:
             self._signals += 1
             if self._signals > 1:
                 log.warning("second signal: exiting now, in-flight requests stay unacked")
-                os._exit(EXIT_FORCED)
+                os._exit(ExitCode.INTERRUPTED)
             log.info("signal %s: finishing in-flight work (grace %.0f s)", signum, self.settings.shutdown_grace_seconds)
             self.stop()
 
@@ -123,7 +122,7 @@ class Consumer:
                     attempt += 1
                     if not connected_once and attempt >= STARTUP_ATTEMPTS:
                         log.error("broker unreachable after %d attempts: %s", attempt, exc)
-                        return EXIT_BROKER_UNREACHABLE
+                        return ExitCode.BROKER_UNREACHABLE
                     self.stats.reconnects += connected_once
                     if connected_once:
                         self.metrics.broker_reconnects.inc()
@@ -134,7 +133,7 @@ class Consumer:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self.broker.close()
             log.info("consumer stopped: %s", self.stats)
-        return EXIT_OK
+        return ExitCode.OK
 
     def _finished(self) -> bool:
         return self._stopping.is_set() or (self.settings.once and self._taken > 0 and self.inflight == 0)

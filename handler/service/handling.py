@@ -10,41 +10,34 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from handler.core import cancel
 
 from handler.service import logs, tracing
 from handler.service.backends import JobBackend
 from handler.core.config import Settings
 from handler.core.errors import Interrupted, Rejected, Transient
-from handler.core.events import ACCEPTED, EncodedEvent, encode, lifecycle_event, rejected_event, reply_event
+from handler.core.events import (
+    ACCEPTED,
+    EncodedEvent,
+    cancel_result_event,
+    encode,
+    lifecycle_event,
+    rejected_event,
+    reply_event,
+)
 from handler.service.metrics import Metrics
 from handler.core.outcome import Outcome
-from handler.core.manifest import request_from_job
-from handler.core.request import Message, WorkRequest, parse_request, request_identity
+from handler.core.manifest import cancelled_outcome, request_from_job
+from handler.core.messages import CancelRequest, CancelStatus, Message, Publication
+from handler.core.request import WorkRequest, is_cancel, parse_cancel, parse_request, request_identity
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Publication:
-    """One message to publish: where, what, and with which correlation id."""
-
-    exchange: str
-    routing_key: str
-    body: bytes
-    content_type: str
-    correlation_id: str | None = None
-    headers: Mapping[str, Any] = field(default_factory=dict)
-    #: A reply whose requester may be gone (its reply_to queue deleted): an unroutable
-    #: reply is logged, not retried. Dead-letter copies must be routable.
-    may_be_unroutable: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,7 +69,7 @@ class RequestHandler:
         self, message: Message, stop: threading.Event, emit: Callable[[Publication], None] | None = None
     ) -> Result:
         """Run one request to its end. Raises ``Interrupted`` if ``stop`` is set first."""
-        if cancel.is_cancel(message):
+        if is_cancel(message):
             return self._cancel(message)
         try:
             request = parse_request(message, self.settings)
@@ -123,14 +116,14 @@ class RequestHandler:
 
     def _cancel(self, message: Message) -> Result:
         """A cancel event: cancel the Job it names, tell the Job's requester ``cancelled``
-        and the cancel's sender what became of it (see ``handler.core.cancel``)."""
+        and the cancel's sender what became of it (see ``RequestHandler.cancel`` and the README's "Cancel")."""
         try:
-            target = cancel.parse_cancel(message, self.settings)
+            target = parse_cancel(message, self.settings)
             return self.cancel(target)
         except Rejected as error:
             return self._rejected(message, error)
 
-    def cancel(self, target: cancel.CancelRequest) -> Result:
+    def cancel(self, target: CancelRequest) -> Result:
         """Cancel the Job ``target`` names (for any transport: an HTTP DELETE builds the
         ``CancelRequest`` itself). The publications are the ``cancelled`` reply to the
         Job's requester and the answer to ``target.reply_to``; ``reply`` is that answer.
@@ -140,14 +133,14 @@ class RequestHandler:
         log.info("cancel of %s: %s (%s)", target.target, outcome.status.value, outcome.message)
         pubs: list[Publication] = []
         cancelled = None
-        if outcome.status is cancel.CancelStatus.CANCELLED:
-            cancelled = cancel.cancelled_outcome(outcome.job, now)
+        if outcome.status is CancelStatus.CANCELLED:
+            cancelled = cancelled_outcome(outcome.job, now)
         if cancelled is not None:
             original = request_from_job(outcome.job)
             event = reply_event(original, cancelled, source=self.settings.event_source,
                                 namespace=self.backend.namespace, now=now)
             pubs += self._replies(encode(event), original.reply_to, original.correlation_id)
-        answer = cancel.result_event(target, outcome, source=self.settings.event_source, now=now)
+        answer = cancel_result_event(target, outcome, source=self.settings.event_source, now=now)
         pubs += self._replies(encode(answer), target.reply_to, target.correlation_id)
         return Result(f"cancel-{outcome.status.value}", pubs, reply=answer)
 

@@ -36,7 +36,6 @@ from cloudevents.core.formats.json import JSONFormat
 from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from handler.core import cancel
 from handler.service.backends import JobBackend
 from handler.core.config import Settings
 from handler.core.errors import Interrupted, Rejected, Transient
@@ -45,7 +44,8 @@ from handler.service.health import Heartbeat, Probes
 from handler.core.manifest import request_from_job
 from handler.service.metrics import Metrics
 from handler.core.outcome import current_state
-from handler.core.request import PROGRESS_HEADER, STRUCTURED_CONTENT_TYPE, Message, parse_request
+from handler.core.messages import Message
+from handler.core.request import PROGRESS_HEADER, STRUCTURED_CONTENT_TYPE, is_cancel, parse_request
 from handler.service.handling import Result, RequestHandler
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
         message = message_from_http(request.headers, request.get_data(cache=False))
         try:
             # A cancel is answered at once whatever the Prefer header says: it follows no Job.
-            if wants_async(request.headers) and not cancel.is_cancel(message):
+            if wants_async(request.headers) and not is_cancel(message):
                 submitted = face.submit(message)
                 if isinstance(submitted, Result):
                     return reply(submitted, binary)

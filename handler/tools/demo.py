@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from handler.core.config import Settings, redact_url
 from handler.core.errors import BrokerError
+from handler.core.exitcodes import ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ BUCKET = "cloud-worker-demo"
 WAIT_SECONDS = 60.0
 #: Lines of the job's log shown under the reply.
 LOG_LINES_SHOWN = 8
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BROKER_UNREACHABLE, EXIT_NO_REPLY = 0, 1, 3, 4, 8
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -84,7 +84,7 @@ class Demo:
             probe.connect()
         except BrokerError as exc:
             self.err.write(broker_advice(s.amqp_url, exc))
-            return EXIT_BROKER_UNREACHABLE
+            return ExitCode.BROKER_UNREACHABLE
         finally:
             probe.close()
         self._cleanup.append(self._delete_queue)
@@ -96,7 +96,7 @@ class Demo:
                 credentials = S3Credentials.from_env(s3_env)
             except StorageConfigError as exc:
                 self.err.write(f"cloud-worker demo: S3 is not usable: {exc}\n")
-                return EXIT_CONFIG
+                return ExitCode.CONFIG
             self._start_handler(s3_env)
             inputs = self._write_inputs()
             with Client(s.amqp_url, s.exchange, s.queue, credentials=credentials) as client:
@@ -171,7 +171,7 @@ class Demo:
                 )
             except NoReply as exc:
                 display.line(f"no reply: {exc}")
-                return EXIT_NO_REPLY
+                return ExitCode.NO_REPLY
             display.line(f"{reply.status} after {display.elapsed:.1f} s")
         event = dict(reply.event or {})
         data = dict(event.get("data") or {})
@@ -188,7 +188,7 @@ class Demo:
             self.say("result.txt:")
             for line in result.read_text().splitlines():
                 self.say(f"  {line}")
-        return EXIT_OK if reply.status == "succeeded" else EXIT_FAILED
+        return ExitCode.OK if reply.status == "succeeded" else ExitCode.FAILED
 
     def _delete_queue(self) -> None:
         from handler.tools.client import delete_queue

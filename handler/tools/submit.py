@@ -31,23 +31,14 @@ from typing import Any, TextIO
 from handler.core.bucketurl import InvalidBucketUrl
 from handler.core.config import Settings
 from handler.core.errors import BrokerError
+from handler.core.exitcodes import ExitCode
 
-EXIT_SUCCEEDED = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
-EXIT_BROKER_UNREACHABLE = 4
-EXIT_TIMEDOUT = 6
-EXIT_REJECTED = 7
-EXIT_NO_REPLY = 8
-EXIT_STORAGE = 9
-EXIT_INTERRUPTED = 130
-EXIT_FOR_STATUS = {"succeeded": EXIT_SUCCEEDED, "failed": EXIT_FAILED, "timedout": EXIT_TIMEDOUT,
-                   "rejected": EXIT_REJECTED, "submitted": EXIT_SUCCEEDED}
+EXIT_FOR_STATUS = {"succeeded": ExitCode.OK, "failed": ExitCode.FAILED, "timedout": ExitCode.TIMEDOUT,
+                   "rejected": ExitCode.REJECTED, "submitted": ExitCode.OK}
 
 
 def exit_code_for(status: str) -> int:
-    return EXIT_FOR_STATUS.get(status, EXIT_FAILED)
+    return EXIT_FOR_STATUS.get(status, ExitCode.FAILED)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -86,7 +77,7 @@ def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], stdout: 
         from handler.tools.client import Client, NoReply
         from handler.adapters.storage import StorageConfigError, StorageError
     except ImportError as exc:
-        return _fail(stderr, EXIT_CONFIG, f"the client needs the S3 library: install mstc-cloud-worker[s3] ({exc})")
+        return _fail(stderr, ExitCode.CONFIG, f"the client needs the S3 library: install mstc-cloud-worker[s3] ({exc})")
     from handler.tools.console import StatusDisplay, describe
 
     # A broker that cannot be reached is reported below as exit 4 with advice; pika's own
@@ -110,18 +101,18 @@ def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], stdout: 
             status = reply.status
             display.line(summary(reply.status, reply.data, display.elapsed))
     except FileNotFoundError as exc:
-        return _fail(stderr, EXIT_USAGE, str(exc))
+        return _fail(stderr, ExitCode.USAGE, str(exc))
     except (InvalidBucketUrl, StorageConfigError) as exc:
-        return _fail(stderr, EXIT_CONFIG, str(exc))
+        return _fail(stderr, ExitCode.CONFIG, str(exc))
     except BrokerError as exc:
-        return _fail(stderr, EXIT_BROKER_UNREACHABLE, f"{exc} (is RabbitMQ running? set --amqp-url or "
+        return _fail(stderr, ExitCode.BROKER_UNREACHABLE, f"{exc} (is RabbitMQ running? set --amqp-url or "
                                                       "CLOUD_WORKER_AMQP_URL)")
     except NoReply as exc:
-        return _fail(stderr, EXIT_NO_REPLY, str(exc))
+        return _fail(stderr, ExitCode.NO_REPLY, str(exc))
     except StorageError as exc:
-        return _fail(stderr, EXIT_STORAGE, str(exc))
+        return _fail(stderr, ExitCode.STORAGE, str(exc))
     except KeyboardInterrupt:
-        return _fail(stderr, EXIT_INTERRUPTED, "interrupted: the request may still run")
+        return _fail(stderr, ExitCode.INTERRUPTED, "interrupted: the request may still run")
     if reply.event is None:
         json.dump({"requestId": reply.request_id, "inputBucketUrl": reply.input_url,
                    "outputBucketUrl": reply.output_url}, stdout, indent=2)

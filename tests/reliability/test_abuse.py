@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from handler.core.config import Settings
 from handler.core.errors import Rejected
 from handler.core.manifest import build_job
-from handler.core.request import KNOWN_FIELDS, Message, parse_request
+from handler.core.messages import Message
+from handler.core.request import KNOWN_FIELDS, parse_request
 from tests.reliability.fuzzing import json_values, valid_requests
 from tests.reliability.test_fuzz import FUZZ
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from handler.core.cancel import CancelOutcome, CancelRequest
+from handler.core.messages import CancelOutcome, CancelRequest
 from handler.core.outcome import Outcome
 from handler.core.request import WorkRequest
 

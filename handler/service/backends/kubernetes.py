@@ -13,15 +13,15 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from handler.core import cancel
 
 from handler.service import logs
 from handler.service.backends import Progress
 from handler.core.config import Settings
 from handler.core.events import ACCEPTED, STARTED
-from handler.core.errors import Interrupted, JobExists, JobFailedToStart, Transient
+from handler.core.errors import Interrupted, JobExists, JobFailedToStart, NotFound, Transient
 from handler.adapters.kube import Kube
-from handler.core.manifest import ANNOTATION_REPLIED, ANNOTATION_REQUEST_ID, CONTAINER, LABEL_REQUEST, SELECTOR, build_job
+from handler.core.messages import CancelOutcome, CancelRequest, CancelStatus
+from handler.core.manifest import cancel_annotations, cancelled_outcome, ANNOTATION_REPLIED, ANNOTATION_REQUEST_ID, CONTAINER, LABEL_REQUEST, SELECTOR, build_job
 from handler.core.naming import identity_hash
 from handler.core.outcome import Outcome, Status, ended_pod, finished_outcome, parse_time, pod_is_running, stuck_outcome
 from handler.core.request import WorkRequest
@@ -74,7 +74,7 @@ class KubernetesBackend:
         name = request.job_name
         context = logs.context(request)
         before = self.tracker.snapshot(name)
-        cancelled = cancel.cancelled_outcome(before.last, _now()) if before.job is None else None
+        cancelled = cancelled_outcome(before.last, _now()) if before.job is None else None
         if cancelled is not None:  # cancelled and deleted while this delivery waited: never run it again
             log.info("request %s was cancelled (job %s deleted): not creating it again", request.request_id, name,
                      extra=context)
@@ -88,6 +88,9 @@ class KubernetesBackend:
         except JobFailedToStart as exc:
             log.warning("job %s refused by the API server: %s", name, exc, extra=context)
             return Outcome(Status.FAILED, exc.reason, exc.message, completion_time=_now())
+        except NotFound as exc:  # the namespace does not exist
+            log.warning("job %s refused by the API server: %s", name, exc, extra=context)
+            return Outcome(Status.FAILED, "NotFound", str(exc), completion_time=_now())
         if progress:
             progress(ACCEPTED, {})
         early_logs: dict[str, str] = {}
@@ -114,10 +117,10 @@ class KubernetesBackend:
             return
         try:
             self.kube.patch_job_annotations(request.job_name, {ANNOTATION_REPLIED: status})
-        except (Transient, JobFailedToStart) as exc:
+        except (Transient, JobFailedToStart, NotFound) as exc:
             log.info("could not mark job %s replied: %s", request.job_name, exc)
 
-    def cancel(self, target: cancel.CancelRequest) -> cancel.CancelOutcome:
+    def cancel(self, target: CancelRequest) -> CancelOutcome:
         """Mark the named Job cancelled, then delete it (background propagation); a Job
         that already finished is left alone. Raises ``Transient`` (retry the cancel)."""
         if target.job_name:
@@ -126,20 +129,18 @@ class KubernetesBackend:
             snap = self.lookup(target.request_id or "")
             job = snap.job if snap else None
         if job is None:
-            return cancel.CancelOutcome(cancel.CancelStatus.NOT_FOUND, None, f"no Job for {target.target}")
+            return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for {target.target}")
         name = job["metadata"]["name"]
         annotations = job["metadata"].get("annotations") or {}
         if finished_outcome(job, []) is not None or ANNOTATION_REPLIED in annotations:
-            return cancel.CancelOutcome(cancel.CancelStatus.FINISHED, job, f"job {name} had already finished")
+            return CancelOutcome(CancelStatus.FINISHED, job, f"job {name} had already finished")
         try:
-            marked = self.kube.patch_job_annotations(name, cancel.mark(target.reason))
+            marked = self.kube.patch_job_annotations(name, cancel_annotations(target.reason))
             self.kube.delete_job(name)
-        except JobFailedToStart as exc:
-            if exc.reason != "NotFound":
-                raise
-            return cancel.CancelOutcome(cancel.CancelStatus.NOT_FOUND, None, f"job {name} is gone")
+        except NotFound:
+            return CancelOutcome(CancelStatus.NOT_FOUND, None, f"job {name} is gone")
         log.info("cancelled job %s (%s)", name, target.reason)
-        return cancel.CancelOutcome(cancel.CancelStatus.CANCELLED, marked, f"job {name} cancelled")
+        return CancelOutcome(CancelStatus.CANCELLED, marked, f"job {name} cancelled")
 
     def _follow(self, request: WorkRequest, stop: threading.Event, progress: Progress | None,
                 early_logs: dict[str, str]) -> Outcome:
@@ -154,7 +155,7 @@ class KubernetesBackend:
             snap = self.tracker.snapshot(name)
             now = _now()
             recheck_at = None
-            cancelled = cancel.cancelled_outcome(snap.last, now)
+            cancelled = cancelled_outcome(snap.last, now)
             if cancelled is not None:
                 if snap.job is not None:  # marked but not deleted: the canceller died in between
                     self._delete(name)
@@ -203,7 +204,7 @@ class KubernetesBackend:
         unwell API server keeps cutting it): read the pods once, for the exit code."""
         try:
             pods, _ = self.kube.list("pods", f"{SELECTOR},{LABEL_REQUEST}={identity_hash(request.identity)}")
-        except (Transient, JobFailedToStart) as exc:
+        except (Transient, JobFailedToStart, NotFound) as exc:
             log.info("no pod detail for job %s: %s", request.job_name, exc)
             return done
         return finished_outcome(job, pods) or done
@@ -212,7 +213,7 @@ class KubernetesBackend:
         try:
             self.kube.delete_job(name)
             log.info("deleted job %s", name)
-        except (Transient, JobFailedToStart) as exc:
+        except (Transient, JobFailedToStart, NotFound) as exc:
             log.warning("could not delete job %s: %s", name, exc)
 
     def log_tail(self, outcome: Outcome) -> str:
@@ -225,7 +226,7 @@ class KubernetesBackend:
         try:
             return self.kube.pod_log_tail(pod_name, CONTAINER, self.settings.log_tail_lines,
                                           self.settings.log_tail_bytes)
-        except (Transient, JobFailedToStart) as exc:
+        except (Transient, JobFailedToStart, NotFound) as exc:
             log.info("no log for pod %s: %s", pod_name, exc)
             return ""
 

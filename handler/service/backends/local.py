@@ -53,7 +53,8 @@ from handler.core.events import ACCEPTED, STARTED
 from handler.core.errors import Interrupted
 from handler.service.backends.localimages import ImageMap, LocalImage, load_image_map
 from handler.core.manifest import container_env
-from handler.core import cancel
+from handler.core.manifest import cancel_annotations
+from handler.core.messages import CancelOutcome, CancelRequest, CancelStatus
 from handler.service.backends.localstatus import Ended, cancelled_outcome, cannot_start_outcome, reported_outcome
 from handler.core.manifest import build_job
 from handler.core.outcome import Outcome
@@ -182,25 +183,25 @@ class LocalBackend:
     def mark_replied(self, request: WorkRequest, status: str) -> None:
         """Nothing to record: local jobs live in this process's memory, not in a cluster."""
 
-    def cancel(self, target: cancel.CancelRequest) -> cancel.CancelOutcome:
+    def cancel(self, target: CancelRequest) -> CancelOutcome:
         """Stop the named running job (SIGTERM to its process group, as a pod deletion
         does); its follower then replies ``cancelled``. A finished job is left alone."""
         with self._cond:
             job = next((j for j in self._jobs.values()
                         if j.request.job_name == target.job_name or j.request.request_id == target.request_id), None)
             if job is None:
-                return cancel.CancelOutcome(cancel.CancelStatus.NOT_FOUND, None, f"no local job for {target.target}")
+                return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no local job for {target.target}")
             manifest = build_job(job.request, self.settings)
             if job.outcome is not None:
-                return cancel.CancelOutcome(cancel.CancelStatus.FINISHED, manifest,
+                return CancelOutcome(CancelStatus.FINISHED, manifest,
                                             f"job {job.request.job_name} had already finished")
             job.cancel_reason = target.reason
             process = job.process
         if process is not None:
             _signal_group(process, signal.SIGTERM)
-        manifest["metadata"]["annotations"].update(cancel.mark(target.reason))
+        manifest["metadata"]["annotations"].update(cancel_annotations(target.reason))
         log.info("cancelled local job %s (%s)", job.request.job_name, target.reason)
-        return cancel.CancelOutcome(cancel.CancelStatus.CANCELLED, manifest, f"job {job.request.job_name} cancelled")
+        return CancelOutcome(CancelStatus.CANCELLED, manifest, f"job {job.request.job_name} cancelled")
 
     # --- inside
     def _create(self, request: WorkRequest, image: LocalImage) -> _LocalJob:

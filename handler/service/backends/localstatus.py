@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from handler.core.cancel import REASON as CANCELLED_REASON
+from handler.core.manifest import CANCELLED_REASON
 from handler.core.outcome import Outcome, Status, finished_outcome, stuck_outcome
 
 #: The Job controller's own wording, so local replies read like cluster ones.
@@ -79,6 +79,6 @@ def cannot_start_outcome(reason: str, message: str, pod_name: str, start_time: d
 
 
 def cancelled_outcome(reason: str, pod_name: str, start_time: datetime, now: datetime) -> Outcome:
-    """``cancelled``, worded as the Kubernetes path words it (``handler.core.cancel``)."""
+    """``cancelled``, worded as the Kubernetes path words it (``manifest.cancelled_outcome``)."""
     return Outcome(Status.CANCELLED, CANCELLED_REASON, f"job was cancelled: {reason}", pod_name=pod_name,
                    start_time=start_time, completion_time=now)
