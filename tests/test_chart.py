@@ -4,6 +4,9 @@ Every ``ci/*-values.yaml`` scenario is linted and rendered by a real helm, both 
 cluster without KEDA and as on one that serves ``keda.sh/v1alpha1``; every rendered
 object must pass the Kubernetes and KEDA schemas in strict mode, the handler's pods the
 restricted Pod Security Standard, and the Role must grant exactly the handler's API calls.
+A missing required value fails ``helm lint`` itself (values.schema.json), not only the
+render. The install notes' test pod is a valid restricted Pod wired to the release's
+Secrets, and the chart's README (``helm show readme``) lists every value.
 The dev charts (RabbitMQ, MinIO) are held to the same schemas.
 """
 
@@ -21,7 +24,8 @@ import jsonschema
 import pytest
 import yaml
 
-from handler.config import Settings, env_name, setting_fields
+from handler.cli import build_parser
+from handler.core.config import Settings, env_name, setting_fields
 from tests.support.validate import (
     HANDLER_API_CALLS,
     REPO_ROOT,
@@ -332,15 +336,20 @@ def test_keda_objects_appear_when_the_cluster_serves_keda_unless_forced_either_w
         pytest.param(
             ["--set", "broker.existingSecret=b", "--set", "mode=scaledJob"], "needs KEDA", id="scaledjob-without-keda"
         ),
-        pytest.param([], "broker.existingSecret", id="no-broker-secret"),
+        pytest.param([], "/broker/existingSecret", id="no-broker-secret"),
         pytest.param(["--set", "broker.existingSecret=b", "--set", "bogus=1"], "bogus", id="unknown-value"),
         pytest.param(
             ["--set", "broker.existingSecret=b", "--set", "config.concurrency=0"], "concurrency", id="zero-concurrency"
         ),
         pytest.param(
             ["--set", "broker.amqpUrl=amqp://u:p@h/", "--set", "keda.enabled=true"],
-            "managementUrl",
+            "/broker/managementUrl",
             id="dev-secret-without-management-url",
+        ),
+        pytest.param(
+            ["--set", "broker.existingSecret=b", "--set", "mode=scaledJob", "--set", "keda.enabled=false"],
+            "/keda/enabled",
+            id="scaledjob-with-keda-off",
         ),
         pytest.param(
             [
@@ -364,18 +373,66 @@ def test_chart_refuses_values_that_cannot_work_with_a_clear_message(helm: Helm, 
     assert message in result.stderr
 
 
+#: Values a release cannot work without, each missing in turn: (flags, what the error names).
+MISSING_REQUIRED_VALUES = [
+    pytest.param([], ["/broker/existingSecret", "/broker/amqpUrl"], id="no-broker-secret"),
+    pytest.param(["--set", "bucket.existingSecret=mstc-bucket"], ["/broker/existingSecret"], id="bucket-but-no-broker"),
+    pytest.param(
+        ["--set", "broker.amqpUrl=amqp://u:p@rabbitmq/", "--set", "keda.enabled=true"],
+        ["/broker/managementUrl"],
+        id="dev-broker-secret-with-keda-but-no-management-url",
+    ),
+    pytest.param(
+        ["--set", "broker.existingSecret=b", "--set", "mode=scaledJob", "--set", "keda.enabled=false"],
+        ["/keda/enabled"],
+        id="scaledjob-with-keda-off",
+    ),
+]
+
+
+@pytest.mark.parametrize(("flags", "named"), MISSING_REQUIRED_VALUES)
+def test_helm_lint_fails_when_a_required_value_is_missing(helm: Helm, flags: list[str], named: list[str]) -> None:
+    """An ERROR and a non-zero exit, without --strict: `fail` in a template is only INFO to lint."""
+    result = helm.run("lint", CHART, *flags)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "[ERROR] values.yaml" in output and "1 chart(s) failed" in output, output
+    for name in named:
+        assert name in output
+
+
+@pytest.mark.parametrize(("flags", "named"), MISSING_REQUIRED_VALUES)
+def test_helm_template_fails_when_a_required_value_is_missing(helm: Helm, flags: list[str], named: list[str]) -> None:
+    result = helm.run("template", RELEASE, CHART, "--namespace", NAMESPACE, "--api-versions", KEDA_API, *flags)
+    assert result.returncode != 0, result.stdout
+    assert "don't meet the specifications of the schema" in result.stderr
+    for name in named:
+        assert name in result.stderr
+
+
+def test_every_scenario_sets_the_broker_secret() -> None:
+    for path in SCENARIOS:
+        broker = yaml.safe_load(path.read_text()).get("broker") or {}
+        assert broker.get("existingSecret") or broker.get("amqpUrl"), path.name
+
+
 def test_every_value_has_a_helm_docs_comment() -> None:
     assert undocumented_values((CHART / "values.yaml").read_text()) == []
 
 
-def test_values_schema_accepts_the_defaults_and_each_scenario() -> None:
+def test_values_schema_accepts_each_scenario_and_the_defaults_once_a_broker_secret_is_named() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) - {"global"} == set(defaults), "schema and values.yaml list different keys"
-    for values in [defaults] + [merged(defaults, yaml.safe_load(p.read_text())) for p in SCENARIOS]:
+    for values in [merged(defaults, yaml.safe_load(p.read_text())) for p in SCENARIOS]:
         jsonschema.validate(values, schema)
+    for broker in ({"existingSecret": "mstc-broker"}, {"amqpUrl": "amqp://u:p@rabbitmq/"}):
+        jsonschema.validate(merged(defaults, {"broker": broker}), schema)
+    # The defaults alone name no broker Secret: the one required value.
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(defaults))
+    assert [list(e.absolute_path) for e in errors] == [["broker"]]
 
 
 def merged(base: dict, override: dict) -> dict:
@@ -411,13 +468,105 @@ def test_dev_rabbitmq_serves_the_management_api_and_hands_its_urls_to_the_worker
     assert timeout_ms > 120 * 60 * 1000, "consumer_timeout must exceed the handler's longest job"
 
 
+# --- what users read: the chart's README and the install notes -----------------------
+
+README_SECTIONS = [
+    "What it installs",
+    "Prerequisites",
+    "Quick start",
+    "How KEDA scaling works",
+    "Security defaults",
+    "Values",
+]
+
+
+def test_helm_show_readme_prints_the_chart_readme_with_what_users_need(helm: Helm) -> None:
+    readme = (CHART / "README.md").read_text()
+    shown = helm.run("show", "readme", CHART)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == readme.strip()
+    assert re.findall(r"^## (.+)$", readme, re.MULTILINE) == README_SECTIONS
+    required = readme.partition("### Required values")[2].partition("\n## ")[0]
+    for param in MISSING_REQUIRED_VALUES:
+        for name in param.values[1]:
+            assert f"`{name.strip('/').replace('/', '.')}" in required, name
+
+
+def test_readme_quick_start_installs_as_written(render: Render) -> None:
+    readme = (CHART / "README.md").read_text()
+    quick_start = readme.partition("## Quick start")[2].partition("\n## ")[0]
+    commands = quick_start.replace("\\\n", " ").splitlines()  # shell continuation lines joined
+    (install,) = [" ".join(c.split()) for c in commands if c.startswith("helm install ")]
+    assert install.startswith(f"helm install {RELEASE} charts/mstc-cloud-worker -n {NAMESPACE} ")
+    flags = re.findall(r"--set (\S+)", install)
+    assert "broker.existingSecret=mstc-broker" in flags
+    for keda in (False, True):
+        objects = render(None, *[arg for flag in flags for arg in ("--set", flag)], keda=keda)
+        assert of_kind(objects, "Deployment")
+    assert "create secret generic mstc-broker" in quick_start and "create secret generic mstc-bucket" in quick_start
+
+
+def install_notes(helm: Helm, tmp_path: Path, *flags: str | Path) -> str:
+    """The NOTES of a client-side dry-run install (no cluster is contacted)."""
+    offline = Helm(helm.binary, {**helm.env, "KUBECONFIG": str(tmp_path / "no-cluster")})
+    result = offline.run("install", RELEASE, CHART, "--dry-run=client", "--namespace", NAMESPACE, *flags)
+    assert result.returncode == 0, result.stderr
+    assert "\nNOTES:\n" in result.stdout
+    return result.stdout.partition("\nNOTES:\n")[2]
+
+
+_TEST_POD = re.compile(
+    r"^  kubectl -n (\S+) run (\S+) --rm -i --restart=Never --image=(\S+) \\\n\s+--overrides='([^']+)'$", re.M
+)
+
+
+@pytest.mark.parametrize("values", SCENARIO_PARAMS)
+def test_install_notes_check_the_secrets_and_send_a_test_request_from_a_restricted_pod(
+    helm: Helm, render: Render, values: Path, tmp_path: Path
+) -> None:
+    notes = install_notes(helm, tmp_path, "--values", values)
+    objects = render(values)  # as installed: a dry run knows no KEDA API
+    config = settings(objects)
+    (handler_container,) = handler_pods(objects)[0][1]["containers"]
+    amqp = next(e for e in handler_container["env"] if e["name"] == "CLOUD_WORKER_AMQP_URL")
+    broker_secret = amqp["valueFrom"]["secretKeyRef"]["name"]
+    bucket_secret = config.get("CLOUD_WORKER_JOB_ENV_SECRET", "")
+    assert f"  kubectl -n {NAMESPACE} describe secret {broker_secret}\n" in notes
+    if bucket_secret:
+        assert f"  kubectl -n {config['CLOUD_WORKER_NAMESPACE']} describe secret {bucket_secret}\n" in notes
+
+    (namespace, name, image, overrides), *others = _TEST_POD.findall(notes)
+    assert not others and namespace == NAMESPACE
+    pod = {**json.loads(overrides), "kind": "Pod", "metadata": {"name": name}}
+    validate_manifest(pod)
+    assert restricted_pss_violations(pod["spec"]) == []
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    (container,) = pod["spec"]["containers"]
+    assert container["name"] == name  # kubectl run attaches to the container named like the pod
+    assert container["image"] == image == handler_container["image"]
+    assert container["env"] == [amqp]
+    configmap = one(objects, "ConfigMap")["metadata"]["name"]
+    bucket_env = [{"secretRef": {"name": bucket_secret}}] if bucket_secret else []
+    assert container["envFrom"] == [{"configMapRef": {"name": configmap}}, *bucket_env]
+    args = build_parser().parse_args(container["args"])
+    assert (args.command, args.inputs) == ("submit", ["/etc/hostname"])  # a file every container has
+
+    http_services = [s for s in of_kind(objects, "Service") if s["metadata"]["name"].endswith("-http")]
+    curls = re.findall(r"port-forward svc/(\S+) \d+:(\d+) &\n\s+curl .*?-d '([^']+)'", notes, re.S)
+    assert [(service, int(port)) for service, port, _ in curls] == [
+        (s["metadata"]["name"], s["spec"]["ports"][0]["port"]) for s in http_services
+    ]
+    for *_, body in curls:
+        assert {"image", "jobName", "inputBucketUrl"} <= set(json.loads(body))
+
+
 # --- helm-docs comments ---------------------------------------------------------------
 
 _KEY = re.compile(r"^(\s*)([A-Za-z0-9_.-]+):(.*)$")
 
 
 def test_chart_readme_lists_every_documented_value() -> None:
-    readme = (REPO_ROOT / "charts" / "README.md").read_text().partition("### Values")[2]
+    readme = (CHART / "README.md").read_text().partition("\n## Values\n")[2]
     listed = re.findall(r"^\| ([\w.-]+) \|", readme, re.MULTILINE)[1:]  # after the header row
     assert listed == documented_values((CHART / "values.yaml").read_text())
 

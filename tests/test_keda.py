@@ -2,20 +2,27 @@
 
 Every object must pass KEDA's v2.20 CRD schemas in strict mode, count unacked requests,
 keep the handler pods inside the restricted Pod Security Standard, and say the same as
-the chart renders, so the two ways of installing cannot drift apart.
+the chart renders, so the two ways of installing cannot drift apart. The schemas are the
+repository's own extract (tests/support/schemas/keda-v2.20, made by
+scripts/extract-keda-schemas.py), and they must really refuse what KEDA would.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.validate import (
+    KEDA_SCHEMA_DIR,
     REPO_ROOT,
+    InvalidManifest,
     describe,
     helm_binary,
     load_manifests,
@@ -28,6 +35,8 @@ KEDA_DIR = REPO_ROOT / "keda"
 MANIFESTS = sorted(KEDA_DIR.glob("*.yaml"))
 CHART = REPO_ROOT / "charts" / "mstc-cloud-worker"
 KEDA_API = "keda.sh/v1alpha1"
+EXTRACT_SCRIPT = REPO_ROOT / "scripts" / "extract-keda-schemas.py"
+KEDA_KINDS = ("ScaledObject", "ScaledJob", "TriggerAuthentication", "ClusterTriggerAuthentication")
 
 
 def objects_in(path: Path) -> list[dict]:
@@ -151,3 +160,146 @@ def test_plain_manifests_say_what_the_chart_renders(
     assert plain["TriggerAuthentication"] == chart["TriggerAuthentication"]
     for field in fields:
         assert plain[kind][field] == chart[kind][field], field
+
+
+# --- the KEDA schemas the tests use ---------------------------------------------------
+
+
+def test_keda_schemas_are_a_compact_extract_inside_the_repository() -> None:
+    assert KEDA_SCHEMA_DIR.is_relative_to(REPO_ROOT)
+    files = sorted(KEDA_SCHEMA_DIR.glob("*.json"))
+    assert [p.name for p in files] == sorted(f"{kind.lower()}.json" for kind in KEDA_KINDS)
+    for path in files:
+        extract = json.loads(path.read_text())
+        assert (extract["keda"], extract["group"]) == ("v2.20", "keda.sh"), path.name
+        assert path.name == f"{extract['kind'].lower()}.json"
+        assert extract["source"]["file"].startswith("keda.sh_") and len(extract["source"]["sha256"]) == 64
+        assert list(extract["versions"]) == ["v1alpha1"], path.name
+        assert '"description":' not in path.read_text(), "descriptions belong to the CRDs, not the extract"
+    assert sum(p.stat().st_size for p in files) < 150_000
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        pytest.param(
+            {"kind": "ScaledObject", "spec": {"scaleTargetRef": {"name": "w"}, "triggers": [], "bogus": 1}},
+            "'bogus' was unexpected",
+            id="unknown-field",
+        ),
+        pytest.param(
+            {"kind": "ScaledObject", "spec": {"triggers": []}}, "'scaleTargetRef' is a required", id="missing"
+        ),
+        pytest.param(
+            {"kind": "ScaledJob", "spec": {"jobTargetRef": {"template": {}}, "triggers": [], "pollingInterval": "x"}},
+            "'x' is not of type 'integer'",
+            id="wrong-type",
+        ),
+        pytest.param({"kind": "TriggerAuthentication", "spec": {"secretTargetRef": [{}]}}, "required", id="auth"),
+        pytest.param({"kind": "ScaledQueue", "spec": {}}, "no KEDA v2.20 CRD serves this kind", id="unknown-kind"),
+    ],
+)
+def test_keda_schemas_refuse_what_keda_would(obj: dict, message: str) -> None:
+    manifest = {"apiVersion": KEDA_API, "metadata": {"name": "w"}, **obj}
+    with pytest.raises(InvalidManifest, match=message):
+        validate_manifest(manifest)
+
+
+def _crd(kind: str, versions: list[dict]) -> dict:
+    plural = kind.lower() + "s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.keda.sh"},
+        "spec": {
+            "group": "keda.sh",
+            "names": {"kind": kind, "plural": plural},
+            "scope": "Namespaced",
+            "versions": versions,
+        },
+    }
+
+
+def _version(name: str, served: bool, schema: dict) -> dict:
+    return {"name": name, "served": served, "storage": served, "schema": {"openAPIV3Schema": schema}}
+
+
+def test_extract_script_keeps_each_served_schema_whole_but_its_descriptions(tmp_path: Path) -> None:
+    schema = {
+        "description": "a ScaledObject",
+        "type": "object",
+        "properties": {
+            "spec": {
+                "description": "drop me",
+                "type": "object",
+                "required": ["description"],
+                "properties": {
+                    "description": {"type": "string", "description": "a property named description stays"},
+                    "items": {"type": "array", "items": {"type": "string", "description": "drop me"}},
+                    "mode": {"type": "string", "default": "x", "enum": ["x", "y"], "example": {"description": "kept"}},
+                },
+                "additionalProperties": {"description": "drop me", "type": "integer"},
+            }
+        },
+    }
+    crds = tmp_path / "crds"
+    crds.mkdir()
+    (crds / "keda.sh_scaledobjects.yaml").write_text(
+        yaml.safe_dump_all(
+            [_crd("ScaledObject", [_version("v1alpha1", True, schema), _version("v1alpha0", False, {"type": "x"})])]
+        )
+    )
+    (crds / "keda.sh_others.yaml").write_text(
+        yaml.safe_dump_all(
+            [_crd(kind, [_version("v1alpha1", True, {"type": "object"})]) for kind in KEDA_KINDS[1:]]
+            + [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keda"}}]
+        )
+    )
+    out = tmp_path / "out"
+
+    def run(*args: str | Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, EXTRACT_SCRIPT, crds, "--out", out, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    result = run()
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{kind.lower()}.json" for kind in KEDA_KINDS)
+    extract = json.loads((out / "scaledobject.json").read_text())
+    assert extract["versions"] == {
+        "v1alpha1": {
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "required": ["description"],
+                    "properties": {
+                        "description": {"type": "string"},
+                        "items": {"type": "array", "items": {"type": "string"}},
+                        "mode": {
+                            "type": "string",
+                            "default": "x",
+                            "enum": ["x", "y"],
+                            "example": {"description": "kept"},
+                        },
+                    },
+                    "additionalProperties": {"type": "integer"},
+                }
+            },
+        }
+    }
+    assert (extract["kind"], extract["source"]["file"]) == ("ScaledObject", "keda.sh_scaledobjects.yaml")
+
+    assert run("--check").returncode == 0
+    (out / "scaledjob.json").write_text("{}\n")
+    stale = run("--check")
+    assert stale.returncode == 1 and "scaledjob.json" in stale.stderr
+
+    (crds / "keda.sh_others.yaml").unlink()
+    missing = run()
+    assert missing.returncode != 0 and "no CRD for ScaledJob" in missing.stderr
+
+
+def test_extract_script_names_the_keda_version_it_extracts() -> None:
+    text = EXTRACT_SCRIPT.read_text()
+    assert "KEDA v2.20" in text.split('"""')[1] and 'KEDA_VERSION = "v2.20"' in text
+    assert KEDA_SCHEMA_DIR.name == "keda-v2.20"

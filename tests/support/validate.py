@@ -5,11 +5,12 @@ schemas a real one would use:
 
 * built-in kinds with ``kubernetes_validate`` in strict mode (unknown fields rejected),
   against the newest Kubernetes version the installed package ships;
-* KEDA kinds against the ``openAPIV3Schema`` of KEDA's own CRDs, kept in
-  ``<repo>/../shared/schemas/keda-v2.20`` (CI clones the repo beside a copy of
-  ``shared/``), made strict the way the API server prunes: wherever a schema lists
-  ``properties`` without ``additionalProperties`` or ``x-kubernetes-preserve-unknown-fields``,
-  anything else is an error here rather than silently dropped there;
+* KEDA kinds against the ``openAPIV3Schema`` of KEDA's own v2.20 CRDs, committed as a
+  compact extract in ``tests/support/schemas/keda-v2.20/`` (one JSON file per kind, made
+  by ``scripts/extract-keda-schemas.py``; nothing outside the repository is read), made
+  strict the way the API server prunes: wherever a schema lists ``properties`` without
+  ``additionalProperties`` or ``x-kubernetes-preserve-unknown-fields``, anything else is
+  an error here rather than silently dropped there;
 * pod specs against the baseline and restricted Pod Security Standards
   (``restricted_pss_violations``), which no schema expresses.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import re
 import shutil
@@ -34,7 +36,8 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KEDA_SCHEMA_DIR = REPO_ROOT.parent / "shared" / "schemas" / "keda-v2.20"
+#: The KEDA CRD schemas, as extracted by scripts/extract-keda-schemas.py.
+KEDA_SCHEMA_DIR = Path(__file__).resolve().parent / "schemas" / "keda-v2.20"
 #: The newest Kubernetes version whose schemas kubernetes-validate ships.
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
@@ -74,7 +77,7 @@ def validate_manifest(obj: dict) -> None:
 
 def load_manifests(text: str) -> list[dict]:
     """Every non-empty document of a multi-document YAML stream."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the KEDA CRDs are 700 kB
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built in: much faster
     return [doc for doc in yaml.load_all(text, Loader=loader) if doc]
 
 
@@ -168,20 +171,17 @@ def _keda_problems(obj: dict) -> Iterator[str]:
 
 @functools.cache
 def _keda_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
-    if not KEDA_SCHEMA_DIR.is_dir():
-        raise FileNotFoundError(
-            f"KEDA CRD schemas not found at {KEDA_SCHEMA_DIR}; the repository must sit beside shared/"
-        )
     validators = {}
-    for path in sorted(KEDA_SCHEMA_DIR.glob("*.yaml")):
-        for crd in load_manifests(path.read_text()):
-            if crd.get("kind") != "CustomResourceDefinition":
-                continue
-            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-            for version in crd["spec"]["versions"]:
-                schema = strict_openapi_schema(version["schema"]["openAPIV3Schema"])
-                validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
-                validators[(f"{group}/{version['name']}", kind)] = validator_class(schema)
+    for path in sorted(KEDA_SCHEMA_DIR.glob("*.json")):
+        extract = json.loads(path.read_text(encoding="utf-8"))
+        for version, openapi_schema in extract["versions"].items():
+            schema = strict_openapi_schema(openapi_schema)
+            validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+            validators[(f"{extract['group']}/{version}", extract["kind"])] = validator_class(schema)
+    if not validators:
+        raise FileNotFoundError(
+            f"no KEDA CRD schemas in {KEDA_SCHEMA_DIR}: regenerate them with scripts/extract-keda-schemas.py"
+        )
     return validators
 
 
