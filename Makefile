@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 tools:
 	bash scripts/install-tools.sh
 
+## Style, the layers' import contracts (.importlinter) and the types.
 lint: venv
 	$(BIN)/ruff check handler tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 ## The whole test suite (what CI runs).
 test: venv tools lint

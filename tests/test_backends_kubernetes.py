@@ -6,13 +6,9 @@ import time
 
 import pytest
 
-from tests.support.requester import SEED_REQUEST
+from tests.support.waiting import job_request, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def job_request(image, **fields):
-    return dict(SEED_REQUEST, image=image, **fields)
 
 
 @pytest.fixture
@@ -124,15 +120,6 @@ def test_a_job_refused_by_the_api_server_gets_a_failed_reply_with_its_message(ha
     faults.reject_create_status = None
     assert requester.wait_reply(requester.submit())["data"]["status"] == "succeeded"
     assert len(requester.replies_for(cid)) == 1 and requester.queue_depth() == 0
-
-
-def wait_until(predicate, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 def test_a_finished_job_costs_one_log_read_and_its_reply_carries_the_log(handlers, requester, fakekube):

@@ -1,6 +1,8 @@
 import pytest
 
-from handler.core.bucketurl import BucketUrl, InvalidBucketUrl, parse_bucket_url
+from handler.core.bucketurl import (BucketHostNotAllowed, BucketUrl, InvalidBucketUrl, check_bucket_host,
+                                     parse_bucket_url)
+from handler.core.config import Settings
 
 GOOD = [
     ("http://localhost:9000/test-bucket", BucketUrl("http", "localhost:9000", False, "test-bucket", "")),
@@ -104,3 +106,71 @@ def test_a_child_url_extends_the_prefix():
     url = parse_bucket_url("s3://data/requests")
     assert url.child("abc/") == BucketUrl("s3", None, True, "data", "requests/abc/")
     assert url.child("") == url
+
+
+# --- bucket hosts: never link-local or a metadata service; only the allowed ones when set
+
+FORBIDDEN_HOSTS = [
+    "http://169.254.169.254/bucket",
+    "http://169.254.169.254:80/bucket/latest",
+    "https://169.254.170.2/bucket",
+    "http://2852039166/bucket",  # 169.254.169.254 as one decimal number
+    "http://0xa9fea9fe/bucket",  # ... in hex
+    "http://0xA9.0xFE.0xA9.0xFE/bucket",
+    "http://0251.0376.0251.0376/bucket",  # ... in octal
+    "http://169.254.43518/bucket",  # ... with the last part filling two bytes
+    "http://169.254.169.254./bucket",
+    "http://[::ffff:169.254.169.254]/bucket",  # IPv4-mapped IPv6
+    "http://[::ffff:a9fe:a9fe]/bucket",
+    "http://[64:ff9b::a9fe:a9fe]/bucket",  # NAT64
+    "http://[fe80::1]:9000/bucket",
+    "http://[FE80::abcd%25eth0]/bucket",
+    "http://[fd00:ec2::254]/bucket",  # AWS IMDS over IPv6
+    "http://100.100.100.200/bucket",  # Alibaba Cloud
+    "http://metadata.google.internal/bucket",
+    "http://METADATA.Google.Internal./bucket",
+    "http://metadata/bucket",
+    "http://\uff11\uff16\uff19\u3002\uff12\uff15\uff14\u3002\uff11\uff16\uff19\u3002\uff12\uff15\uff14/bucket",  # full width
+]
+
+
+@pytest.mark.parametrize("url", FORBIDDEN_HOSTS)
+def test_link_local_and_metadata_hosts_are_refused_in_any_notation(url):
+    with pytest.raises(BucketHostNotAllowed, match="cloud metadata"):
+        check_bucket_host(parse_bucket_url(url), Settings())
+
+
+@pytest.mark.parametrize("url", ["http://minio:9000/bucket", "http://10.0.0.5/bucket", "http://[::1]:9000/bucket",
+                                 "https://s3.example.com/bucket", "http://169.255.0.1/bucket", "s3://bucket/x"])
+def test_any_other_host_passes_when_no_bucket_hosts_are_configured(url):
+    check_bucket_host(parse_bucket_url(url), Settings())
+
+
+ALLOWED = Settings(allowed_bucket_hosts=("MinIO:9000", "s3.example.com", "[::1]:9000"))
+
+
+@pytest.mark.parametrize("url", ["http://minio:9000/bucket", "HTTP://MINIO:9000/bucket", "https://s3.example.com/b-1",
+                                 "http://[::1]:9000/bucket", "s3://bucket"])
+def test_an_allowed_bucket_host_matches_exactly_and_case_insensitively(url):
+    check_bucket_host(parse_bucket_url(url), ALLOWED)
+
+
+@pytest.mark.parametrize("url", ["http://minio:9001/bucket", "http://minio/bucket", "http://minio.evil.io:9000/bucket",
+                                 "https://s3.example.com:443/bucket", "http://evil.io/bucket",
+                                 "http://[::1]/bucket"])
+def test_a_host_not_in_the_allowed_bucket_hosts_is_refused(url):
+    with pytest.raises(BucketHostNotAllowed, match="CLOUD_WORKER_ALLOWED_BUCKET_HOSTS"):
+        check_bucket_host(parse_bucket_url(url), ALLOWED)
+
+
+@pytest.mark.parametrize("endpoint", ["http://minio:9000", "minio:9000", "MINIO:9000"])
+def test_an_endpoint_is_checked_like_the_host_of_a_url(endpoint):
+    check_bucket_host(endpoint, ALLOWED)
+    with pytest.raises(BucketHostNotAllowed):
+        check_bucket_host(endpoint.replace("9000", "9001"), ALLOWED)
+    with pytest.raises(BucketHostNotAllowed):
+        check_bucket_host(endpoint.lower().replace("minio", "169.254.169.254"), Settings())
+
+
+def test_a_refused_host_is_an_invalid_bucket_url():
+    assert issubclass(BucketHostNotAllowed, InvalidBucketUrl)

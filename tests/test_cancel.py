@@ -16,7 +16,7 @@ from handler.core.manifest import ANNOTATION_CANCELLED, ANNOTATION_REPLIED, canc
 from handler.core.messages import CANCEL_RESULT_TYPE as RESULT_TYPE
 from handler.core.messages import CANCEL_TYPE, CancelOutcome, CancelStatus, Message
 from handler.core.request import is_cancel, parse_cancel
-from tests.test_backends_kubernetes import job_request, wait_until
+from tests.support.waiting import job_request, wait_until
 
 SETTINGS = Settings.from_env({})
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -178,7 +178,10 @@ def test_a_cancelled_request_redelivered_after_its_job_is_gone_does_not_run_agai
     second = handlers.start(concurrency=2)
     first.send_signal(signal.SIGSTOP)  # the follower freezes: it never sees the deletion
     cancel_publish(requester, requestId="m-cancel-redelivery")
-    wait_until(lambda: fakekube.jobs(namespace) == [], "the cancel deletes the job")
+    # The cancel deletes the Job, which its reply finalizer keeps (marked cancelled) until
+    # the request's own delivery has replied.
+    wait_until(lambda: [j for j in fakekube.jobs(namespace) if j["metadata"].get("deletionTimestamp")
+                        and ANNOTATION_CANCELLED in j["metadata"]["annotations"]], "the cancel deletes the job")
     first.kill()  # only now does its delivery go back to the queue, to the second handler
     first.wait(10)
     wait_until(lambda: second.consumer.stats.received >= 2 and second.consumer.inflight == 0
@@ -186,4 +189,5 @@ def test_a_cancelled_request_redelivered_after_its_job_is_gone_does_not_run_agai
     requester.collect(0.5)
     assert {r["data"]["status"] for r in requester.terminal_replies_for(cid)} == {"cancelled"}
     assert len(fakekube.created_jobs(namespace)) == 1
-    assert "not creating it again" in caplog.text
+    assert "adopting it" in caplog.text
+    wait_until(lambda: fakekube.jobs(namespace) == [], "the replied job is let go")

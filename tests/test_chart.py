@@ -12,7 +12,9 @@ The dev charts (RabbitMQ, MinIO) are held to the same schemas.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -26,6 +28,9 @@ import yaml
 
 from handler.cli import build_parser
 from handler.core.config import Settings, env_name, setting_fields
+from handler.core.manifest import build_job
+from handler.core.messages import Message
+from handler.core.request import parse_request
 from tests.support.validate import (
     HANDLER_API_CALLS,
     REPO_ROOT,
@@ -181,12 +186,20 @@ def test_handler_pods_probe_healthz_and_readyz_on_the_configured_http_port(
     objects = render(values, keda=keda)
     port = int(settings(objects)["CLOUD_WORKER_HTTP_PORT"])
     for obj in (o for o in objects if o["kind"] in HANDLER_KINDS):
+        # The HTTP mode answers its probes on a listener of their own (busy request threads never delay them).
+        serves = obj["metadata"]["labels"].get("app.kubernetes.io/component") == "http"
+        probe_port = "probes" if serves else "http"
         for where, spec in pod_specs(obj):
             (container,) = spec["containers"]
-            assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}], where
-            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, where
+            ports = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+            if serves:
+                env = {e["name"]: e.get("value") for e in container["env"]}
+                ports.append({"name": "probes", "containerPort": int(env["CLOUD_WORKER_HTTP_PROBE_PORT"]),
+                              "protocol": "TCP"})
+            assert container["ports"] == ports, where
+            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": probe_port}, where
             if obj["kind"] == "Deployment":  # a Job's pod is in no Service: readiness means nothing there
-                assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, where
+                assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": probe_port}, where
 
 
 @pytest.mark.parametrize(("values", "keda"), RENDER_PARAMS)
@@ -194,10 +207,16 @@ def test_handler_reads_its_amqp_url_from_a_secret_and_its_settings_from_the_conf
     render: Render, values: Path, keda: bool
 ) -> None:
     objects = render(values, keda=keda)
-    configmap = one(objects, "ConfigMap")["metadata"]["name"]
+    configmap = one(objects, "ConfigMap")
+    # The Jobs' bucket Secret, when there is one, gives the handler its bucket access too (the Job's log).
+    bucket = configmap["data"].get("CLOUD_WORKER_JOB_ENV_SECRET")
+    same_namespace = configmap["data"]["CLOUD_WORKER_NAMESPACE"] == NAMESPACE
+    expected = [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
+    if bucket and same_namespace:
+        expected.append({"secretRef": {"name": bucket}})
     for where, spec in handler_pods(objects):
         (container,) = spec["containers"]
-        assert container["envFrom"] == [{"configMapRef": {"name": configmap}}], where
+        assert container["envFrom"] == expected, where
         amqp = next(e for e in container["env"] if e["name"] == "CLOUD_WORKER_AMQP_URL")
         assert set(amqp) == {"name", "valueFrom"} and "secretKeyRef" in amqp["valueFrom"], where
 
@@ -552,12 +571,16 @@ def test_install_notes_check_the_secrets_and_send_a_test_request_from_a_restrict
     assert (args.command, args.inputs) == ("submit", ["/etc/hostname"])  # a file every container has
 
     http_services = [s for s in of_kind(objects, "Service") if s["metadata"]["name"].endswith("-http")]
-    curls = re.findall(r"port-forward svc/(\S+) \d+:(\d+) &\n\s+curl .*?-d '([^']+)'", notes, re.S)
+    curls = re.findall(r"port-forward svc/(\S+) \d+:(\d+) &\n(?:\s+TOKEN=.*\n)?\s+curl .*?-d '([^']+)'", notes, re.S)
     assert [(service, int(port)) for service, port, _ in curls] == [
         (s["metadata"]["name"], s["spec"]["ports"][0]["port"]) for s in http_services
     ]
     for *_, body in curls:
         assert {"image", "jobName", "inputBucketUrl"} <= set(json.loads(body))
+    token_secrets = [s["metadata"]["name"] for s in of_kind(objects, "Secret") if s["metadata"]["name"].endswith(
+        "-http-token")]
+    for secret in token_secrets:  # the curl authenticates with the token the chart generated
+        assert f"get secret {secret} -o jsonpath" in notes and 'authorization: Bearer $TOKEN' in notes
 
 
 # --- helm-docs comments ---------------------------------------------------------------
@@ -618,3 +641,70 @@ def _next_key_indent(lines: list[str], number: int) -> int:
             match = _KEY.match(line)
             return len(match[1]) if match else -1
     return -1
+
+
+# --- security: the HTTP mode's token, and the Job pods' egress
+
+@pytest.mark.parametrize("values", SCENARIO_PARAMS)
+def test_the_http_mode_reads_its_bearer_tokens_from_a_mounted_secret_by_default(render: Render, values: Path) -> None:
+    objects = render(values)
+    chart_values = merged(yaml.safe_load((CHART / "values.yaml").read_text()), yaml.safe_load(values.read_text()))
+    http = [o for o in of_kind(objects, "Deployment") if o["metadata"]["name"].endswith("-http")]
+    if not chart_values["http"]["enabled"]:
+        assert http == [] and not [s for s in of_kind(objects, "Secret") if s["metadata"]["name"].endswith("-token")]
+        return
+    auth = chart_values["http"]["auth"]
+    assert auth["mode"] == "token"  # the default, in every scenario
+    spec = one(http, "Deployment")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    known = {env_name(f) for f in setting_fields()}
+    assert {n for n in env if n.startswith("CLOUD_WORKER_")} <= known
+    assert env["CLOUD_WORKER_HTTP_AUTH"] == "token" and "CLOUD_WORKER_HTTP_TOKEN" not in env
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "http-token")
+    assert env["CLOUD_WORKER_HTTP_TOKEN_FILE"] == f"{mount['mountPath']}/{auth['secretKey']}"
+    assert mount["readOnly"] is True and "subPath" not in mount  # a subPath mount is never updated: no rotation
+    volume = next(v for v in spec["volumes"] if v["name"] == "http-token")
+    generated = [s for s in of_kind(objects, "Secret") if s["metadata"]["name"].endswith("-http-token")]
+    if auth["existingSecret"]:
+        assert volume["secret"]["secretName"] == auth["existingSecret"] and generated == []
+    else:
+        (secret,) = generated
+        assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+        token = base64.b64decode(secret["data"][auth["secretKey"]]).decode()
+        assert len(token) == 48 and token.isalnum()
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_the_http_mode_without_authentication_mounts_no_token(render: Render) -> None:
+    objects = render(CHART / "ci" / "http-values.yaml", "--set", "http.auth.mode=none")
+    http = next(o for o in of_kind(objects, "Deployment") if o["metadata"]["name"].endswith("-http"))
+    (container,) = http["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CLOUD_WORKER_HTTP_AUTH"] == "none" and "CLOUD_WORKER_HTTP_TOKEN_FILE" not in env
+    assert not [s for s in of_kind(objects, "Secret") if s["metadata"]["name"].endswith("-http-token")]
+
+
+@pytest.mark.parametrize("values", SCENARIO_PARAMS)
+def test_job_pods_get_an_egress_policy_to_dns_and_the_bucket_ports_only_never_link_local(
+    render: Render, values: Path
+) -> None:
+    objects = render(values)
+    policy = next(p for p in of_kind(objects, "NetworkPolicy") if p["metadata"]["name"].endswith("-jobs"))
+    assert policy["metadata"]["namespace"] == settings(objects)["CLOUD_WORKER_NAMESPACE"]
+    job = build_job(parse_request(Message(json.dumps({"image": "x", "jobName": "j", "inputBucketUrl": "s3://bkt"})
+                                          .encode(), "application/json", message_id="m"), Settings()), Settings())
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"]["ingress"] == []
+    dns, bucket, *extra = policy["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
+    assert bucket["to"] and all(p["protocol"] == "TCP" and p["port"] not in (80, 53) for p in bucket["ports"])
+    for peer in bucket["to"]:
+        if "ipBlock" in peer:
+            block = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+            metadata = ipaddress.ip_address("169.254.169.254" if block.version == 4 else "fe80::1")
+            assert metadata not in block or any(metadata in ipaddress.ip_network(e)
+                                                for e in peer["ipBlock"].get("except", [])), peer
+    chart_values = merged(yaml.safe_load((CHART / "values.yaml").read_text()), yaml.safe_load(values.read_text()))
+    assert extra == chart_values["jobNetworkPolicy"]["extraEgress"]

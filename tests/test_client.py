@@ -3,6 +3,7 @@ the whole loop a user runs, from ``Client.submit`` and from ``cloud-worker submi
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pika
 import pytest
 
 from handler.service.backends.local import open_local_backend
-from handler.adapters.broker import Broker
+from handler.adapters.amqp import Broker
 from handler.core.bucketurl import parse_bucket_url
 from handler.tools.client import Client, NoReply
 from handler.core.config import Settings
@@ -61,7 +62,8 @@ def local_handler(rabbitmq, queue_name, s3_endpoint, images_file):
     def start(**settings):
         environ = {"CLOUD_WORKER_AMQP_URL": rabbitmq, "CLOUD_WORKER_QUEUE": queue_name, "CLOUD_WORKER_HTTP_PORT": "0",
                    "CLOUD_WORKER_BACKEND": "local", "CLOUD_WORKER_LOCAL_IMAGES": str(images_file),
-                   "CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS": "2"}
+                   "CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS": "2",
+                   "CLOUD_WORKER_LOCAL_STATE_DIR": str(images_file.parent / "state")}
         environ.update({f"CLOUD_WORKER_{k.upper()}": str(v) for k, v in settings.items()})
         s = Settings.from_env(environ)
         backend = open_local_backend(s, {"PATH": os.environ["PATH"]}, s3_env=s3_endpoint.env)
@@ -112,7 +114,7 @@ def test_inputs_land_under_the_requests_own_prefix_and_the_outputs_come_back(loc
         f"runs/{rid}/input/a.txt", f"runs/{rid}/input/extra.csv", f"runs/{rid}/input/sub/b.txt",
         f"runs/{rid}/output/result.txt",
     ], bucket
-    assert states == ["uploaded", "published", "accepted", "started", "succeeded"]
+    assert states == ["checked", "uploaded", "published", "accepted", "started", "succeeded"]
     assert [e["type"] for e in reply.events] == [ACCEPTED, STARTED]
     assert reply.downloaded == ((tmp_path / "out" / "result.txt").resolve(),)
     result = (tmp_path / "out" / "result.txt").read_text()
@@ -179,7 +181,8 @@ def consume_process(rabbitmq, s3_endpoint, tmp_path_factory):
     queue = f"test.{uuid.uuid4().hex[:10]}.work"
     env = {"PATH": os.environ["PATH"], **s3_endpoint.env, "CLOUD_WORKER_AMQP_URL": rabbitmq,
            "CLOUD_WORKER_QUEUE": queue, "CLOUD_WORKER_HTTP_PORT": "0", "CLOUD_WORKER_LOG_FORMAT": "text",
-           "CLOUD_WORKER_LOCAL_IMAGES": str(folder / "images.toml")}
+           "CLOUD_WORKER_LOCAL_IMAGES": str(folder / "images.toml"),
+           "CLOUD_WORKER_LOCAL_STATE_DIR": str(folder / "state")}
     with open(folder / "handler.log", "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "handler.cli", "consume", "--backend", "local",
                                     "--concurrency", "2"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -199,7 +202,6 @@ def submit(env, *args):
     ("mstc/python-test:latest", [], 0, "succeeded"),
     ("test/fail", [], 1, "failed"),
     ("test/sleep", ["--timeout", "0.01"], 6, "timedout"),
-    ("mstc/python-test:latest", ["--job-name", "not a valid name!"], 7, "rejected"),
 ])
 def test_cloud_worker_submit_exits_by_how_the_request_ended(consume_process, s3_bucket, tmp_path, image, extra, code,
                                                            status):
@@ -215,8 +217,6 @@ def test_cloud_worker_submit_exits_by_how_the_request_ended(consume_process, s3_
     if status == "failed":
         assert (reply["data"]["exitCode"], reply["data"]["reason"]) == (3, "BackoffLimitExceeded")
         assert (tmp_path / "out" / "errors" / "exit-code.txt").read_text() == "3\n"
-    if status == "rejected":
-        assert reply["data"]["field"] == "jobName" and not (tmp_path / "out").exists()
 
 
 def test_cloud_worker_submit_without_waiting_publishes_and_the_job_still_runs(consume_process, s3_endpoint, s3_bucket,
@@ -227,9 +227,12 @@ def test_cloud_worker_submit_without_waiting_publishes_and_the_job_still_runs(co
     assert done.returncode == 0, done.stderr
     output_url = json.loads(done.stdout)["outputBucketUrl"]
     deadline = time.monotonic() + 20
-    while not keys_under(s3_endpoint, output_url) and time.monotonic() < deadline:
+    while len(keys_under(s3_endpoint, output_url)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert [key.rsplit("/", 1)[1] for key in keys_under(s3_endpoint, output_url)] == ["result.txt"]
+    # The Job's output, and the handler's copy of the Job's log (`<job name>.log`) once the Job ended.
+    names = sorted(key.rsplit("/", 1)[1] for key in keys_under(s3_endpoint, output_url))
+    assert len(names) == 2 and "result.txt" in names, names
+    assert re.fullmatch(r"no-wait-[0-9a-f]{10}\.log", names[0]), names
 
 
 def test_cloud_worker_submit_has_distinct_exit_codes_when_it_cannot_get_an_answer(consume_process, rabbitmq, s3_bucket,
@@ -258,3 +261,33 @@ def delete_queues(amqp_url, *queues):
     for queue in queues:
         channel.queue_delete(queue)
     connection.close()
+
+
+def test_a_request_nobody_takes_in_time_expires_into_the_dead_letter_queue_the_policy_names(
+        client, rabbitmq, queue_name, s3_bucket, tmp_path):
+    """``--expire-after``: the broker drops a request no handler took in time; a dead-letter
+    *policy* (the queue's own declaration stays argument-free) keeps it for a look."""
+    dead = f"{queue_name}.expired"
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq))
+    channel = connection.channel()
+    channel.queue_declare(dead, durable=True)
+    policy = f"expired-{queue_name}"
+    subprocess.run(["rabbitmqctl", "-q", "set_policy", policy, f"^{re.escape(queue_name)}$",
+                    json.dumps({"dead-letter-exchange": "", "dead-letter-routing-key": dead}),
+                    "--apply-to", "queues"], check=True, capture_output=True, timeout=60)
+    try:
+        (tmp_path / "in.txt").write_text("x")
+        reply = client.submit("mstc/python-test:latest", "expiring", [tmp_path / "in.txt"], s3_bucket(),
+                              wait=False, expire_after=0.3)
+        deadline = time.monotonic() + 10
+        while channel.queue_declare(dead, passive=True).method.message_count == 0 and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.1)
+        _, props, body = channel.basic_get(dead, auto_ack=True)
+        assert props.message_id == reply.request_id and props.expiration is None  # the broker took it off
+        assert props.headers["x-death"][0]["reason"] == "expired"
+        assert channel.queue_declare(queue_name, passive=True).method.message_count == 0
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "clear_policy", policy], check=False, capture_output=True, timeout=60)
+        channel.queue_delete(dead)
+        connection.close()
+        delete_queues(rabbitmq, queue_name)

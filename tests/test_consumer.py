@@ -3,14 +3,14 @@ crashes and lost connections, and never a second Job for one request."""
 
 import json
 import signal
-import subprocess
 import time
 import uuid
 
 import pytest
 
 from tests.support.requester import SEED_REQUEST
-from tests.test_backends_kubernetes import job_request, wait_until
+from tests.support.rabbit import close_handler_connections
+from tests.support.waiting import job_request, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -138,16 +138,5 @@ def test_a_connection_closed_by_the_broker_is_reopened_and_the_job_adopted(handl
     requester.collect(0.5)
     assert len(requester.terminal_replies_for(cid)) == 1
     assert len(fakekube.created_jobs(namespace)) == 1
-    assert handler.service.consumer.stats.reconnects >= 1
-    assert handler.service.consumer.metrics.value("cloud_worker_broker_reconnects_total") == handler.service.consumer.stats.reconnects
-
-
-def close_handler_connections():
-    """Force-close the handlers' AMQP connections from the broker side."""
-    listed = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-                            capture_output=True, text=True, timeout=60, check=True).stdout
-    pids = [line.split("\t")[0] for line in listed.splitlines() if "mstc-cloud-worker" in line]
-    assert pids, listed
-    for pid in pids:
-        subprocess.run(["rabbitmqctl", "close_connection", pid, "test: broker-side close"],
-                       capture_output=True, timeout=60, check=True)
+    assert handler.consumer.stats.reconnects >= 1
+    assert handler.consumer.metrics.value("cloud_worker_broker_reconnects_total") == handler.consumer.stats.reconnects

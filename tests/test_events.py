@@ -5,7 +5,7 @@ from cloudevents.core.bindings import rabbitmq
 
 from handler.core.config import Settings
 from handler.core.errors import Rejected
-from handler.core.events import encode, lifecycle_event, rejected_event, reply_event
+from handler.core.events import LogUpload, encode, lifecycle_event, rejected_event, reply_event
 from handler.core.messages import event_type
 from handler.core.outcome import Outcome, Status
 from handler.core.messages import Message
@@ -67,3 +67,37 @@ def test_lifecycle_events_are_typed_and_round_trip_through_the_sdk():
     enc = encode(lifecycle_event("accepted", request(), source="u", namespace="n", now=NOW))
     parsed = rabbitmq.from_structured_event(rabbitmq.RabbitMQMessage(enc.headers, enc.content_type, enc.body))
     assert parsed.get_type() == event_type("accepted") and parsed.get_data()["status"] == "accepted"
+
+
+def test_the_reply_has_the_top_level_result_the_originals_client_reads_the_job_name_from():
+    r = request(correlation_id="c-1")
+    for status in (Status.SUCCEEDED, Status.FAILED, Status.TIMEDOUT):
+        body = json.loads(encode(reply_event(r, outcome(status), source="u", namespace="n", now=NOW)).body)
+        assert body["result"] == f"Job {r.job_name} {status.value}."
+        assert body["result"].split(" ")[1] == r.job_name
+        assert body["data"]["result"].startswith(f"Job {r.job_name} {status.value}")
+
+
+def test_the_reply_with_its_result_attribute_stays_a_valid_cloudevent_for_the_sdk():
+    encoded = encode(reply_event(request(), outcome(), source="u", namespace="n", now=NOW))
+    event = rabbitmq.from_structured_event(
+        rabbitmq.RabbitMQMessage(headers=encoded.headers, content_type=encoded.content_type, body=encoded.body))
+    assert event.get_extension("result").startswith("Job test-job-")
+    rejected = encode(rejected_event(Rejected("inputBucket", "InvalidBucketName", "bad"), identity="i",
+                                     request_id="r", source="u", now=NOW))
+    assert json.loads(rejected.body)["result"] == "Request rejected: inputBucket: bad"
+    rabbitmq.from_structured_event(
+        rabbitmq.RabbitMQMessage(headers=rejected.headers, content_type=rejected.content_type, body=rejected.body))
+
+
+def test_the_reply_says_where_the_log_went_or_why_it_did_not():
+    r = parse_request(Message(json.dumps({"image": "i", "jobName": "j", "inputBucket": "test.inputs",
+                                          "prefix": "17"}).encode()), Settings.from_env({}))
+    done = LogUpload(r.log_key, f"http://localhost:9000/test.inputs/{r.log_key}", size=5)
+    data = reply_event(r, outcome(), source="u", namespace="n", now=NOW, log_upload=done).get_data()
+    assert (data["logObject"], data["logObjectBytes"], data["logTruncated"], data["prefix"]) == (
+        f"17-{r.job_name}.log", 5, False, "17")
+    assert "logUploadError" not in data
+    failed = LogUpload(r.log_key, done.url, error="endpoint unreachable")
+    data = reply_event(r, outcome(), source="u", namespace="n", now=NOW, log_upload=failed).get_data()
+    assert data["logUploadError"] == "endpoint unreachable" and "logObject" not in data

@@ -2,12 +2,14 @@
 real KubernetesBackend: every content mode, synchronous and asynchronous, rejections,
 idempotency, limits; and once through real gunicorn (`cloud-worker serve`)."""
 
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -16,32 +18,45 @@ import requests
 
 from handler.service.backends.kubernetes import KubernetesBackend
 from handler.core.config import Settings
-from handler.service.http import create_app, message_from_http, wants_async
+from handler.core.errors import ConfigError
+from handler.service.serve import options
+from handler.service.http import create_app, message_from_http, read_body, wants_async
 from handler.core.manifest import ANNOTATION_TRACEPARENT, LABEL_REQUEST
 from handler.core.naming import identity_hash
 from tests.support.handlers import REPO
 from tests.support.requester import SEED_REQUEST
-from tests.test_backends_kubernetes import job_request, wait_until
+from tests.support.waiting import job_request, wait_until
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TRACESTATE = "vendor=opaque"
+#: The bearer token every test app accepts, and every test client sends unless told not to.
+TOKEN = "test-token-" + uuid.uuid4().hex
 
 
 @pytest.fixture
 def serve(fakekube, namespace):
-    """``serve(**settings)`` → a Flask test client of a new app (a new "replica")."""
+    """``serve(**settings)`` → a Flask test client of a new app (a new "replica"), sending
+    the test token (``serve(token=None)``: a client that sends none)."""
     apps = []
 
-    def make(**settings):
+    def make(token=TOKEN, **settings):
         env = {"KUBECONFIG": fakekube.kubeconfig, "CLOUD_WORKER_NAMESPACE": namespace,
-               "CLOUD_WORKER_IMAGE_PULL_GRACE_SECONDS": "0.5", "CLOUD_WORKER_DEADLINE_SLACK_SECONDS": "5"}
+               "CLOUD_WORKER_IMAGE_PULL_GRACE_SECONDS": "0.5", "CLOUD_WORKER_DEADLINE_SLACK_SECONDS": "5",
+               "CLOUD_WORKER_HTTP_TOKEN": TOKEN}
         env.update({f"CLOUD_WORKER_{k.upper()}": str(v) for k, v in settings.items()})
         s = Settings.from_env(env)
         backend = KubernetesBackend(s)
         backend.start()
-        app = create_app(s, backend)
+        try:
+            app = create_app(s, backend)
+        except Exception:
+            backend.close()
+            raise
         apps.append((app, backend))
-        return app.test_client()
+        client = app.test_client()
+        if token:
+            client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        return client
 
     yield make
     for app, backend in apps:
@@ -251,6 +266,7 @@ def test_cloud_worker_serve_runs_gunicorn_that_answers_a_cloudevent(fakekube, na
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_WORKER_")}
     env.update({"KUBECONFIG": fakekube.kubeconfig, "CLOUD_WORKER_NAMESPACE": namespace,
                 "CLOUD_WORKER_HTTP_PORT": str(port), "CLOUD_WORKER_HTTP_THREADS": "4",
+                "CLOUD_WORKER_HTTP_PROBE_PORT": str(free_port()), "CLOUD_WORKER_HTTP_TOKEN": TOKEN,
                 "CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS": "2", "CLOUD_WORKER_LOG_FORMAT": "json"})
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
@@ -260,10 +276,19 @@ def test_cloud_worker_serve_runs_gunicorn_that_answers_a_cloudevent(fakekube, na
     try:
         wait_until(lambda: _answers(f"{base}/readyz"), "gunicorn is ready", timeout=30)
         response = requests.post(base + "/", data=json.dumps(job_request("scenario/succeed:0.2")),
-                                 headers=binary_headers("ev-gunicorn"), timeout=30)
+                                 headers=dict(binary_headers("ev-gunicorn"), Authorization=f"Bearer {TOKEN}"),
+                                 timeout=30)
         assert response.status_code == 200, log_path.read_text()
         assert response.headers["ce-type"] == "mstc.cloud.worker.job.succeeded.v1"
         assert response.json()["requestId"] == "ev-gunicorn"
+        chunked = requests.post(base + "/", data=(b"x" * 1024 for _ in range(10_000)), timeout=30,
+                                headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+        assert chunked.status_code == 413 and chunked.json()["data"]["reason"] == "BodyTooLarge"
+        assert "Transfer-Encoding" not in chunked.request.headers or chunked.request.headers.get("Content-Length") is None
+        unauthenticated = requests.post(base + "/", json=SEED_REQUEST, timeout=5)
+        assert unauthenticated.status_code == 401 and unauthenticated.headers["WWW-Authenticate"]
+        probe_port = env["CLOUD_WORKER_HTTP_PROBE_PORT"]
+        assert requests.get(f"http://127.0.0.1:{probe_port}/healthz", timeout=5).json()["alive"] is True
         metrics = requests.get(base + "/metrics", timeout=5).text
         assert 'cloud_worker_requests_total{outcome="succeeded"} 1.0' in metrics
         assert "cloud_worker_receipt_to_job_created_seconds_count 1.0" in metrics
@@ -304,3 +329,157 @@ def test_a_cancel_posted_asynchronously_cancels_the_running_job_at_once(serve, f
             break
         time.sleep(0.05)
     assert doc["status"] == "cancelled"
+
+
+# --- security: a token on every route but the probes; bounded threads; JSON answers; limits
+
+def test_every_route_but_the_probes_needs_a_bearer_token_it_accepts(serve, fakekube, namespace):
+    client = serve(token=None)
+    attempts = [
+        ("POST", "/", {}), ("GET", "/jobs/any-id", {}), ("GET", "/no/such/route", {}), ("DELETE", "/", {}),
+        ("POST", "/", {"Authorization": "Bearer wrong"}), ("POST", "/", {"Authorization": f"Bearer {TOKEN}x"}),
+        ("POST", "/", {"Authorization": f"Basic {TOKEN}"}), ("POST", "/", {"Authorization": "Bearer "}),
+        ("POST", "/", {"Authorization": TOKEN}),
+    ]
+    for method, path, headers in attempts:
+        response = client.open(path, method=method, json=job_request("scenario/succeed:0.1"), headers=headers)
+        assert response.status_code == 401, (method, path, headers)
+        assert response.headers["WWW-Authenticate"].startswith('Bearer realm="cloud-worker"')
+        assert response.get_json()["status"] == "unauthorized"
+    wrong = client.post("/", json={}, headers={"Authorization": "Bearer wrong"})
+    assert wrong.headers["WWW-Authenticate"] == 'Bearer realm="cloud-worker", error="invalid_token"'
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(path).status_code == 200, path
+    assert fakekube.created_jobs(namespace) == []
+    accepted = client.post("/", json=job_request("scenario/succeed:0.1"), headers={"Authorization": f"bearer {TOKEN}"})
+    assert accepted.status_code == 200
+
+
+def test_a_rotated_token_file_is_read_again_without_a_restart(serve, tmp_path):
+    path = tmp_path / "token"
+
+    def write(text):  # as the kubelet updates a mounted Secret: a new file swapped in
+        (tmp_path / "next").write_text(text)
+        os.replace(tmp_path / "next", path)
+
+    write("old-token\n")
+    client = serve(token=None, http_token="", http_token_file=path)
+
+    def status(token):
+        return client.get("/jobs/unknown", headers={"Authorization": f"Bearer {token}"}).status_code
+    assert (status("old-token"), status("new-token")) == (404, 401)
+    write("# rotating: both for a while\nold-token\nnew-token\n")
+    assert (status("old-token"), status("new-token")) == (404, 404)
+    write("new-token\n")
+    assert (status("old-token"), status("new-token")) == (401, 404)
+    path.unlink()  # a vanished file keeps the tokens read last
+    assert (status("old-token"), status("new-token")) == (401, 404)
+
+
+def test_serve_refuses_to_start_without_a_token_unless_authentication_is_turned_off(serve, fakekube, namespace,
+                                                                                   tmp_path):
+    with pytest.raises(ConfigError, match="CLOUD_WORKER_HTTP_AUTH=none"):
+        options(Settings(namespace=namespace))
+    with pytest.raises(ConfigError, match="CLOUD_WORKER_HTTP_AUTH=none"):
+        serve(http_token="")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        serve(http_token="", http_token_file=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="hold no token"):
+        (tmp_path / "empty").write_text("\n# nothing yet\n")
+        serve(http_token="", http_token_file=tmp_path / "empty")
+    assert options(Settings(http_auth="none"))["threads"] == 32
+    open_client = serve(token=None, http_token="", http_auth="none")
+    assert open_client.post("/", json=job_request("scenario/succeed:0.1")).status_code == 200
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_WORKER_")}
+    env.update({"KUBECONFIG": fakekube.kubeconfig, "CLOUD_WORKER_NAMESPACE": namespace,
+                "CLOUD_WORKER_HTTP_PORT": str(free_port())})
+    refused = subprocess.run([sys.executable, "-m", "handler.cli", "serve"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 3 and "needs a bearer token" in refused.stderr
+
+
+def test_two_producers_reusing_an_event_id_get_two_jobs_asynchronously(serve, fakekube, namespace):
+    client = serve()
+    for source in ("urn:producer:one", "urn:producer:two"):
+        response = client.post("/", data=json.dumps(job_request("scenario/succeed:0.2")),
+                               headers=dict(binary_headers("ev-shared", source=source), Prefer="respond-async"))
+        assert response.status_code == 202
+    again = client.post("/", data=json.dumps(job_request("scenario/succeed:0.2")),
+                        headers=dict(binary_headers("ev-shared", source="urn:producer:one"), Prefer="respond-async"))
+    assert again.status_code == 202
+    wait_until(lambda: len(fakekube.created_jobs(namespace)) == 2, "both producers' Jobs exist")
+    time.sleep(0.3)
+    assert len(fakekube.created_jobs(namespace)) == 2  # and the repeat ran none
+
+
+def test_unknown_routes_wrong_methods_and_content_types_are_answered_in_json(serve, fakekube, namespace):
+    client = serve()
+    missing = client.get("/no/such/route")
+    assert missing.status_code == 404 and missing.get_json()["error"] == "Not Found"
+    wrong_method = client.put("/")
+    assert wrong_method.status_code == 405 and wrong_method.get_json()["error"] == "Method Not Allowed"
+    assert "POST" in wrong_method.headers["Allow"]
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/cloudevents-batch+json"):
+        response = client.post("/", data=json.dumps(SEED_REQUEST), content_type=content_type)
+        assert response.status_code == 415, content_type
+        data = response.get_json()["data"]
+        assert (data["field"], data["reason"]) == ("content-type", "UnsupportedMediaType")
+    assert client.post("/", data=json.dumps(job_request("scenario/succeed:0.1")),
+                       content_type="application/json; charset=utf-8").status_code == 200
+    assert len(fakekube.created_jobs(namespace)) == 1
+
+
+def test_asynchronous_requests_past_the_limit_are_answered_503_and_start_no_thread(serve, fakekube, namespace):
+    client = serve(http_async_limit=1)
+    first = client.post("/", data=json.dumps(job_request("scenario/hold")),
+                        headers=dict(binary_headers("ev-first"), Prefer="respond-async"))
+    assert first.status_code == 202
+    threads = threading.active_count()
+    second = client.post("/", data=json.dumps(job_request("scenario/hold")),
+                         headers=dict(binary_headers("ev-second"), Prefer="respond-async"))
+    assert second.status_code == 503 and second.headers["Retry-After"] == "1"
+    assert second.get_json()["status"] == "busy" and threading.active_count() == threads
+    repeat = client.post("/", data=json.dumps(job_request("scenario/hold")),
+                         headers=dict(binary_headers("ev-first"), Prefer="respond-async"))
+    assert repeat.status_code == 202  # the request already followed is no new thread
+    fakekube.finish(namespace, fakekube.created_jobs(namespace)[0])
+    wait_until(lambda: "reply" in client.get("/jobs/ev-first").get_json(), "the first request has its reply")
+    third = client.post("/", data=json.dumps(job_request("scenario/succeed:0.1")),
+                        headers=dict(binary_headers("ev-third"), Prefer="respond-async"))
+    assert third.status_code == 202
+    assert len(fakekube.created_jobs(namespace)) == 2
+
+
+def test_synchronous_requests_past_all_threads_but_one_are_answered_503_at_once(serve, fakekube, namespace):
+    client = serve(http_threads=3)
+    answers = []
+    holders = [threading.Thread(target=lambda i=i: answers.append(client.post(
+        "/", data=json.dumps(job_request("scenario/hold")), headers=binary_headers(f"ev-hold-{i}")).status_code))
+        for i in range(2)]
+    for holder in holders:
+        holder.start()
+    wait_until(lambda: len(fakekube.created_jobs(namespace)) == 2, "two synchronous requests hold their threads")
+    started = time.monotonic()
+    busy = client.post("/", data=json.dumps(job_request("scenario/succeed:0.1")), headers=binary_headers("ev-3"))
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1" and time.monotonic() - started < 1
+    assert client.get("/jobs/ev-hold-0").status_code == 200  # polls still answered
+    for name in fakekube.created_jobs(namespace):
+        fakekube.finish(namespace, name)
+    for holder in holders:
+        holder.join(15)
+    assert answers == [200, 200]
+    assert client.post("/", data=json.dumps(job_request("scenario/succeed:0.1")),
+                       headers=binary_headers("ev-3")).status_code == 200
+
+
+def test_a_body_is_read_up_to_the_limit_and_one_byte_more_never_to_its_end():
+    read = []
+
+    class Endless:
+        def read(self, size):
+            read.append(size)
+            return b"x" * size
+    assert read_body(Endless(), 100_000) is None
+    assert sum(read) == 100_001
+    assert read_body(io.BytesIO(b"x" * 100), 100) == b"x" * 100
+    assert read_body(io.BytesIO(b""), 100) == b""

@@ -196,7 +196,7 @@ def test_a_lost_output_bucket_turns_success_into_a_toolkit_failure(s3_endpoint, 
         ({"INPUT_BUCKET_URL": None}, "INPUT_BUCKET_URL is not set"),
         ({"INPUT_BUCKET_URL": "ftp://host/bucket"}, "INPUT_BUCKET_URL: bucket URL 'ftp://host/bucket' has scheme"),
         ({"OUTPUT_BUCKET_URL": "http://u:p@host/bucket"}, "OUTPUT_BUCKET_URL: bucket URL 'http://***@host/bucket'"),
-        ({"AWS_ACCESS_KEY_ID": None}, "set AWS_ACCESS_KEY_ID (or MINIO_ACCESS_KEY)"),
+        ({"AWS_ACCESS_KEY_ID": None}, "set AWS_ACCESS_KEY_ID (or MINIO_ACCESS_KEY, MINIO_ROOT_USER)"),
     ],
     ids=["no input URL", "bad scheme", "credentials in URL", "no credentials"],
 )
@@ -280,3 +280,31 @@ def test_without_the_s3_extra_the_job_exits_78_naming_the_extra(job_env, tmp_pat
 
     assert "mstc-cloud-worker[s3]" in caplog.text
     assert not (tmp_path / "ran").exists()
+
+
+def test_with_a_file_prefix_only_that_requests_files_come_in_and_every_upload_carries_it(
+    s3_endpoint, s3_bucket, tmp_path
+):
+    url = s3_bucket()
+    for key, body in (("17-data.txt", b"mine"), ("17-nested/more.bin", b"\x01"), ("99-data.txt", b"theirs"),
+                      ("data.txt", b"no prefix")):
+        _put(s3_endpoint, url, key, body)
+    env = {**s3_endpoint.env, "INPUT_BUCKET_URL": url, "FILE_PREFIX": "17"}
+    code = COPY_INPUTS + "\nimport sys; sys.exit(4)"
+
+    assert jobkit.run_job(_python(code), env, tmp_path) == 4
+
+    objects = _objects(s3_endpoint, url)
+    assert objects["17-copy/data.txt"] == b"mine" and objects["17-copy/nested/more.bin"] == b"\x01"
+    assert objects["17-errors/exit-code.txt"] == b"4\n"
+    assert set(objects) == {"17-data.txt", "17-nested/more.bin", "99-data.txt", "data.txt", "17-copy/data.txt",
+                            "17-copy/nested/more.bin", "17-cwd.txt", "17-errors/exit-code.txt",
+                            "17-errors/stderr.txt"}
+
+
+def test_the_originals_credential_names_work_for_a_job(s3_endpoint, job_env, tmp_path):
+    env = {k: v for k, v in job_env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env.update(MINIO_ROOT_USER="minioadmin", MINIO_ROOT_PASSWORD="minioadmin")
+
+    assert jobkit.run_job(_python(COPY_INPUTS), env, tmp_path) == 0
+    assert _objects(s3_endpoint, job_env["OUTPUT_BUCKET_URL"])["copy/data.txt"] == b"hello"

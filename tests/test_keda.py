@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from handler.core.config import Settings
 from tests.support.validate import (
     KEDA_SCHEMA_DIR,
     REPO_ROOT,
@@ -96,7 +97,8 @@ def test_scaled_job_outlives_the_longest_job_and_rolls_out_gradually() -> None:
     (scaled,) = [o for o in all_objects() if o["kind"] == "ScaledJob"]
     spec = scaled["spec"]
     assert spec["rollout"]["strategy"] == "gradual"
-    assert spec["jobTargetRef"]["activeDeadlineSeconds"] > 120 * 60  # CLOUD_WORKER_MAX_TIMEOUT_MINUTES
+    longest_job = Settings.from_env({}).max_timeout_minutes * 60  # CLOUD_WORKER_MAX_TIMEOUT_MINUTES
+    assert spec["jobTargetRef"]["activeDeadlineSeconds"] > longest_job
     pod = spec["jobTargetRef"]["template"]["spec"]
     assert pod["containers"][0]["args"][:2] == ["consume", "--once"]
     assert pod["terminationGracePeriodSeconds"] > 25  # CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS

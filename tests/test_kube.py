@@ -25,6 +25,7 @@ VERBS = {
     "patch_namespaced_job": ("batch", "jobs", {"patch"}),
     "list_namespaced_job": ("batch", "jobs", {"list", "watch"}),
     "list_namespaced_pod": ("", "pods", {"list", "watch"}),
+    "list_namespaced_event": ("", "events", {"list", "watch"}),
     "read_namespaced_pod": ("", "pods", {"get"}),
     "read_namespaced_pod_log": ("", "pods/log", {"get"}),
 }

@@ -21,11 +21,30 @@ def env_of(job):
     return {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
-def test_bucket_urls_reach_the_container_under_new_and_legacy_names():
+def test_bucket_urls_and_the_originals_bucket_names_and_endpoint_reach_the_container():
     env = env_of(build_job(request(), Settings.from_env({})))
-    assert env["INPUT_BUCKET_URL"] == env["INPUT_BUCKET"] == "http://minio:9000/inputs"
-    assert env["OUTPUT_BUCKET_URL"] == env["OUTPUT_BUCKET"] == "http://minio:9000/outputs"
-    assert env["MSTC_JOB"] == "true"
+    assert (env["INPUT_BUCKET_URL"], env["INPUT_BUCKET"]) == ("http://minio:9000/inputs", "inputs")
+    assert (env["OUTPUT_BUCKET_URL"], env["OUTPUT_BUCKET"]) == ("http://minio:9000/outputs", "outputs")
+    assert (env["MINIO_SERVICE_HOST"], env["MINIO_SERVICE_PORT"]) == ("minio", "9000")
+    assert env["MSTC_JOB"] == "true" and "FILE_PREFIX" not in env
+
+
+def test_a_request_naming_buckets_gives_the_job_names_prefix_and_the_handlers_endpoint():
+    settings = Settings.from_env({"MINIO_SERVICE_HOST": "10.0.0.7", "MINIO_SERVICE_PORT": "9001"})
+    body = {"image": "mstc/python-test", "jobName": "test-job", "inputBucket": "test.inputs", "prefix": "17$(X)"}
+    job = build_job(parse_request(Message(json.dumps(body).encode(), "application/json"), settings), settings)
+    env = env_of(job)
+    assert (env["INPUT_BUCKET"], env["OUTPUT_BUCKET"], env["FILE_PREFIX"]) == ("test.inputs", "test.inputs", "17$$(X)")
+    assert env["INPUT_BUCKET_URL"] == env["OUTPUT_BUCKET_URL"] == "http://10.0.0.7:9001/test.inputs"
+    assert (env["MINIO_SERVICE_HOST"], env["MINIO_SERVICE_PORT"]) == ("10.0.0.7", "9001")
+    again = request_from_job(job)
+    assert (again.file_prefix, again.named_buckets, again.log_key) == ("17$(X)", True, f"17$(X)-{again.job_name}.log")
+
+
+def test_an_s3_url_gives_the_job_no_minio_endpoint_its_own_environment_has_one():
+    env = env_of(build_job(request(dict(SEED, inputBucketUrl="s3://inputs/run", outputBucketUrl=None)),
+                           Settings.from_env({})))
+    assert env["INPUT_BUCKET"] == "inputs" and "MINIO_SERVICE_HOST" not in env
 
 
 @pytest.mark.parametrize("env, path, expected", [
@@ -116,3 +135,93 @@ def test_the_job_pod_passes_the_restricted_pod_security_standard():
 def test_any_replica_can_rebuild_the_request_from_its_job(message):
     original = parse_request(message, Settings.from_env({}))
     assert request_from_job(build_job(original, Settings.from_env({}))) == original
+
+
+# --- the cluster's semantics (issue 12): finalizer, failure policy, ownership, identity
+
+def test_every_job_carries_the_reply_finalizer():
+    from handler.core.manifest import FINALIZER
+
+    assert build_job(request(), Settings.from_env({}))["metadata"]["finalizers"] == [FINALIZER]
+
+
+def test_a_disrupted_pod_is_retried_and_the_operators_exit_codes_fail_the_job_at_once():
+    policy = build_job(request(), Settings.from_env({"CLOUD_WORKER_JOB_FAIL_FAST_EXIT_CODES": "64,2,2"}))["spec"][
+        "podFailurePolicy"]
+    assert policy["rules"][0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget",
+                                                                            "status": "True"}]}
+    assert policy["rules"][1] == {"action": "FailJob", "onExitCodes": {"containerName": "job", "operator": "In",
+                                                                       "values": [2, 64]}}
+    assert len(build_job(request(), Settings.from_env({}))["spec"]["podFailurePolicy"]["rules"]) == 1
+
+
+def test_a_fail_fast_exit_code_of_0_is_a_configuration_error():
+    from handler.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="FAIL_FAST_EXIT_CODES"):
+        Settings.from_env({"CLOUD_WORKER_JOB_FAIL_FAST_EXIT_CODES": "0,1"})
+
+
+def test_the_job_with_a_failure_policy_passes_the_kubernetes_schema():
+    from tests.support.validate import validate_manifest
+
+    validate_manifest(build_job(request(), Settings.from_env({"CLOUD_WORKER_JOB_FAIL_FAST_EXIT_CODES": "3"})))
+
+
+def test_an_instance_name_labels_the_job_and_narrows_what_the_handler_follows_and_cancels():
+    from handler.core.manifest import LABEL_INSTANCE, owned, selector
+
+    named = Settings.from_env({"CLOUD_WORKER_INSTANCE": "blue"})
+    job = build_job(request(), named)
+    assert job["metadata"]["labels"][LABEL_INSTANCE] == "blue"
+    assert selector(named) == f"{SELECTOR},{LABEL_INSTANCE}=blue"
+    assert owned(job, named) and owned(job, Settings.from_env({}))
+    assert not owned(job, Settings.from_env({"CLOUD_WORKER_INSTANCE": "green"}))
+    assert not owned({"metadata": {"name": "theirs", "labels": {"app": "x"}}}, Settings.from_env({}))
+
+
+def test_a_job_is_this_requests_only_if_identity_and_work_match():
+    from handler.core.manifest import mismatch
+
+    settings = Settings.from_env({})
+    mine = request(correlation_id="1", reply_to="client-a")
+    job = build_job(mine, settings)
+    assert mismatch(job, mine) is None
+    other_client = request(dict(SEED, image="other/image:1"), correlation_id="1", reply_to="client-b")
+    assert "belongs to request" in mismatch(job, other_client)
+    same_id_other_work = request(dict(SEED, outputBucketUrl="http://minio:9000/elsewhere"), message_id="m")
+    assert "output bucket" in mismatch(build_job(request(message_id="m"), settings), same_id_other_work)
+
+
+def test_the_replied_patch_removes_only_our_finalizer_and_tests_what_it_read():
+    from handler.core.manifest import ANNOTATION_REPLIED, FINALIZER, replied_patch
+    from tests.fakekube.patch import PatchError, json_patch
+
+    job = build_job(request(message_id="m"), Settings.from_env({}))
+    job["metadata"]["finalizers"] = ["foregroundDeletion", FINALIZER]
+    patched = json_patch(job, replied_patch(job, "succeeded", "mid:m"))
+    assert patched["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert patched["metadata"]["annotations"][ANNOTATION_REPLIED] == "succeeded"
+    changed = dict(job, metadata=dict(job["metadata"], finalizers=[FINALIZER]))  # the GC was first
+    with pytest.raises(PatchError):
+        json_patch(changed, replied_patch(job, "succeeded", "mid:m"))
+    with pytest.raises(PatchError):  # a namesake of another request is left alone
+        json_patch(job, replied_patch(job, "succeeded", "mid:someone-else"))
+
+
+def test_the_finalizer_expires_a_horizon_after_the_verdict_or_the_deadline():
+    from datetime import UTC, datetime, timedelta
+
+    from handler.core.manifest import finalizer_expired
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    job = build_job(request(), Settings.from_env({}))
+    job["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    deadline = job["spec"]["activeDeadlineSeconds"]
+    assert not finalizer_expired(job, t0 + timedelta(seconds=deadline + 50), 60)
+    assert finalizer_expired(job, t0 + timedelta(seconds=deadline + 70), 60)
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T01:00:00Z"}]}
+    assert not finalizer_expired(job, t0 + timedelta(hours=1, seconds=50), 60)
+    assert finalizer_expired(job, t0 + timedelta(hours=1, seconds=70), 60)
+    job["metadata"]["finalizers"] = []
+    assert not finalizer_expired(job, t0 + timedelta(days=9), 60)

@@ -15,7 +15,7 @@ from handler.core.messages import Message
 from handler.service.handling import RequestHandler
 from tests.support.backends import StubBackend
 from tests.support.requester import SEED_REQUEST
-from tests.test_backends_kubernetes import job_request, wait_until
+from tests.support.waiting import job_request, wait_until
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -69,7 +69,7 @@ def test_the_consumers_metrics_follow_jobs_in_flight_outcomes_and_watch_restarts
                                                                                  namespace, faults):
     faults.cut_watch_after = 1  # every watch stream breaks after one event and is resumed
     handler = handlers.start(concurrency=2)
-    m = handler.service.consumer.metrics
+    m = handler.consumer.metrics
     m.watch(handler.backend.tracker)
     held = requester.submit(job_request("scenario/hold"))
     wait_until(lambda: m.value("cloud_worker_jobs_in_flight") == 1, "the held job is in flight")

@@ -32,3 +32,13 @@ def test_job_names_are_valid_and_at_most_63_characters(client_name):
     name = job_name(client_name, "cid:whatever")
     assert len(name) <= 63
     assert DNS_LABEL.fullmatch(name)
+
+
+def test_a_distinct_name_differs_from_the_usual_one_and_is_stable():
+    from handler.core.naming import distinct_job_name
+
+    usual = job_name("test-job", "cid:x")
+    distinct = distinct_job_name("test-job", "cid:x", "spec-a")
+    assert distinct != usual and distinct == distinct_job_name("test-job", "cid:x", "spec-a")
+    assert distinct != distinct_job_name("test-job", "cid:x", "spec-b")
+    assert DNS_LABEL.fullmatch(distinct) and len(distinct) <= 63

@@ -2,7 +2,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handler.core.outcome import Status, ended_pod, finished_outcome, pod_is_running, stuck_outcome
+from handler.core.outcome import (
+    Status, ended_pod, finished_outcome, held_outcome, pod_is_running, stuck_outcome, verdict_is_final,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -23,7 +25,7 @@ def job(*conditions, start=0, end=None):
 
 def pod(name="j-abcde", created=0, **state):
     return {"metadata": {"name": name, "creationTimestamp": ts(created)},
-            "status": {"containerStatuses": [{"state": state}]}}
+            "status": {"containerStatuses": [{"name": "job", "state": state}]}}
 
 
 COMPLETE = ("Complete", None, None)
@@ -46,8 +48,79 @@ def test_terminal_conditions_decide_the_outcome_and_pods_add_detail(the_job, pod
 
 
 def test_a_job_without_terminal_conditions_is_still_running():
-    assert finished_outcome(job(("SuccessCriteriaMet", None, None)), []) is None
     assert finished_outcome({"metadata": {"name": "j"}, "status": {}}, []) is None
+    assert finished_outcome(job(("Suspended", "JobSuspended", "")), []) is None
+
+
+@pytest.mark.parametrize("interim, status", [
+    (("SuccessCriteriaMet", "CompletionsReached", ""), Status.SUCCEEDED),
+    (("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit"), Status.FAILED),
+    (("FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline"), Status.TIMEDOUT),
+])
+def test_the_interim_conditions_of_kubernetes_1_31_are_already_the_verdict(interim, status):
+    the_job = job(interim)
+    assert finished_outcome(the_job, []).status is status
+    assert not verdict_is_final(the_job)
+    assert verdict_is_final(job(interim, ("Complete" if status is Status.SUCCEEDED else "Failed", interim[1], "")))
+
+
+def test_the_job_container_is_read_by_name_not_position():
+    sidecar = {"name": "istio-proxy", "state": {"running": {}}}
+    mine = {"name": "job", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+    native = {"name": "log-shipper", "restartPolicy": "Always", "state": {"running": {}}}
+    the_pod = {"metadata": {"name": "j-1", "creationTimestamp": ts(0)},
+               "status": {"containerStatuses": [sidecar, mine], "initContainerStatuses": [native]}}
+    done = finished_outcome(job(BACKOFF), [the_pod])
+    assert (done.exit_code, done.pod_reason) == (137, "OOMKilled")
+    assert ended_pod([the_pod]) == ("j-1", False)
+
+
+def test_a_sidecar_waiting_on_its_image_does_not_make_the_job_stuck():
+    the_pod = {"metadata": {"name": "j-1", "creationTimestamp": ts(0)},
+               "status": {"startTime": ts(0), "containerStatuses": [
+                   {"name": "a-sidecar", "state": {"waiting": {"reason": "ImagePullBackOff"}}},
+                   {"name": "job", "state": {"running": {}}}]}}
+    assert stuck_outcome(job(), [the_pod], T0 + timedelta(hours=1), 60) == (None, None)
+    assert pod_is_running([the_pod])
+
+
+def test_a_disrupted_or_evicted_pod_names_the_cluster_as_the_reason():
+    disrupted = pod(terminated={"exitCode": 143, "reason": "Error"})
+    disrupted["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True",
+                                          "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"}]
+    done = finished_outcome(job(DEADLINE), [disrupted])
+    assert (done.status, done.pod_reason, done.exit_code) == (Status.TIMEDOUT, "EvictionByEvictionAPI", 143)
+    assert "stopped by the cluster (EvictionByEvictionAPI): Eviction API: evicting" in done.message
+    evicted = pod(terminated={"exitCode": 137, "reason": "Error"})
+    evicted["status"].update(reason="Evicted", message="The node was low on resource: memory.")
+    done = finished_outcome(job(BACKOFF), [evicted])
+    assert done.pod_reason == "Evicted" and "low on resource: memory" in done.message
+
+
+def failed_create(first, last, uid="u1"):
+    return {"metadata": {"name": "j.1"}, "reason": "FailedCreate", "type": "Warning",
+            "involvedObject": {"kind": "Job", "name": "j", "uid": uid},
+            "message": 'Error creating: pods "j-x" is forbidden: exceeded quota: q',
+            "firstTimestamp": ts(first), "lastTimestamp": ts(last)}
+
+
+def test_a_job_refused_its_pod_is_reported_after_the_grace_with_the_clusters_message():
+    the_job = job()
+    the_job["metadata"]["uid"] = "u1"
+    early, recheck = held_outcome(the_job, [], [failed_create(1, 2)], T0 + timedelta(seconds=5), 60)
+    assert early is None and recheck == T0 + timedelta(seconds=61)
+    done, _ = held_outcome(the_job, [], [failed_create(1, 70)], T0 + timedelta(seconds=70), 60)
+    assert (done.status, done.reason) == (Status.FAILED, "FailedCreate")
+    assert "exceeded quota" in done.message
+    assert held_outcome(the_job, [], [failed_create(1, 70, uid="an-older-namesake")],
+                        T0 + timedelta(seconds=70), 60) == (None, None)
+
+
+def test_a_suspended_job_is_reported_after_the_grace_never_as_a_timeout():
+    the_job = job(("Suspended", "JobSuspended", "Job suspended by the queue"))
+    done, _ = held_outcome(the_job, [], [], T0 + timedelta(seconds=71), 60)
+    assert (done.status, done.reason) == (Status.FAILED, "Suspended")
+    assert "Job suspended by the queue" in done.message
 
 
 def test_the_newest_pod_speaks_for_a_retried_job():

@@ -106,7 +106,7 @@ def test_a_broken_cloudevent_is_rejected():
 
 @pytest.mark.parametrize("props, prefix", [
     ({"message_id": "m", "correlation_id": "c"}, "mid:m"),
-    ({"correlation_id": "c"}, "cid:c"),
+    ({"correlation_id": "c"}, "cid:"),
     ({}, "body:"),
 ])
 def test_identity_prefers_message_id_then_correlation_id_then_body(props, prefix):
@@ -145,3 +145,80 @@ def test_a_header_flood_is_rejected_before_the_body_is_read(headers):
     with pytest.raises(Rejected) as caught:
         parse_request(plain(b"not even json", headers=headers), SETTINGS)
     assert (caught.value.field, caught.value.reason) == ("headers", "HeadersTooLarge")
+
+
+# --- the original client's form: bucket names on the handler's endpoint, and a prefix
+ORIGINAL = {"image": "mstc/python-test", "jobName": "test-job", "inputBucket": "test.inputs", "prefix": "1796141366"}
+MINIO = Settings.from_env({"MINIO_SERVICE_HOST": "minio.example", "MINIO_SERVICE_PORT": "9123"})
+
+
+def test_the_original_clients_request_names_buckets_resolved_against_the_minio_endpoint():
+    r = parse_request(plain(ORIGINAL), MINIO)
+    assert r.input_bucket_url == r.output_bucket_url == "http://minio.example:9123/test.inputs"
+    assert (r.input_bucket, r.output_bucket, r.file_prefix, r.named_buckets) == (
+        "test.inputs", "test.inputs", "1796141366", True)
+    assert r.timeout_minutes == 15
+    assert r.log_key == f"1796141366-{r.job_name}.log"
+
+
+def test_an_explicit_output_bucket_and_the_standard_endpoint_variable_win():
+    settings = Settings.from_env({"MINIO_SERVICE_HOST": "minio.example", "AWS_ENDPOINT_URL_S3": "https://s3.example/"})
+    r = parse_request(plain(dict(ORIGINAL, outputBucket="test.outputs", timeOut=2)), settings)
+    assert r.input_bucket_url == "https://s3.example/test.inputs"
+    assert r.output_bucket_url == "https://s3.example/test.outputs"
+    assert r.timeout_minutes == 2
+
+
+def test_without_a_prefix_the_log_is_named_after_the_job_alone_under_the_output_urls_path():
+    assert parse_request(plain({k: v for k, v in ORIGINAL.items() if k != "prefix"}), MINIO).file_prefix is None
+    r = parse_request(plain(dict(SEED, outputBucketUrl="http://hostname:9000/out/run-1")), SETTINGS)
+    assert (r.file_prefix, r.named_buckets, r.output_bucket) == (None, False, "out")
+    assert r.log_key == f"run-1/{r.job_name}.log"
+
+
+def test_a_numeric_prefix_means_the_same_as_its_digits():
+    assert parse_request(plain(dict(ORIGINAL, prefix=1796141366)), MINIO).file_prefix == "1796141366"
+
+
+@pytest.mark.parametrize("changes, field, reason", [
+    ({"inputBucket": "Test_Inputs"}, "inputBucket", "InvalidBucketName"),
+    ({"inputBucket": "ab"}, "inputBucket", "InvalidBucketName"),
+    ({"inputBucket": "192.168.1.10"}, "inputBucket", "InvalidBucketName"),
+    ({"inputBucket": "../etc"}, "inputBucket", "InvalidBucketName"),
+    ({"outputBucket": "out..bucket"}, "outputBucket", "InvalidBucketName"),
+    ({"inputBucket": 7}, "inputBucket", "InvalidField"),
+    ({"inputBucket": None, "outputBucket": "test.outputs"}, "inputBucket", "MissingField"),
+    ({"prefix": "run\n1"}, "prefix", "InvalidPrefix"),
+    ({"prefix": "run\x7f1"}, "prefix", "InvalidPrefix"),
+    ({"prefix": "p" * 513}, "prefix", "InvalidPrefix"),
+    ({"prefix": "é" * 257}, "prefix", "InvalidPrefix"),  # 257 characters, 514 bytes
+    ({"prefix": ["a"]}, "prefix", "InvalidPrefix"),
+    ({"prefix": "\ud800"}, "prefix", "InvalidPrefix"),
+    ({"inputBucketUrl": "http://hostname:9000/bucket"}, "inputBucket", "ConflictingFields"),
+    ({"inputBucket": None, "outputBucket": "out", "inputBucketUrl": "http://h:9000/b"}, "outputBucket",
+     "ConflictingFields"),
+])
+def test_bad_bucket_names_and_prefixes_and_mixed_forms_are_rejected_naming_the_field(changes, field, reason):
+    body = {k: v for k, v in dict(ORIGINAL, **changes).items() if v is not None}
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(body), MINIO)
+    assert (caught.value.field, caught.value.reason) == (field, reason)
+
+
+def test_a_prefix_of_exactly_512_bytes_is_accepted():
+    assert parse_request(plain(dict(ORIGINAL, prefix="é" * 256)), MINIO).file_prefix == "é" * 256
+
+
+def test_a_request_with_neither_form_says_both_ways_to_name_the_input():
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain({"image": "mstc/python-test", "jobName": "test-job"}), MINIO)
+    assert caught.value.field == "inputBucketUrl" and "inputBucket" in caught.value.message
+
+
+def test_two_requesters_sharing_a_correlation_id_have_different_identities_and_jobs():
+    first = parse_request(plain(SEED, correlation_id="1", reply_to="client-a"), SETTINGS)
+    second = parse_request(plain(SEED, correlation_id="1", reply_to="client-b"), SETTINGS)
+    assert first.identity != second.identity and first.job_name != second.job_name
+    assert first.request_id == second.request_id == "1"  # what each requester knows its request by
+    again = parse_request(plain(SEED, correlation_id="1", reply_to="client-a"), SETTINGS)
+    assert again.identity == first.identity  # a redelivery is still the same request

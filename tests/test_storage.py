@@ -1,9 +1,11 @@
 import io
 import socket
+import uuid
 
 import pytest
 
 from handler.core.bucketurl import parse_bucket_url
+from handler.core.config import Settings
 from handler.adapters.storage import (
     NoSuchBucket,
     S3Credentials,
@@ -202,3 +204,47 @@ def test_an_unreachable_endpoint_is_reported_as_unavailable_with_its_cause(s3_en
     with pytest.raises(StorageUnavailable, match="unreachable") as caught:
         bucket.list_keys()
     assert caught.value.__cause__ is not None
+
+
+# --- the handler's own credentials, and small objects (the Job's log)
+
+
+def test_the_handler_uses_aws_keys_over_minio_root_ones_and_has_none_for_urls_without_either():
+    both = Settings.from_env({"AWS_ACCESS_KEY_ID": "aws", "AWS_SECRET_ACCESS_KEY": "aws-secret",
+                              "MINIO_ROOT_USER": "root", "MINIO_ROOT_PASSWORD": "root-secret",
+                              "AWS_ENDPOINT_URL_S3": "http://s3.example:9000"})
+    creds = S3Credentials.for_handler(both, named_buckets=False)
+    assert (creds.access_key, creds.secret_key, creds.endpoint_url) == ("aws", "aws-secret", "http://s3.example:9000")
+    minio = Settings.from_env({"MINIO_ROOT_USER": "root", "MINIO_ROOT_PASSWORD": "root-secret"})
+    assert S3Credentials.for_handler(minio, named_buckets=False).access_key == "root"
+    assert S3Credentials.for_handler(Settings.from_env({}), named_buckets=False) is None
+    default = S3Credentials.for_handler(Settings.from_env({}), named_buckets=True)
+    assert (default.access_key, default.secret_key) == ("minioadmin", "minioadmin")  # the original's default
+
+
+def test_put_bytes_creates_a_missing_bucket_and_writes_the_exact_key(s3_endpoint):
+    name = f"test-put-{uuid.uuid4().hex[:12]}"  # made by put_bytes itself, removed below
+    bucket = _bucket(s3_endpoint, s3_endpoint.bucket_url(name))
+    try:
+        key = bucket.put_bytes("17-job a/b.log", b"hello\n", "text/plain; charset=utf-8")
+        assert key == "17-job a/b.log"
+        assert bucket.read_bytes(key) == b"hello\n"
+        assert bucket.put_bytes(key, b"again") == key and bucket.read_bytes(key) == b"again"
+    finally:
+        for obj in s3_endpoint.client.list_objects(bucket_name=name, recursive=True):
+            s3_endpoint.client.remove_object(bucket_name=name, object_name=obj.object_name)
+        s3_endpoint.client.remove_bucket(bucket_name=name)
+
+
+@pytest.mark.parametrize("key", ["", "/abs.log", "a\nb.log"])
+def test_put_bytes_refuses_keys_it_cannot_write_as_named(s3_endpoint, s3_bucket, key):
+    with pytest.raises(UnsafeKey):
+        _bucket(s3_endpoint, s3_bucket()).put_bytes(key, b"x")
+
+
+def test_a_name_prefix_picks_and_strips_the_requests_inputs(s3_endpoint, s3_bucket, tmp_path):
+    url = s3_bucket()
+    for key in ("17-a.txt", "17-sub/b.txt", "170-c.txt", "17-"):
+        _put(s3_endpoint, url, key)
+    paths = _bucket(s3_endpoint, url).download_all(tmp_path, name_prefix="17-")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == ["a.txt", "sub/b.txt"]

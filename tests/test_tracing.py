@@ -19,7 +19,7 @@ from handler.core.request import parse_request
 from handler.service.handling import RequestHandler
 from tests.support.backends import StubBackend
 from tests.support.requester import SEED_REQUEST
-from tests.test_backends_kubernetes import job_request
+from tests.support.waiting import job_request
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

@@ -25,7 +25,7 @@ class ScriptedSource:
         self.watch_versions, self.lists = [], 0
         self.done = threading.Event()
 
-    def list(self, kind, selector):
+    def list(self, kind, selector, transform=None):
         self.lists += 1
         return (list(self.jobs) if kind == "jobs" else []), self.listed_version
 
@@ -122,3 +122,58 @@ def test_a_wait_for_one_job_is_woken_by_its_pods_but_not_by_other_jobs():
     assert 0.25 < waited(tracker, 5, "a", snap.version) < 2
     other.join()
     mine.join()
+
+
+def test_a_jobs_failed_create_events_reach_its_snapshot():
+    tracker = JobTracker(ScriptedSource([], []), "x=y", events_selector="reason=FailedCreate")
+    event = {"metadata": {"name": "a.17", "resourceVersion": "5"}, "reason": "FailedCreate",
+             "involvedObject": {"kind": "Job", "name": "a"}, "message": "exceeded quota"}
+    snap = tracker.snapshot("a")
+    tracker._apply("events", {"type": "ADDED", "object": event})
+    assert [e["message"] for e in tracker.snapshot("a").events] == ["exceeded quota"]
+    assert tracker.snapshot("a").version != snap.version  # and it wakes the Job's follower
+    tracker._apply("events", {"type": "DELETED", "object": event})
+    assert tracker.snapshot("a").events == []
+
+
+class SilentSource(ScriptedSource):
+    """A jobs watch that connects, then sends nothing at all until stopped (a stalled proxy)."""
+
+    def __init__(self):
+        super().__init__([], [])
+        self.opened = 0
+
+    def watch(self, kind, selector, version, stopper):
+        if kind != "jobs":
+            self.done.wait(5)
+            return
+        self.opened += 1
+        stream = threading.Event()
+        stream.stop = stream.set
+        stopper.append(stream)
+        try:
+            stream.wait(5)
+        finally:
+            stopper.remove(stream)
+        return
+        yield
+
+
+def test_a_watch_silent_past_the_stall_limit_is_restarted_long_before_its_read_timeout():
+    source = SilentSource()
+    tracker = JobTracker(source, "x=y", Backoff(base=0.001, cap=0.01), stall_seconds=0.2)
+    tracker.start()
+    time.sleep(1.0)
+    source.done.set()
+    tracker.stop()
+    assert tracker.counters.stalls >= 2 and source.opened >= 3
+
+
+def test_without_a_stall_limit_a_quiet_watch_is_left_alone():
+    source = SilentSource()
+    tracker = JobTracker(source, "x=y", Backoff(base=0.001, cap=0.01))
+    tracker.start()
+    time.sleep(0.5)
+    source.done.set()
+    tracker.stop()
+    assert tracker.counters.stalls == 0 and source.opened == 1

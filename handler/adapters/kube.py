@@ -8,9 +8,10 @@ the package's errors, split by what the caller does next, with the cause kept.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Mapping, Iterator
 from typing import Any
 
 import urllib3
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 CALL_TIMEOUT = (5.0, 30.0)
 #: Statuses worth retrying: throttling and server-side trouble.
 RETRYABLE = {429, 500, 502, 503, 504}
+#: Objects per LIST page: a namespace with thousands of finished Jobs is read in chunks
+#: the API server serves cheaply, not in one response it must build whole.
+LIST_PAGE = 500
 Json = dict[str, Any]
 
 
@@ -138,6 +142,9 @@ class _BatchV1(_Endpoints):
 
 
 class _CoreV1(_Endpoints):
+    def list_namespaced_event(self, namespace: str, **kw: Any):  # noqa: ANN201 - see list_namespaced_job
+        return self._request("GET", "/namespaces/{namespace}/events", {"namespace": namespace}, **kw)
+
     def list_namespaced_pod(self, namespace: str, **kw: Any):  # noqa: ANN201 - see list_namespaced_job
         return self._request("GET", "/namespaces/{namespace}/pods", {"namespace": namespace}, **kw)
 
@@ -219,16 +226,26 @@ class Kube:
             return None
 
     def delete_job(self, name: str) -> None:
-        """Delete with background propagation so the pods go too; a missing Job is fine."""
+        """Delete with foreground propagation: the pods stop now, while the Job itself, held
+        by the handler's reply finalizer, keeps its status until its reply is confirmed (a
+        background deletion would leave the pods running until then). A missing Job is fine."""
         try:
             self._call(
                 f"delete job {name}", self.batch.delete_namespaced_job, name, self.namespace,
-                propagation_policy="Background",
+                propagation_policy="Foreground",
             )
         except NotFound:
             pass  # already gone: what the caller wanted
 
-    def patch_job_annotations(self, name: str, annotations: dict[str, str | None]) -> Json:
+    def patch_job(self, name: str, operations: list[Json]) -> Json:
+        """Apply a JSON patch (RFC 6902); its ``test`` operations make it conditional. A failed
+        test is refused with 422 (``JobFailedToStart``): read the Job again and rebuild it."""
+        return json.loads(self._call(
+            f"patch job {name}", self.batch.patch_namespaced_job, name, self.namespace, operations,
+            _content_type="application/json-patch+json",
+        ))
+
+    def patch_job_annotations(self, name: str, annotations: Mapping[str, str | None]) -> Json:
         """Set (or, with None, remove) annotations with one JSON merge patch: no read, no
         resourceVersion, so it cannot conflict. The client would otherwise send a dict as
         a JSON patch (its first content type), which the API server refuses."""
@@ -244,15 +261,65 @@ class Kube:
         )
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
+    def pod_log(self, pod: str, container: str, limit_bytes: int) -> bytes:
+        """The pod's log from its start, at most ``limit_bytes`` bytes (the API server's
+        ``limitBytes`` keeps the head), as bytes: the caller decides how to cut and decode."""
+        raw = self._call(
+            f"read log of pod {pod}", self.core.read_namespaced_pod_log, pod, self.namespace,
+            container=container, limit_bytes=limit_bytes,
+        )
+        return raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
+
+    def follow_pod_log(self, pod: str, container: str, idle_seconds: float = 300.0) -> Iterator[bytes]:
+        """The pod's log as it is written (``follow=true``), chunk by chunk, until the
+        container ends or the stream does (a silence of ``idle_seconds``, a dropped
+        connection): the caller decides whether to ask again. ``NotFound``, ``Transient``."""
+        what = f"follow log of pod {pod}"
+        try:
+            response = self.core.read_namespaced_pod_log(pod, self.namespace, container=container, follow=True,
+                                                         _request_timeout=(CALL_TIMEOUT[0], idle_seconds))
+        except TRANSPORT_ERRORS as exc:
+            raise translate(exc, what) from exc
+        try:
+            yield from response.stream(4096, decode_content=True)
+        except TRANSPORT_ERRORS as exc:
+            raise translate(exc, what) from exc
+        finally:
+            response.release_conn()
+
     def _lister(self, kind: str) -> Any:
-        return self.batch.list_namespaced_job if kind == "jobs" else self.core.list_namespaced_pod
+        return {"jobs": self.batch.list_namespaced_job, "pods": self.core.list_namespaced_pod,
+                "events": self.core.list_namespaced_event}[kind]
 
-    def list(self, kind: str, selector: str) -> tuple[list[Json], str]:
-        """Every object of ``kind`` ("jobs" or "pods") matching the selector, and the list's resourceVersion."""
-        body = json.loads(self._call(f"list {kind}", self._lister(kind), self.namespace, label_selector=selector))
-        return body.get("items") or [], body["metadata"]["resourceVersion"]
+    @staticmethod
+    def _selecting(kind: str, selector: str) -> dict[str, str]:
+        """Jobs and pods are selected by label; events (which carry no labels of ours) by field."""
+        return {"field_selector" if kind == "events" else "label_selector": selector}
 
-    def watch(self, kind: str, selector: str, resource_version: str, stopper: list) -> Iterator[Json]:
+    def list(self, kind: str, selector: str, transform: Any = None) -> tuple[builtins.list[Json], str]:
+        """Every object of ``kind`` ("jobs", "pods" or "events") matching the selector (a field
+        selector for events), read page by page, and the list's resourceVersion. Given
+        ``transform`` (e.g. ``core.trim``), each page's objects pass through it as the page
+        arrives, so a long list is never held whole."""
+        for attempt in range(3):
+            items: builtins.list[Json] = []
+            token = None
+            try:
+                while True:
+                    body = json.loads(self._call(f"list {kind}", self._lister(kind), self.namespace,
+                                                 limit=LIST_PAGE, continue_=token, **self._selecting(kind, selector)))
+                    page = body.get("items") or []
+                    items += map(transform, page) if transform is not None else page
+                    token = body["metadata"].get("continue")
+                    if not token:
+                        return items, body["metadata"]["resourceVersion"]
+            except ResourceGone:
+                # The continue token expired (the snapshot was compacted): start over.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def watch(self, kind: str, selector: str, resource_version: str, stopper: builtins.list[Any]) -> Iterator[Json]:
         """Watch events (plain dicts) from ``resource_version`` until the server ends the stream.
 
         ``kubernetes.watch.Watch`` does the streaming; with both timeouts set it makes no
@@ -264,7 +331,7 @@ class Kube:
         stopper.append(stream)
         try:
             events = stream.watch.stream(
-                stream.open, self.namespace, label_selector=selector, resource_version=resource_version,
+                stream.open, self.namespace, resource_version=resource_version, **self._selecting(kind, selector),
                 allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout,
                 _request_timeout=(CALL_TIMEOUT[0], self.watch_timeout + 15),
             )
@@ -285,7 +352,8 @@ class Kube:
     def reachable(self) -> bool:
         """A cheap call for /readyz: the API server answers."""
         try:
-            client.VersionApi(self.api).get_code(_preload_content=False, _request_timeout=(2.0, 2.0)).read()
+            response: Any = client.VersionApi(self.api).get_code(_preload_content=False, _request_timeout=(2.0, 2.0))
+            response.read()
             return True
         except TRANSPORT_ERRORS:
             return False

@@ -6,13 +6,16 @@ requests to a ``host:port`` out of the box. Everything above it deals in
 ``BucketUrl`` (see ``handler.core.bucketurl``), ``S3Credentials`` and ``Bucket``; minio and
 urllib3 errors never leave this module untranslated.
 
-Credentials come only from the standard environment variables, read from a mapping
-the caller passes in (``S3Credentials.from_env(os.environ)`` is called at the CLI edge).
+Credentials come from the standard environment variables (MinIO's names as fallbacks),
+read from a mapping the caller passes in (``S3Credentials.from_env(os.environ)`` is
+called at the CLI edge), or, for the handler itself, from its ``Settings``
+(``S3Credentials.for_handler``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import mimetypes
 import os
@@ -27,6 +30,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from handler.core.bucketurl import BucketUrl, InvalidBucketUrl
+from handler.core.config import Settings
 from handler.core.errors import (
     NoSuchBucket,
     StorageAccessDenied,
@@ -74,14 +78,14 @@ class S3Credentials:
         def first(*names: str) -> str | None:
             return next((environ[name] for name in names if environ.get(name)), None)
 
-        access_key = first("AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY")
-        secret_key = first("AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY")
+        access_key = first("AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY", "MINIO_ROOT_USER")
+        secret_key = first("AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_ROOT_PASSWORD")
         if access_key is None or secret_key is None:
             missing = [
                 label
                 for label, value in (
-                    ("AWS_ACCESS_KEY_ID (or MINIO_ACCESS_KEY)", access_key),
-                    ("AWS_SECRET_ACCESS_KEY (or MINIO_SECRET_KEY)", secret_key),
+                    ("AWS_ACCESS_KEY_ID (or MINIO_ACCESS_KEY, MINIO_ROOT_USER)", access_key),
+                    ("AWS_SECRET_ACCESS_KEY (or MINIO_SECRET_KEY, MINIO_ROOT_PASSWORD)", secret_key),
                 )
                 if value is None
             ]
@@ -97,6 +101,17 @@ class S3Credentials:
             endpoint_url=endpoint_url,
             ca_bundle=first("AWS_CA_BUNDLE", "SSL_CERT_FILE"),
         )
+
+
+    @classmethod
+    def for_handler(cls, settings: Settings, named_buckets: bool) -> S3Credentials | None:
+        """The handler's own bucket credentials (``Settings.s3_keys``: AWS_* win over
+        MINIO_ROOT_*), with AWS_ENDPOINT_URL_S3 for ``s3://`` URLs; None when it has none."""
+        keys = settings.s3_keys(named_buckets)
+        if keys is None:
+            return None
+        return cls(access_key=keys[0], secret_key=keys[1],
+                   endpoint_url=settings.aws_endpoint_url_s3 or settings.aws_endpoint_url or None)
 
 
 def open_bucket(url: BucketUrl, creds: S3Credentials) -> Bucket:
@@ -153,6 +168,38 @@ class Bucket:
                 return
         log.info("created bucket %s", self.url.bucket)
 
+    def put_bytes(self, relative_key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Write ``data`` as the object ``prefix + relative_key`` (taken as it is, not
+        normalised, so the key is exactly the one the caller named); return the key. A
+        missing bucket is created and the write tried once more."""
+        if not relative_key or relative_key.startswith("/") or any(ord(ch) < 0x20 or ch == "\x7f" for ch in relative_key):
+            raise UnsafeKey(f"cannot write an object named {relative_key[:80]!r}")
+        key = self.url.prefix + relative_key
+
+        def put() -> None:
+            self._client.put_object(bucket_name=self.url.bucket, object_name=key, data=io.BytesIO(data),
+                                    length=len(data), content_type=content_type)
+
+        try:
+            with self._errors(f"write {key}"):
+                put()
+        except NoSuchBucket:
+            self.ensure_bucket()
+            with self._errors(f"write {key}"):
+                put()
+        return key
+
+    def read_bytes(self, relative_key: str) -> bytes:
+        """The object ``prefix + relative_key``, whole (for small objects: logs, tests)."""
+        key = self.url.prefix + relative_key
+        with self._errors(f"read {key}"):
+            response = self._client.get_object(bucket_name=self.url.bucket, object_name=key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
     def list_keys(self) -> list[str]:
         """Every object key under the prefix (full keys, prefix included), sorted."""
         with self._errors("list objects"):
@@ -173,18 +220,19 @@ class Bucket:
             )
         return key
 
-    def upload_dir(self, local_dir: Path, under_prefix: str = "") -> list[str]:
+    def upload_dir(self, local_dir: Path, under_prefix: str = "", name_prefix: str = "") -> list[str]:
         """Upload every regular file below ``local_dir``, keeping relative paths; return the keys.
 
-        Symbolic links are skipped: they may point anywhere on the machine, and what
-        a Job uploads should be what it wrote.
+        ``name_prefix`` starts every key after the URL's prefix (the original's
+        ``<prefix>-<file>`` naming). Symbolic links are skipped: they may point anywhere
+        on the machine, and what a Job uploads should be what it wrote.
         """
         local_dir = Path(local_dir)
         try:
-            target = self.url.child(under_prefix)
+            target = self.url.child(name_prefix + under_prefix)
         except InvalidBucketUrl as exc:
-            raise UnsafeKey(f"cannot upload under {under_prefix!r}: {exc}") from exc
-        below = target.prefix[len(self.url.prefix) :]
+            raise UnsafeKey(f"cannot upload under {name_prefix + under_prefix!r}: {exc}") from exc
+        below = target.prefix[len(self.url.prefix) :] if under_prefix else name_prefix
         keys: list[str] = []
         size = 0
         for path in _files_below(local_dir):
@@ -193,8 +241,11 @@ class Bucket:
         log.info("uploaded %d files (%d bytes) from %s to %s", len(keys), size, local_dir, target)
         return keys
 
-    def download_all(self, local_dir: Path) -> list[Path]:
+    def download_all(self, local_dir: Path, name_prefix: str = "") -> list[Path]:
         """Download every object under the prefix into ``local_dir``, keeping relative paths.
+
+        With ``name_prefix``, only the objects whose names (after the URL's prefix) start
+        with it, saved without it: ``<prefix>-data.csv`` becomes ``data.csv``.
 
         All keys are checked before anything is written: one that would land outside
         ``local_dir`` (``..``, an absolute path, a symlink already there) refuses the
@@ -204,10 +255,11 @@ class Bucket:
         local_dir = Path(local_dir)
         local_dir.mkdir(parents=True, exist_ok=True)
         root = local_dir.resolve()
+        start = len(self.url.prefix) + len(name_prefix)
         plan = [
-            (key, _local_path_for(root, key, key[len(self.url.prefix) :]))
+            (key, _local_path_for(root, key, key[start:]))
             for key in self.list_keys()
-            if not key.endswith("/")
+            if not key.endswith("/") and key[len(self.url.prefix) :].startswith(name_prefix) and key[start:]
         ]
         paths = []
         for key, path in plan:

@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
+
+if TYPE_CHECKING:
+    from handler.core.config import Settings
 
 SCHEMES = ("http", "https", "s3")
 
@@ -107,7 +112,141 @@ def parse_bucket_url(url: str) -> BucketUrl:
     return BucketUrl(parts.scheme, endpoint, secure, bucket, prefix)
 
 
+class BucketHostNotAllowed(InvalidBucketUrl):
+    """A bucket host a Job must never be sent to: link-local or a cloud metadata
+    service (always), or not in ``CLOUD_WORKER_ALLOWED_BUCKET_HOSTS`` when that is set."""
+
+
+#: Cloud metadata services by name: a Job pod asked to fetch from one would hand its
+#: node's or its service account's credentials to whoever reads the Job's log tail.
+METADATA_HOSTS = frozenset({
+    "metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal",
+    "metadata.azure.com", "metadata.tencentyun.com", "metadata.platformequinix.com",
+})
+#: ... and by address, besides all of link-local (169.254.0.0/16 and fe80::/10, where
+#: AWS, GCP, Azure, OCI and OpenStack serve theirs at 169.254.169.254).
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
+    "fd00:ec2::254", "fd00:ec2::23", "100.100.100.200", "192.0.0.192",
+))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IDNA_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
+def check_bucket_host(url_or_endpoint: str | BucketUrl, settings: Settings) -> None:
+    """Refuse a bucket host a Job must not be sent to, or raise nothing.
+
+    ``url_or_endpoint`` is a bucket URL (parsed or not), an endpoint URL
+    (``http://minio:9000``) or ``host[:port]``. ``s3://`` URLs pass: their endpoint is
+    the operator's (the Job's environment), not the request's. The check is on the
+    literal host, with no DNS look-up (that would be I/O, and the answer could change
+    before the pod asks): link-local and metadata addresses in any notation a URL
+    parser or ``inet_aton`` accepts (``2852039166``, ``0xa9.0xfe.0xa9.0xfe``,
+    ``[::ffff:169.254.169.254]``, ...) and metadata names are always refused; with
+    ``settings.allowed_bucket_hosts`` set (``CLOUD_WORKER_ALLOWED_BUCKET_HOSTS``:
+    ``host[:port]`` entries, an exact, case-insensitive match) every other host is too.
+    Raises ``BucketHostNotAllowed``; a caller that has a field names it in its rejection.
+    """
+    allowed = settings.allowed_bucket_hosts
+    if isinstance(url_or_endpoint, BucketUrl):
+        if url_or_endpoint.endpoint is None:
+            return
+        endpoint = url_or_endpoint.endpoint
+    elif "://" in url_or_endpoint:
+        parts = urlsplit(url_or_endpoint)
+        if parts.scheme.lower() == "s3":
+            return
+        endpoint = parts.netloc.rpartition("@")[2]
+    else:
+        endpoint = url_or_endpoint
+    host, port = split_host_port(endpoint)
+    shown = endpoint[:100]
+    if host in METADATA_HOSTS:
+        raise BucketHostNotAllowed(f"bucket host {shown!r} is a cloud metadata service; Jobs never fetch from one")
+    for address in _addresses(host):
+        if address.is_link_local or address in METADATA_ADDRESSES:
+            raise BucketHostNotAllowed(
+                f"bucket host {shown!r} is a link-local or cloud metadata address ({address}); Jobs never fetch "
+                "from one")
+    if allowed and (host, port) not in {split_host_port(entry) for entry in allowed}:
+        raise BucketHostNotAllowed(
+            f"bucket host {shown!r} is not one of this handler's bucket hosts (CLOUD_WORKER_ALLOWED_BUCKET_HOSTS)")
+
+
+def split_host_port(endpoint: str) -> tuple[str, int | None]:
+    """``Host:9000`` → ``("host", 9000)``; ``[::1]`` → ``("::1", None)``: lower case,
+    no trailing dot, percent-decoded (a URL's ``%25`` in an IPv6 zone), and with
+    Unicode folded as IDNA folds it before a look-up (full-width digits, ideographic dots)."""
+    endpoint = unicodedata.normalize("NFKC", unquote(endpoint)).translate(_IDNA_DOTS).strip().lower()
+    if endpoint.startswith("["):
+        host, _, rest = endpoint[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif endpoint.count(":") == 1:
+        host, _, port_text = endpoint.partition(":")
+    else:
+        host, port_text = endpoint, ""
+    try:
+        port = int(port_text) if port_text else None
+    except ValueError:
+        port = -1  # matches no allowed entry
+    return host.rstrip("."), port
+
+
+def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address ``host`` denotes as a literal, as each parser that might read it would."""
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    try:
+        found.append(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    legacy = _legacy_ipv4(host)
+    if legacy is not None:
+        found.append(legacy)
+    for address in list(found):
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                found.append(address.ipv4_mapped)
+            if address in _NAT64 or int(address) >> 32 == 0:  # NAT64, or the old IPv4-compatible form
+                found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
+def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address of ``host`` read as ``inet_aton`` and the WHATWG URL parser read
+    it (1 to 4 parts, each decimal, ``0x`` hex or ``0`` octal; the last fills the rest),
+    or None when it is not one."""
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    numbers = []
+    for part in parts:
+        try:
+            if part[:2] in ("0x", "0X"):
+                numbers.append(int(part[2:] or "0", 16))
+            elif len(part) > 1 and part.startswith("0"):
+                numbers.append(int(part, 8))
+            else:
+                numbers.append(int(part, 10) if part.isascii() and part.isdigit() else -1)
+        except ValueError:
+            return None
+    if any(n < 0 for n in numbers) or any(n > 255 for n in numbers[:-1]):
+        return None
+    if numbers[-1] >= 256 ** (5 - len(numbers)):
+        return None
+    value = numbers[-1]
+    for index, number in enumerate(numbers[:-1]):
+        value += number << (8 * (3 - index))
+    return ipaddress.IPv4Address(value)
+
+
 def _check_bucket_name(name: str, shown: str) -> None:
+    problem = bucket_name_problem(name)
+    if problem:
+        raise InvalidBucketUrl(f"bucket URL {shown!r}: bucket name {name!r} {problem} (S3 bucket naming rules)")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """What breaks the S3 bucket naming rules in ``name`` (e.g. "must be 3 to 63
+    characters long"), or None for a valid name."""
     problem = None
     if not 3 <= len(name) <= 63:
         problem = "must be 3 to 63 characters long"
@@ -119,8 +258,7 @@ def _check_bucket_name(name: str, shown: str) -> None:
         problem = "must not be formatted as an IP address"
     elif name.startswith(_RESERVED_BUCKET_PREFIXES) or name.endswith(_RESERVED_BUCKET_SUFFIXES):
         problem = "uses a prefix or suffix S3 reserves"
-    if problem:
-        raise InvalidBucketUrl(f"bucket URL {shown!r}: bucket name {name!r} {problem} (S3 bucket naming rules)")
+    return problem
 
 
 def _is_ip_address(name: str) -> bool:

@@ -19,7 +19,7 @@ from handler.core.errors import ConfigError
 
 PREFIX = "CLOUD_WORKER_"
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-#: Namespace used outside a cluster: the one the seed's service account manifest created.
+#: Namespace used outside a cluster: the one the development manifests create.
 FALLBACK_NAMESPACE = "mstc-dev"
 #: Values of CLOUD_WORKER_BACKEND (see ``handler.service.backends``).
 BACKENDS = ("kubernetes", "local")
@@ -51,9 +51,26 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _setting(default: Any, help: str, parse: Callable[[str], Any] = str, env: str | None = None) -> Any:
-    """A field whose environment variable is ``CLOUD_WORKER_<FIELD_NAME>`` unless named."""
-    return field(default=default, metadata={"help": help, "parse": parse, "env": env})
+def _int_csv(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in _csv(text))
+
+
+#: The commands a setting is a flag of (every command reads every variable): the handler's
+#: two faces, and the tools that look at a request after it was sent.
+CONSUME, SERVE, HANDLERS = ("consume",), ("serve",), ("consume", "serve")
+STATUS_LOGS = ("status", "logs")
+CANCEL = ("cancel",)
+
+
+def _setting(default: Any, help: str, parse: Callable[[str], Any] = str, env: str | None = None,
+             secret: bool = False, choices: tuple[str, ...] | None = None,
+             commands: tuple[str, ...] = HANDLERS) -> Any:
+    """A field whose environment variable is ``CLOUD_WORKER_<FIELD_NAME>`` unless named.
+    A ``secret`` one is left out of ``repr`` and shown as ``***`` by ``redacted``;
+    ``choices`` are its only values; ``commands`` are the subcommands with a flag for it."""
+    return field(default=default, repr=not secret, metadata={"help": help, "parse": parse, "env": env,
+                                                              "secret": secret, "choices": choices,
+                                                              "commands": commands})
 
 
 @dataclass(frozen=True)
@@ -62,30 +79,36 @@ class Settings:
     amqp_url: str = _setting(
         "amqp://guest:guest@localhost:5672/%2F",
         "AMQP URL of the broker (credentials belong in a Secret). Default: a local RabbitMQ.",
+        commands=CONSUME + CANCEL,
     )
     exchange: str = _setting(
-        "mstc.exchange", "Direct exchange the seed's clients publish to; the work queue is bound to it."
+        "mstc.exchange", "Direct exchange clients publish requests to; the work queue is bound to it.",
+        commands=CONSUME + CANCEL,
     )
     queue: str = _setting(
         "mstc.queue.work",
-        "Work queue, declared durable with no arguments exactly as the seed's client declares it; "
-        "also the binding key.",
+        "Work queue (also its binding key), declared durable with no arguments, exactly as the original "
+        "clients declare it.",
+        commands=CONSUME + CANCEL,
     )
     dead_letter_queue: str = _setting(
-        "", "Durable queue that receives a copy of every rejected request. Empty: no copy is kept."
+        "", "Durable queue that receives a copy of every rejected request. Empty: no copy is kept.", commands=CONSUME
     )
     reply_exchange: str = _setting(
-        "", "Exchange for replies to requests without reply_to. Empty: the default exchange."
+        "", "Exchange for replies to requests without reply_to. Empty: the default exchange.", commands=CONSUME
     )
     reply_routing_key: str = _setting(
-        "", "Routing key for replies to requests without reply_to. Empty: such replies are only logged."
+        "", "Routing key for replies to requests without reply_to. Empty: such replies are only logged.",
+        commands=CONSUME,
     )
     concurrency: int = _setting(
-        1, "Requests one process runs at once (also the prefetch count). 1 keeps a pod's work visible to KEDA.", int
+        1, "Requests one process runs at once (also the prefetch count). 1 keeps a pod's work visible to KEDA.", int,
+        commands=CONSUME,
     )
-    once: bool = _setting(False, "Handle one request, then exit 0 (KEDA ScaledJob mode).", _bool)
+    once: bool = _setting(False, "Handle one request, then exit 0 (KEDA ScaledJob mode).", _bool, commands=CONSUME)
     idle_exit_seconds: float = _setting(
-        0.0, "Seconds without work after which idle mode exits 0. 0: never (KEDA ScaledObject scales down).", float
+        0.0, "Seconds without work after which idle mode exits 0. 0: never (KEDA ScaledObject scales down).", float,
+        commands=CONSUME,
     )
     shutdown_grace_seconds: float = _setting(
         25.0,
@@ -94,36 +117,108 @@ class Settings:
         float,
     )
     reconnect_max_seconds: float = _setting(
-        30.0, "Upper bound of the exponential backoff between broker reconnection attempts, in seconds.", float
+        30.0, "Upper bound of the exponential backoff between broker reconnection attempts, in seconds.", float,
+        commands=CONSUME,
+    )
+    max_attempts: int = _setting(
+        5,
+        "Attempts a request gets when handling it fails transiently (API server or S3 down) or unexpectedly once "
+        "its Job exists. Each retry is a copy republished after a growing delay, counted in its "
+        "x-cloud-worker-attempts header; after the last one the requester gets `failed` and the request a "
+        "dead-letter copy. 5 rides out about a minute of trouble.",
+        int, commands=CONSUME,
+    )
+    retry_delay_seconds: float = _setting(
+        2.0, "Delay before the first retry of a request, in seconds; doubled for each further attempt, at most 60.",
+        float, commands=CONSUME,
+    )
+    broker_consumer_timeout_minutes: float = _setting(
+        30.0,
+        "The broker's consumer_timeout, in minutes (RabbitMQ's default is 30). On RabbitMQ before 3.11.15 a "
+        "delivery unacked for longer is taken back, so the handler warns at start-up when the longest Job a "
+        "request may ask for does not fit in it.",
+        float, commands=CONSUME,
     )
     max_body_bytes: int = _setting(
         64 * 1024, "Largest request body accepted, in bytes. A request is five short fields; 64 KiB is generous.", int
     )
     # --- requests
     default_timeout_minutes: float = _setting(
-        15.0, "Job timeout when a request gives none or 0, in minutes (the seed's default).", float
+        15.0, "Job timeout when a request gives none or 0, in minutes (the original's default).", float
     )
     max_timeout_minutes: float = _setting(
-        120.0, "Largest timeOut a request may ask for, in minutes. Larger ones are rejected.", float
+        25.0,
+        "Largest timeOut a request may ask for, in minutes. Larger ones are rejected. The default keeps the "
+        "longest Job (plus slack) inside RabbitMQ's default 30-minute consumer_timeout; raise both together.",
+        float,
     )
     allowed_images: tuple[str, ...] = _setting(
         (), "Comma-separated image prefixes a request may use. Empty: any image.", _csv
     )
+    allowed_bucket_hosts: tuple[str, ...] = _setting(
+        (),
+        "Comma-separated host[:port] entries a bucket URL may name (exact, case-insensitive: minio:9000 does "
+        "not allow minio:9001). Empty: any host but link-local and cloud metadata addresses, which are always "
+        "refused.",
+        _csv,
+    )
     unknown_fields: str = _setting(
         "ignore",
         "What to do with request fields beyond the documented ones (namespace, env, command, ...): ignore "
-        "(the default: the seed's clients may send extras, and they never reach the Job either way) or reject.",
+        "(the default: the original clients may send extras, and they never reach the Job either way) or reject.",
+        choices=("ignore", "reject"),
     )
     event_source: str = _setting(
         "urn:mstc:cloud-worker", "CloudEvents `source` attribute of every reply."
     )
+    # --- buckets (the handler's own S3 access: bucket names, and the Job's log)
+    minio_service_host: str = _setting(
+        "localhost",
+        "Host of the MinIO endpoint that bucket names (inputBucket/outputBucket) resolve against, as the original "
+        "read it; in a cluster a Service named minio sets it. AWS_ENDPOINT_URL_S3 wins when set.",
+        env="MINIO_SERVICE_HOST",
+    )
+    minio_service_port: int = _setting(
+        9000, "Port of that MinIO endpoint (MinIO's default).", int, env="MINIO_SERVICE_PORT"
+    )
+    minio_root_user: str = _setting(
+        "",
+        "Access key the handler uses for buckets (to upload the Job's log). AWS_ACCESS_KEY_ID wins when set. "
+        "Empty: minioadmin (the original's default), and only for requests that name buckets.",
+        env="MINIO_ROOT_USER",
+    )
+    minio_root_password: str = _setting(
+        "", "Secret key that goes with MINIO_ROOT_USER. Empty: minioadmin, as above.", env="MINIO_ROOT_PASSWORD",
+        secret=True,
+    )
+    aws_endpoint_url_s3: str = _setting(
+        "",
+        "S3 endpoint (http(s)://host[:port]) bucket names resolve against; wins over MINIO_SERVICE_HOST/PORT.",
+        env="AWS_ENDPOINT_URL_S3",
+    )
+    aws_endpoint_url: str = _setting(
+        "", "The generic AWS endpoint; used as AWS_ENDPOINT_URL_S3 when that is empty.", env="AWS_ENDPOINT_URL"
+    )
+    aws_access_key_id: str = _setting(
+        "", "Access key for buckets; wins over MINIO_ROOT_USER.", env="AWS_ACCESS_KEY_ID"
+    )
+    aws_secret_access_key: str = _setting(
+        "", "Secret key that goes with AWS_ACCESS_KEY_ID.", env="AWS_SECRET_ACCESS_KEY", secret=True
+    )
+    job_log_max_bytes: int = _setting(
+        10 * 1024 * 1024,
+        "Largest Job log uploaded to the output bucket, in bytes; a longer log is cut there and ends with a "
+        "truncation line. 10 MiB holds any log a person reads, and bounds the handler's memory per request.",
+        int,
+    )
     # --- kubernetes
     namespace: str = _setting(
-        "", "Namespace Jobs run in. Empty: the pod's own namespace in-cluster, else mstc-dev."
+        "", "Namespace Jobs run in. Empty: the pod's own namespace in-cluster, else mstc-dev.",
+        commands=HANDLERS + STATUS_LOGS,
     )
     kubeconfig: str = _setting(
         "", "Kubeconfig file used outside a cluster. Empty: the standard KUBECONFIG / ~/.kube/config.",
-        env="KUBECONFIG",
+        env="KUBECONFIG", commands=HANDLERS + STATUS_LOGS,
     )
     job_service_account: str = _setting("", "Service account of the Job's pods. Empty: the namespace default.")
     job_env_secret: str = _setting(
@@ -135,7 +230,11 @@ class Settings:
     )
     job_backoff_limit: int = _setting(0, "Pod retries before a Job fails. 0: a failed job is reported at once.", int)
     job_ttl_seconds: int = _setting(
-        30, "ttlSecondsAfterFinished of each Job (the seed's 30 s): long enough to read the log, short enough to tidy.", int
+        30,
+        "ttlSecondsAfterFinished of each Job: seconds after it finishes before the cluster deletes it and its pods "
+        "(the original's 30 s, short enough to tidy). The handler's finalizer keeps the Job (not its pods) until its "
+        "reply is confirmed, however short this is.",
+        int,
     )
     job_run_as_user: int = _setting(
         1000, "UID the Job's container runs as; non-root so the restricted Pod Security Standard admits it.", int
@@ -152,25 +251,69 @@ class Settings:
         "the Job itself and reports timedout.",
         float,
     )
-    log_tail_lines: int = _setting(50, "Lines of the pod log included in the reply.", int)
-    log_tail_bytes: int = _setting(8192, "Upper bound of the log tail in the reply, in bytes.", int)
+    job_start_grace_seconds: float = _setting(
+        60.0,
+        "Seconds a Job may stay Suspended (a queue such as Kueue has not admitted it) or unable to create its "
+        "pod (FailedCreate: quota, Pod Security admission, LimitRange) before it is deleted and reported failed "
+        "with the cluster's message; long enough for a quota freed a moment later, far shorter than a timeout.",
+        float,
+    )
+    job_fail_fast_exit_codes: tuple[int, ...] = _setting(
+        (),
+        "Comma-separated exit codes of the job's container that fail its Job at once, without the retries "
+        "job_backoff_limit allows (a podFailurePolicy FailJob rule), e.g. 2,64 for bad input. 1-255; empty: none.",
+        _int_csv,
+    )
+    finalizer_horizon_seconds: float = _setting(
+        86400.0,
+        "Seconds a finished (or deleted) Job may keep the handler's finalizer, waiting for its reply to be "
+        "confirmed, before any handler removes it so the cluster can delete the Job. A day covers a broker or "
+        "handler outage over a weekend night; every request is answered or redelivered long before.",
+        float,
+    )
+    instance: str = _setting(
+        "",
+        "Name of this installation, set as the cloud-worker.mstc.io/instance label of its Jobs. When set, the "
+        "handler follows and cancels only Jobs with its own name, so installations sharing a namespace keep "
+        "apart. Empty: no instance label (every Job managed by a cloud worker in the namespace).",
+        commands=HANDLERS + STATUS_LOGS,
+    )
+    log_tail_lines: int = _setting(50, "Lines of the pod log included in the reply.", int,
+                                   commands=HANDLERS + ("status",))
+    log_tail_bytes: int = _setting(8192, "Upper bound of the log tail in the reply, in bytes.", int,
+                                   commands=HANDLERS + ("status",))
     watch_timeout_seconds: int = _setting(
         240,
         "Server-side timeoutSeconds of each watch request; the client-side read timeout is 15 s more. "
         "Below the API server's 5-minute minimum request timeout so our side renews first.",
         int,
     )
+    watch_stall_seconds: float = _setting(
+        90.0,
+        "Seconds a watch may go without any event or bookmark before it is taken as stalled and restarted "
+        "(from the last version seen). The handler asks for bookmarks, which API servers send about once a "
+        "minute, so 90 s allows for one late bookmark. 0: only the read timeout (watch_timeout_seconds + 15 s).",
+        float,
+    )
     # --- where Jobs run
     backend: str = _setting(
         "kubernetes",
         "Where Jobs run: kubernetes (one batch/v1 Job per request) or local (one local process per request, "
-        "for a single machine and the demo; one handler process only, as its registry of running jobs is "
-        "in memory).",
+        "for a single machine and the demo).",
+        choices=BACKENDS, commands=HANDLERS + STATUS_LOGS,
     )
     local_images: str = _setting(
         "",
         "TOML file mapping images to local commands, for the local backend. Empty: examples/images.toml "
         "of the source checkout.",
+    )
+    local_state_dir: str = _setting(
+        "",
+        "Folder of a local-mode handler's jobs (the manifest, log and outcome of each), which `cloud-worker status` "
+        "and `logs` read. One handler runs the jobs of a folder, so cancels and redeliveries always reach the "
+        "process that runs the job: a second handler given the same folder is refused. Empty: "
+        "cloud-worker-<uid> in the system's temporary folder (/tmp).",
+        commands=HANDLERS + STATUS_LOGS,
     )
     # --- process
     http_port: int = _setting(
@@ -180,15 +323,47 @@ class Settings:
     http_threads: int = _setting(
         32,
         "Threads of `cloud-worker serve` (gunicorn gthread, one process): each synchronous request holds one "
-        "for its Job's whole run, and probes need a free one, so keep it above the synchronous calls expected "
+        "for its Job's whole run, and at most this many minus one wait at once (the next is answered 503 with "
+        "Retry-After), so polls and probes always find a free thread; keep it above the synchronous calls expected "
         "at once.",
-        int,
+        int, commands=SERVE,
+    )
+    http_auth: str = _setting(
+        "token",
+        "Authentication of `cloud-worker serve`: token (a bearer token on every route but /healthz, /readyz and "
+        "/metrics; serve refuses to start without one) or none (only behind a gateway that authenticates).",
+        commands=SERVE, choices=("token", "none"),
+    )
+    http_token: str = _setting(
+        "",
+        "Bearer token `cloud-worker serve` requires (from a Secret). Prefer CLOUD_WORKER_HTTP_TOKEN_FILE: a file "
+        "is re-read when it changes, so the token can be rotated without a restart.",
+        commands=SERVE,
+    )
+    http_token_file: str = _setting(
+        "",
+        "File holding the bearer tokens `cloud-worker serve` accepts, one per line (two while rotating); "
+        "re-read when it changes.",
+        commands=SERVE,
+    )
+    http_probe_port: int = _setting(
+        8081,
+        "Port of /healthz, /readyz and /metrics on their own listener in `cloud-worker serve`, so probes answer "
+        "within a second however busy the request threads are. 0: probes on the main port only.",
+        int, commands=SERVE,
+    )
+    http_async_limit: int = _setting(
+        256,
+        "Asynchronous requests (Prefer: respond-async) one `cloud-worker serve` process follows at once, a "
+        "thread each; more are answered 503 with Retry-After rather than starting threads without bound.",
+        int, commands=SERVE,
     )
     heartbeat_stale_seconds: float = _setting(
         30.0, "Age of the consume loop's heartbeat after which /healthz answers 503, in seconds.", float
     )
-    log_level: str = _setting("INFO", "Python logging level.")
-    log_format: str = _setting("auto", "Log format: json, text, or auto (text on a terminal, else json).")
+    log_level: str = _setting("INFO", "Level of the handler's log lines: DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = _setting("auto", "Log format: json, text, or auto (text on a terminal, else json).",
+                               choices=("auto", "json", "text"))
 
     def __post_init__(self) -> None:
         problems = []
@@ -200,12 +375,26 @@ class Settings:
             problems.append("CLOUD_WORKER_DEFAULT_TIMEOUT_MINUTES must be positive")
         if self.max_timeout_minutes < self.default_timeout_minutes:
             problems.append("CLOUD_WORKER_MAX_TIMEOUT_MINUTES must be at least the default timeout")
+        if self.max_attempts < 1:
+            problems.append("CLOUD_WORKER_MAX_ATTEMPTS must be at least 1")
+        if self.retry_delay_seconds < 0:
+            problems.append("CLOUD_WORKER_RETRY_DELAY_SECONDS must not be negative")
         if self.max_body_bytes < 1:
             problems.append("CLOUD_WORKER_MAX_BODY_BYTES must be positive")
         if self.log_format not in {"auto", "json", "text"}:
             problems.append("CLOUD_WORKER_LOG_FORMAT must be auto, json or text")
         if self.unknown_fields not in {"ignore", "reject"}:
             problems.append("CLOUD_WORKER_UNKNOWN_FIELDS must be ignore or reject")
+        if self.job_log_max_bytes < 1:
+            problems.append("CLOUD_WORKER_JOB_LOG_MAX_BYTES must be positive")
+        if not 0 < self.minio_service_port < 65536:
+            problems.append("MINIO_SERVICE_PORT must be a TCP port (1-65535)")
+        if self.http_auth not in {"token", "none"}:
+            problems.append("CLOUD_WORKER_HTTP_AUTH must be token or none")
+        if self.http_async_limit < 1:
+            problems.append("CLOUD_WORKER_HTTP_ASYNC_LIMIT must be at least 1")
+        if any(not 1 <= code <= 255 for code in self.job_fail_fast_exit_codes):
+            problems.append("CLOUD_WORKER_JOB_FAIL_FAST_EXIT_CODES must list exit codes from 1 to 255")
         if self.backend not in BACKENDS:
             problems.append(f"CLOUD_WORKER_BACKEND must be one of {', '.join(BACKENDS)}")
         if problems:
@@ -239,14 +428,42 @@ class Settings:
         """The settings as a dict fit for a log line: no credentials."""
         out = dataclasses.asdict(self)
         out["amqp_url"] = redact_url(self.amqp_url)
+        if self.http_token:
+            out["http_token"] = "***"
+        for f in dataclasses.fields(self):
+            if f.metadata.get("secret") and out[f.name]:
+                out[f.name] = "***"
         return out
 
+    @property
+    def s3_endpoint_url(self) -> str:
+        """The endpoint bucket names resolve against: AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL)
+        when set, else http://MINIO_SERVICE_HOST:MINIO_SERVICE_PORT (the original's)."""
+        if self.aws_endpoint_url_s3 or self.aws_endpoint_url:
+            return (self.aws_endpoint_url_s3 or self.aws_endpoint_url).rstrip("/")
+        host = self.minio_service_host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"http://{host}:{self.minio_service_port}"
 
-def env_name(f: dataclasses.Field) -> str:
-    return f.metadata.get("env") or PREFIX + f.name.upper()
+    def s3_keys(self, named_buckets: bool) -> tuple[str, str] | None:
+        """The handler's bucket credentials (access key, secret key), or None when it has
+        none: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY win, then MINIO_ROOT_USER/PASSWORD;
+        a request that names its buckets (the original's form) falls back to the
+        original's minioadmin/minioadmin."""
+        if self.aws_access_key_id and self.aws_secret_access_key:
+            return self.aws_access_key_id, self.aws_secret_access_key
+        if self.minio_root_user and self.minio_root_password:
+            return self.minio_root_user, self.minio_root_password
+        if named_buckets:
+            return self.minio_root_user or "minioadmin", self.minio_root_password or "minioadmin"
+        return None
 
 
-def setting_fields() -> list[dataclasses.Field]:
+def env_name(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata.get("env") or PREFIX + f.name.upper())
+
+
+def setting_fields() -> list[dataclasses.Field[Any]]:
     return list(dataclasses.fields(Settings))
 
 

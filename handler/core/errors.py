@@ -15,6 +15,8 @@
   request is left unacked on purpose and will be adopted by the next delivery.
 - ``ReplyUndeliverable``: the broker returned the reply (its ``reply_to`` queue does
   not exist); the requester is gone, the reply is dropped.
+- ``ReplyRefused`` (a ``BrokerError``): the broker nacked a publish; retried a few
+  times with a delay, then given up.
 - ``StorageError`` and its kinds (``StorageConfigError``, ``StorageAccessDenied``,
   ``NoSuchBucket``, ``UnsafeKey``, ``StorageUnavailable``): an S3 operation failed.
 
@@ -81,7 +83,12 @@ class BrokerError(Transient):
 
 
 class ReplyUndeliverable(WorkerError):
-    """The broker returned or refused the reply (its reply_to queue does not exist)."""
+    """The broker returned the reply: no queue for its routing key (the requester is gone)."""
+
+
+class ReplyRefused(BrokerError):
+    """The broker nacked a publish (e.g. the target queue is full with ``x-overflow:
+    reject-publish``): worth a few retries, then given up."""
 
 
 class StorageError(WorkerError):

@@ -2,6 +2,9 @@
 
 Replies are structured-mode JSON CloudEvents, so the seed's clients, which read the
 reply with ``json.loads(body)``, keep working and newer ones get typed events. The
+original's client reads ``json.loads(body)["result"]`` and takes its second word as the
+Job's name; a terminal reply therefore carries ``result`` as a top-level extension
+attribute ("Job <job name> succeeded."), besides the longer ``data.result``. The
 event ``id`` is derived from the request and the event type: a reply sent twice (after
 a crash between publish and ack) has the same id, and consumers can deduplicate.
 """
@@ -24,6 +27,21 @@ from handler.core.request import WorkRequest
 
 ACCEPTED = "accepted"
 STARTED = "started"
+#: The extension attribute the original's client reads (CloudEvents extension names are
+#: lowercase letters and digits; this one is both the client's key and a valid name).
+RESULT_ATTRIBUTE = "result"
+
+
+@dataclass(frozen=True)
+class LogUpload:
+    """What became of the Job's log object in the output bucket (``service.joblog``)."""
+
+    key: str
+    url: str
+    #: None: uploaded; else why not (the reply goes out all the same).
+    error: str | None = None
+    size: int = 0
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,8 +97,10 @@ def result_text(status: Status, job_name: str, outcome_message: str, duration: f
     return f"Job {job_name} {status.value}{took}: {outcome_message}"
 
 
-def reply_event(request: WorkRequest, outcome: Outcome, *, source: str, namespace: str, now: datetime) -> CloudEvent:
-    """The terminal reply for a request whose Job ran (or could not)."""
+def reply_event(request: WorkRequest, outcome: Outcome, *, source: str, namespace: str, now: datetime,
+                log_upload: LogUpload | None = None) -> CloudEvent:
+    """The terminal reply for a request whose Job ran (or could not); with ``log_upload``,
+    where its log went (``logObject``, ``logObjectUrl``) or why it did not (``logUploadError``)."""
     data = _request_fields(request, namespace)
     data.update(
         status=outcome.status.value,
@@ -95,7 +115,16 @@ def reply_event(request: WorkRequest, outcome: Outcome, *, source: str, namespac
         logTail=outcome.log_tail,
         result=result_text(outcome.status, request.job_name, outcome.message, outcome.duration_seconds),
     )
+    if request.file_prefix is not None:
+        data["prefix"] = request.file_prefix
+    if log_upload is not None:
+        if log_upload.error is None:
+            data.update(logObject=log_upload.key, logObjectUrl=log_upload.url, logObjectBytes=log_upload.size,
+                        logTruncated=log_upload.truncated)
+        else:
+            data.update(logUploadError=log_upload.error)
     attrs = _attributes(outcome.status.value, request.identity, source, request.job_name, now, request)
+    attrs[RESULT_ATTRIBUTE] = f"Job {request.job_name} {outcome.status.value}."
     return CloudEvent(attributes=attrs, data=data)
 
 
@@ -109,7 +138,9 @@ def rejected_event(error: Rejected, *, identity: str, request_id: str, source: s
         "message": error.message,
         "result": f"Request rejected: {error.field}: {error.message}",
     }
-    return CloudEvent(attributes=_attributes(Status.REJECTED.value, identity, source, None, now, None), data=data)
+    attrs = _attributes(Status.REJECTED.value, identity, source, None, now, None)
+    attrs[RESULT_ATTRIBUTE] = data["result"]  # so the original's client reads it, not a KeyError
+    return CloudEvent(attributes=attrs, data=data)
 
 
 def lifecycle_event(kind: str, request: WorkRequest, *, source: str, namespace: str, now: datetime,

@@ -25,5 +25,9 @@ class ExitCode(enum.IntEnum):
     NO_REPLY = 8
     #: ``submit``: an S3 upload or download failed.
     STORAGE = 9
+    #: ``submit``/``status``: the request was cancelled (``cloud-worker cancel``).
+    CANCELLED = 10
+    #: ``status``/``logs``/``cancel``: no job for that request id or Job name.
+    NOT_FOUND = 11
     #: A second signal, or Ctrl-C: stopped at once.
     INTERRUPTED = 130

@@ -56,6 +56,11 @@ class Publication:
     #: A reply whose requester may be gone (its reply_to queue deleted): an unroutable
     #: reply is logged, not retried. Dead-letter copies must be routable.
     may_be_unroutable: bool = False
+    #: Set on a request republished for another attempt (it keeps its own identity).
+    message_id: str | None = None
+    reply_to: str | None = None
+    #: The broker drops the message if no consumer took it within this many seconds.
+    expiration_seconds: float | None = None
 
 
 class CancelStatus(enum.StrEnum):

@@ -2,7 +2,8 @@
 
 The name is the client's ``jobName`` made DNS-1123 safe plus a short hash of the
 request's identity. The same request, delivered twice, therefore maps to the same Job
-name, and the API server's 409 tells the second delivery to adopt the first Job.
+name, and the API server's 409 tells the second delivery to adopt the first Job; a
+different request whose name collides gets ``distinct_job_name`` instead.
 """
 
 from __future__ import annotations
@@ -45,3 +46,10 @@ def job_name(client_name: str, identity: str) -> str:
     """The Job name for a request: ``<sanitised name>-<hash of identity>``, ≤ 63 chars."""
     base = sanitise(client_name)[: MAX_NAME - HASH_CHARS - 1].rstrip("-")
     return f"{base}-{identity_hash(identity)}"
+
+
+def distinct_job_name(client_name: str, identity: str, spec: str) -> str:
+    """The name of a request's Job when its usual name is taken by a different request
+    (another identity, or the same identity asking for other work, ``spec``): a hash of
+    both, so every delivery of this request still finds the same Job."""
+    return job_name(client_name, f"{identity}\n{spec}")

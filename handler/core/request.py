@@ -1,8 +1,11 @@
 """Work requests: from an incoming message (any transport) to a validated ``WorkRequest``.
 
 The request format is the seed's contract: a JSON body ``{"image", "jobName",
-"timeOut"?, "inputBucketUrl", "outputBucketUrl"?}``. The same fields may arrive as the
-``data`` of a CloudEvent in structured or binary mode. Parsing is a pure function of
+"timeOut"?, "inputBucketUrl", "outputBucketUrl"?}``, or the original client's later
+form that names buckets on the handler's MinIO endpoint instead: ``{"image", "jobName",
+"inputBucket", "outputBucket"?, "prefix"?}`` (resolved here to URLs against
+``Settings.s3_endpoint_url``, so everything downstream deals in one form). The same
+fields may arrive as the ``data`` of a CloudEvent in structured or binary mode. Parsing is a pure function of
 the message and the settings; every way a request can be wrong raises ``Rejected``
 naming the field, so the requester learns exactly what to fix.
 """
@@ -12,13 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cloudevents.core.bindings import rabbitmq
 
-from handler.core.bucketurl import InvalidBucketUrl, parse_bucket_url
+from handler.core.bucketurl import (
+    BucketHostNotAllowed,
+    BucketUrl,
+    InvalidBucketUrl,
+    bucket_name_problem,
+    check_bucket_host,
+    parse_bucket_url,
+)
 from handler.core.config import Settings
 from handler.core.errors import Rejected
 from handler.core.messages import CANCEL_TYPE, CancelRequest, Message
@@ -33,7 +44,11 @@ PROGRESS_HEADER = "x-mstc-progress"
 MAX_FIELD_CHARS = 2048
 #: The documented request fields. Nothing else in a request can reach the Job: the
 #: namespace, service account, security context, volumes and env are the operator's.
-KNOWN_FIELDS = frozenset({"image", "jobName", "timeOut", "inputBucketUrl", "outputBucketUrl", "progressEvents"})
+KNOWN_FIELDS = frozenset({"image", "jobName", "timeOut", "inputBucketUrl", "outputBucketUrl", "inputBucket",
+                          "outputBucket", "prefix", "progressEvents"})
+#: Longest ``prefix`` accepted, in UTF-8 bytes: it starts object keys (at most 1024 bytes
+#: in S3) and the Job's log key, with room left for the file names after it.
+MAX_PREFIX_BYTES = 512
 #: Most message headers (AMQP) accepted, and their total size in bytes. A request needs a
 #: handful (binary CloudEvents about ten); a flood is refused before anything reads it.
 MAX_HEADERS = 64
@@ -66,23 +81,51 @@ class WorkRequest:
     traceparent: str | None = None
     tracestate: str | None = None
     progress_events: bool = False
+    #: The request's ``prefix``: its files are ``<prefix>-<file>`` in the buckets.
+    file_prefix: str | None = None
+    #: The request named its buckets (``inputBucket``), the original client's form.
+    named_buckets: bool = False
 
     @property
     def deadline_seconds(self) -> int:
         """activeDeadlineSeconds for the Job: the timeout, rounded up to whole seconds."""
         return max(1, math.ceil(self.timeout_minutes * 60))
 
+    @property
+    def input_bucket(self) -> str:
+        return _bucket_part(self.input_bucket_url).bucket
+
+    @property
+    def output_bucket(self) -> str:
+        return _bucket_part(self.output_bucket_url).bucket
+
+    @property
+    def log_key(self) -> str:
+        """Where the Job's log goes in the output bucket: ``<prefix>-<job name>.log``
+        (``<job name>.log`` without a prefix), as the original names it, under the output
+        URL's own path if it has one."""
+        name = f"{self.file_prefix}-{self.job_name}.log" if self.file_prefix else f"{self.job_name}.log"
+        return _bucket_part(self.output_bucket_url).prefix + name
+
 
 def request_identity(message: Message, event_id: str | None = None, event_source: str | None = None) -> str:
-    """What makes two deliveries 'the same request': the CloudEvent's source+id, else
-    the AMQP message_id, else the correlation_id, else the body itself."""
+    """What makes two deliveries 'the same request', and no two requesters' requests the same.
+
+    A CloudEvent's id is unique within its ``source``, and an AMQP ``message_id`` is meant
+    to be unique: either names the request. A ``correlation_id`` is only unique per
+    requester (two clients may both count from 1), so without an id the identity is a hash
+    of the whole request: where the reply goes, the correlation id and the body. A
+    redelivery is byte for byte the same message, so it still maps to the same Job.
+    """
     if event_id:
         return f"ce:{event_source or ''}:{event_id}"
     if message.message_id:
         return f"mid:{message.message_id}"
-    if message.correlation_id:
-        return f"cid:{message.correlation_id}"
-    return "body:" + hashlib.sha256(message.body).hexdigest()
+    digest = hashlib.sha256()
+    for part in ((message.reply_to or "").encode(), (message.correlation_id or "").encode(), message.body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return ("cid:" if message.correlation_id else "body:") + digest.hexdigest()
 
 
 def parse_request(message: Message, settings: Settings) -> WorkRequest:
@@ -109,8 +152,8 @@ def parse_request(message: Message, settings: Settings) -> WorkRequest:
         raise Rejected("image", "InvalidImage", str(exc)) from exc
     if not check_allowed(ref, settings.allowed_images):
         raise Rejected("image", "ImageNotAllowed", f"{image!r} is not in the allowed images of this handler")
-    input_url = _bucket_url(data, "inputBucketUrl", required=True)
-    output_url = _bucket_url(data, "outputBucketUrl", required=False) or input_url
+    input_url, output_url, named = _buckets(data, settings)
+    prefix = _prefix(data)
     timeout = _timeout(data.get("timeOut"), settings)
     event_id = event.get_id() if event is not None else None
     event_source = event.get_source() if event is not None else None
@@ -131,6 +174,8 @@ def parse_request(message: Message, settings: Settings) -> WorkRequest:
         traceparent=_trace(event, message, "traceparent"),
         tracestate=_trace(event, message, "tracestate"),
         progress_events=_wants_progress(message, data),
+        file_prefix=prefix,
+        named_buckets=named,
     )
 
 
@@ -229,15 +274,88 @@ def _required_str(data: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _bucket_url(data: Mapping[str, Any], name: str, required: bool) -> str | None:
+def _bucket_url(data: Mapping[str, Any], name: str, required: bool, settings: Settings) -> str | None:
     if not required and data.get(name) in (None, ""):
         return None
     url = _required_str(data, name)
     try:
-        parse_bucket_url(url)
+        check_bucket_host(parse_bucket_url(url), settings)
+    except BucketHostNotAllowed as exc:
+        raise Rejected(name, "BucketHostNotAllowed", str(exc)) from exc
     except InvalidBucketUrl as exc:
         raise Rejected(name, "InvalidBucketUrl", str(exc)) from exc
     return url
+
+
+def _buckets(data: Mapping[str, Any], settings: Settings) -> tuple[str, str, bool]:
+    """The input and output bucket URLs, from either form, and whether buckets were named.
+
+    One form per request: mixing them would leave it unclear which endpoint is meant. A
+    named bucket lives on the handler's endpoint, which the operator chose, so it needs
+    no host check.
+    """
+    named = [name for name in ("inputBucket", "outputBucket") if data.get(name) not in (None, "")]
+    urls = [name for name in ("inputBucketUrl", "outputBucketUrl") if data.get(name) not in (None, "")]
+    if named and urls:
+        raise Rejected(named[0], "ConflictingFields",
+                       f"{named[0]} and {urls[0]} given together: name the buckets (inputBucket, outputBucket) "
+                       "or give their URLs (inputBucketUrl, outputBucketUrl), not both")
+    if not named:
+        if data.get("inputBucketUrl") in (None, ""):
+            raise Rejected("inputBucketUrl", "MissingField",
+                           "inputBucketUrl is required (or inputBucket, naming a bucket on this handler's S3 endpoint)")
+        input_url = _bucket_url(data, "inputBucketUrl", required=True, settings=settings)
+        assert input_url is not None  # required: a value or Rejected
+        output_url = _bucket_url(data, "outputBucketUrl", required=False, settings=settings) or input_url
+        return input_url, output_url, False
+    input_name = _bucket_name(data, "inputBucket", required=True)
+    assert input_name is not None  # required: a value or Rejected
+    output_name = _bucket_name(data, "outputBucket", required=False) or input_name
+    endpoint = settings.s3_endpoint_url
+    input_url, output_url = f"{endpoint}/{input_name}", f"{endpoint}/{output_name}"
+    try:
+        parse_bucket_url(input_url)
+    except InvalidBucketUrl as exc:  # the handler's endpoint setting is wrong, not the request
+        raise Rejected("inputBucket", "InvalidBucketUrl",
+                       f"this handler's S3 endpoint {endpoint!r} cannot hold buckets: {exc}") from exc
+    return input_url, output_url, True
+
+
+def _bucket_name(data: Mapping[str, Any], name: str, required: bool) -> str | None:
+    if not required and data.get(name) in (None, ""):
+        return None
+    value = _required_str(data, name)
+    problem = bucket_name_problem(value)
+    if problem:
+        raise Rejected(name, "InvalidBucketName", f"{name} {value[:80]!r} is not a valid S3 bucket name: it {problem}")
+    return value
+
+
+def _prefix(data: Mapping[str, Any]) -> str | None:
+    """The ``prefix`` of the request's files (``<prefix>-<file>``), or None."""
+    value = data.get("prefix")
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise Rejected("prefix", "InvalidPrefix", f"prefix must be a string, got {type(value).__name__}")
+    value = str(value)  # the original's client sends digits; as a JSON number they mean the same
+    if any(ord(ch) < 0x20 or 0x7f <= ord(ch) < 0xa0 for ch in value):
+        raise Rejected("prefix", "InvalidPrefix", "prefix must not contain control characters")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800"): no S3 key or env value can hold it
+        raise Rejected("prefix", "InvalidPrefix", "prefix is not valid Unicode text") from exc
+    if size > MAX_PREFIX_BYTES:
+        raise Rejected("prefix", "InvalidPrefix", f"prefix is {size} bytes, over the limit of {MAX_PREFIX_BYTES}")
+    return value
+
+
+def _bucket_part(url: str) -> BucketUrl:
+    """The parsed bucket URL, or an empty one for a URL read back from a damaged Job."""
+    try:
+        return parse_bucket_url(url)
+    except InvalidBucketUrl:
+        return BucketUrl("s3", None, True, "")
 
 
 def _timeout(value: Any, settings: Settings) -> float:
@@ -251,12 +369,15 @@ def _timeout(value: Any, settings: Settings) -> float:
             value = float(value.strip())
         except ValueError as exc:
             raise Rejected("timeOut", "InvalidTimeout", f"timeOut {value!r} is not a number of minutes") from exc
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
         raise Rejected("timeOut", "InvalidTimeout", "timeOut must be a finite number of minutes")
+    # Compared before any conversion to float: a 400-digit integer is too long, not an OverflowError.
+    shown = f"{value:g}" if isinstance(value, float) else (str(value) if abs(value) < 10**12 else "a huge number")
     if value < 0:
-        raise Rejected("timeOut", "InvalidTimeout", f"timeOut {value} is negative")
+        raise Rejected("timeOut", "InvalidTimeout", f"timeOut {shown} is negative")
     if value > settings.max_timeout_minutes:
-        raise Rejected("timeOut", "TimeoutTooLong", f"timeOut {value} is over the maximum of {settings.max_timeout_minutes} minutes")
+        raise Rejected("timeOut", "TimeoutTooLong",
+                       f"timeOut {shown} is over the maximum of {settings.max_timeout_minutes:g} minutes")
     return float(value) or settings.default_timeout_minutes
 
 
@@ -268,12 +389,32 @@ def _header(message: Message, name: str) -> Any:
 
 
 def _trace(event: Any, message: Message, name: str) -> str | None:
-    """W3C trace context: the CloudEvents distributed-tracing extension, else the header."""
+    """W3C trace context: the CloudEvents distributed-tracing extension, else the header.
+    A ``traceparent`` not in the W3C format is dropped (as the spec says a tracer must),
+    so nothing but hex digits and dashes reaches the Job's env from it."""
     value = event.get_extension(name) if event is not None else None
     value = value or _header(message, name)
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
-    return str(value)[:512] if value else None
+    value = str(value)[:512] if value else None
+    if name == "traceparent" and value is not None and not is_valid_traceparent(value):
+        return None
+    return value
+
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
+def is_valid_traceparent(value: str) -> bool:
+    """``value`` is a W3C ``traceparent`` (https://www.w3.org/TR/trace-context/#traceparent-header):
+    version 00 exactly, a later version followed by nothing or by ``-`` and printable ASCII."""
+    match = _TRACEPARENT.match(value)
+    if match is None or match[1] == "ff" or set(match[2]) == {"0"} or set(match[3]) == {"0"}:
+        return False
+    rest = value[match.end():]
+    if match[1] == "00":
+        return rest == ""
+    return rest == "" or (rest[0] == "-" and all(0x20 < ord(ch) < 0x7f for ch in rest))
 
 
 def _wants_progress(message: Message, data: Mapping[str, Any]) -> bool:

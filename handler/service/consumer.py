@@ -1,12 +1,26 @@
-"""The consume loop: deliveries in, Jobs run on worker threads, replies and acks out.
+"""The consume loop: deliveries in, requests handled on worker threads, replies and acks out.
 
-The connection's thread consumes and is the only one to touch the channel; each
-delivery runs on a worker thread (``concurrency`` of them, the prefetch count too),
-which hands its replies and ack back to the connection's thread and waits for the
-broker's confirm. Shutdown follows arq's wait-for-completion: on SIGTERM stop taking
-messages, give in-flight work a grace, leave the rest unacked for redelivery (the next
-handler adopts the still-running Job), close channel then connection. A second signal
-exits at once. A lost connection abandons in-flight work the same way and reconnects.
+The loop's thread owns the consuming connection (``amqp.Broker``); each delivery runs
+on a worker thread (``concurrency`` of them, the prefetch count too), which publishes
+its replies (confirmed, on the broker's publishing connection) and then settles the
+delivery. Shutdown follows arq's wait-for-completion: on SIGTERM stop taking messages,
+give in-flight work a grace, leave the rest unacked for redelivery (the next handler
+adopts the still-running Job), close channel then connection. A second signal exits at
+once. A lost connection abandons in-flight work the same way and reconnects.
+
+What happens when something fails (the README's "When things fail" table):
+
+- A reply the broker refuses (nack, or a publish that costs the connection) is tried
+  ``REPLY_ATTEMPTS`` times with a delay, then dropped with a log line and
+  ``cloud_worker_replies_dropped_total``; a reply to a queue that no longer exists is
+  dropped at once. Either way the delivery is settled: a reply never holds it.
+- A transient failure (API server, S3), or an unexpected error once the Job may exist,
+  puts the request back as a republished copy after a growing delay, counting attempts
+  in its ``x-cloud-worker-attempts`` header (classic queues only say "redelivered");
+  after ``max_attempts`` the requester gets ``failed`` and the dead-letter queue a copy.
+  Never a requeue at once, so never a hot loop.
+- An unexpected error before any Job exists is the handler's bug: ``RequestHandler``
+  answers ``rejected`` (``InternalError``) with a dead-letter copy.
 """
 
 from __future__ import annotations
@@ -16,26 +30,29 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from handler.adapters.broker import Broker, Delivery
+from handler.adapters.amqp import Broker, Delivery, Settle, longest_delivery_seconds
 from handler.core.config import Settings
+from handler.core.errors import BrokerError, Interrupted, ReplyRefused, ReplyUndeliverable, Transient
 from handler.core.exitcodes import ExitCode
-from handler.core.errors import BrokerError, Interrupted, ReplyUndeliverable, Transient
+from handler.core.messages import Publication
+from handler.core.retry import Backoff
+from handler.service.handling import RequestHandler, Result, attempts_of
 from handler.service.health import Heartbeat
 from handler.service.metrics import Metrics
-from handler.core.retry import Backoff
-from handler.core.messages import Publication
-from handler.service.handling import RequestHandler
 
 log = logging.getLogger(__name__)
 
 #: How often the loop looks at its stop flag and stamps its heartbeat, in seconds. Short,
 #: because it is how long SIGTERM takes to stop an idle loop; an idle tick costs ~50 µs.
 TICK = 0.1
-#: How long a worker thread waits for the connection's thread to confirm its reply.
-SETTLE_TIMEOUT = 60.0
+#: Tries of one reply the broker refuses, and the delay before the second (doubled after).
+REPLY_ATTEMPTS = 3
+REPLY_RETRY_DELAY = 0.5
+#: Longest delay before a request's next attempt, in seconds.
+MAX_RETRY_DELAY = 60.0
 #: Connection attempts at start-up before giving up with ExitCode.BROKER_UNREACHABLE.
 STARTUP_ATTEMPTS = 6
 
@@ -56,6 +73,7 @@ class Stats:
     abandoned: int = 0
     reconnects: int = 0
     cancels: int = 0
+    replies_dropped: int = 0
 
     def count(self, status: str) -> None:
         attr = {"succeeded": "succeeded", "rejected": "rejected"}.get(status, "failed")
@@ -65,13 +83,13 @@ class Stats:
 
 
 class Consumer:
-    def __init__(self, settings: Settings, worker: RequestHandler, broker: Broker, heartbeat: Heartbeat | None = None,
+    def __init__(self, settings: Settings, handler: RequestHandler, broker: Broker, heartbeat: Heartbeat | None = None,
                  metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.worker = worker
+        self.handler = handler
         self.broker = broker
         self.heartbeat = heartbeat or Heartbeat()
-        self.metrics = metrics or worker.metrics
+        self.metrics = metrics or handler.metrics
         self.stats = Stats()
         self._stopping = threading.Event()
         self._signals = 0
@@ -112,6 +130,8 @@ class Consumer:
             while not self._finished():
                 try:
                     self.broker.connect()
+                    if not connected_once:
+                        self._check_consumer_timeout()
                     connected_once, attempt = True, 0
                     self._consume()
                 except BrokerError as exc:
@@ -127,13 +147,31 @@ class Consumer:
                     if connected_once:
                         self.metrics.broker_reconnects.inc()
                     delay = backoff.delay(min(attempt, 8))
-                    log.warning("broker connection lost (%s); reconnecting in %.1f s", exc, delay)
+                    if connected_once:
+                        log.warning("broker connection lost (%s); reconnecting in %.1f s", exc, delay)
+                    else:
+                        log.warning("cannot reach the broker (%s); attempt %d of %d, next in %.1f s", exc, attempt,
+                                    STARTUP_ATTEMPTS, delay)
                     self._stopping.wait(delay)
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self.broker.close()
+            self.broker.close_publisher()
             log.info("consumer stopped: %s", self.stats)
         return ExitCode.OK
+
+    def _check_consumer_timeout(self) -> None:
+        """On a broker that ignores ``x-consumer-timeout``, say so when the longest Job a
+        request may ask for does not fit in the broker's ``consumer_timeout``."""
+        s = self.settings
+        longest = longest_delivery_seconds(s)
+        if not self.broker.honours_consumer_timeout and longest > s.broker_consumer_timeout_minutes * 60:
+            log.warning(
+                "a request may keep its delivery unacked for %.0f min (CLOUD_WORKER_MAX_TIMEOUT_MINUTES=%g plus "
+                "slack) but this RabbitMQ (%s) takes deliveries back after its consumer_timeout of %g min "
+                "(CLOUD_WORKER_BROKER_CONSUMER_TIMEOUT_MINUTES): raise consumer_timeout on the broker, or lower "
+                "the maximum timeout", longest / 60, s.max_timeout_minutes, self.broker.server_version or "?",
+                s.broker_consumer_timeout_minutes)
 
     def _finished(self) -> bool:
         return self._stopping.is_set() or (self.settings.once and self._taken > 0 and self.inflight == 0)
@@ -195,84 +233,97 @@ class Consumer:
             item.stop.set()
         if items:
             self.stats.abandoned += len(items)
-            self.worker.backend.wake()
+            self.handler.backend.wake()
 
     # --- on worker threads
     def _handle(self, item: _InFlight) -> None:
         delivery = item.delivery
         try:
-            result = self.worker.process(delivery.message, item.stop, emit=lambda pub: self._send(delivery, [pub], False))
-            self._send(delivery, result.publications, True)
-            self.worker.replied(result)
-            self.metrics.replied(result.outcome)
-            self.stats.count(result.status)
-        except Interrupted:
-            log.info("delivery %s left unacked: the broker redelivers it and the Job is adopted", delivery.delivery_tag)
+            result: Result | None
+            try:
+                result = self.handler.process(delivery.message, item.stop, emit=self._emit)
+            except Interrupted:
+                log.info("delivery %s left unacked: the broker redelivers it and the Job is adopted",
+                         delivery.delivery_tag)
+                return
+            except Exception as exc:  # noqa: BLE001 - transient trouble, or a bug once the Job may exist
+                result = self._retry_or_give_up(item, exc)
+                if result is None:
+                    return
+            self._finish(delivery, result)
         except BrokerError as exc:
-            log.warning("could not settle delivery %s (%s): it will be redelivered", delivery.delivery_tag, exc)
-        except Transient as exc:
-            log.warning("transient failure (%s): requeueing delivery %s", exc, delivery.delivery_tag)
-            self.stats.requeued += 1
-            self._settle(delivery, requeue=True)
-        except Exception:
-            log.exception("unexpected error handling delivery %s: requeueing it", delivery.delivery_tag)
-            self.stats.requeued += 1
-            self._settle(delivery, requeue=True)
+            log.warning("could not settle delivery %s (%s): the broker redelivers it", delivery.delivery_tag, exc)
         finally:
             with self._lock:
                 self._inflight.pop(id(item), None)
             self._last_work = time.monotonic()
             if self.settings.once or self._stopping.is_set():
-                self._wake_drain()
+                self.broker.wake()
 
-    def _wake_drain(self) -> None:
-        """A draining loop (once mode, shutdown) looks at ``inflight`` between pumps: end
-        its pump now rather than a TICK later (half a second off every ``--once`` exit)."""
+    def _finish(self, delivery: Delivery, result: Result) -> None:
+        """Publish what finishes the request, then ack it; record the reply on the Job
+        only once the ack is in (a Job released earlier might be gone before a
+        redelivery could adopt it)."""
+        for pub in result.publications:
+            self._publish(pub)
+        self.broker.settle(delivery, Settle.ACK)
+        self.handler.replied(result)
+        self.metrics.replied(result.outcome)
+        self.stats.count(result.status)
+
+    def _emit(self, pub: Publication) -> None:
+        """A lifecycle event: one try; losing one is not worth holding the request."""
         try:
-            self.broker.call_soon(lambda: None)
-        except BrokerError:
-            pass  # the connection is gone: the loop is not pumping either
+            self.broker.publish(pub)
+        except (BrokerError, ReplyUndeliverable) as exc:
+            log.info("lifecycle event to %s not delivered: %s", pub.routing_key, exc)
 
-    def _send(self, delivery: Delivery, pubs: list[Publication], ack: bool) -> None:
-        """Publish (with confirms) and then ack, on the connection's thread; wait for it."""
-        done: Future = Future()
-
-        def on_io_thread() -> None:
+    def _publish(self, pub: Publication) -> None:
+        """Publish with confirms; a refused one is retried, then dropped (never raises)."""
+        delay = REPLY_RETRY_DELAY
+        for attempt in range(1, REPLY_ATTEMPTS + 1):
             try:
-                for pub in pubs:
-                    try:
-                        self.broker.publish(pub)
-                    except ReplyUndeliverable as exc:
-                        if not pub.may_be_unroutable:
-                            raise
-                        log.warning("reply to %s dropped: %s", pub.routing_key, exc)
-                if ack:
-                    self.broker.ack(delivery)
-                done.set_result(None)
-            except Exception as exc:  # noqa: BLE001 - handed back to the worker thread
-                done.set_exception(exc)
+                self.broker.publish(pub)
+                return
+            except ReplyUndeliverable as exc:
+                log.warning("reply to %s dropped: %s (the requester is gone)", pub.routing_key, exc)
+                self.metrics.replies_dropped.labels("unroutable").inc()
+                self.stats.replies_dropped += 1
+                return
+            except BrokerError as exc:  # ReplyRefused too
+                if attempt == REPLY_ATTEMPTS:
+                    kind = "refused" if isinstance(exc, ReplyRefused) else "connection lost"
+                    log.error("reply to %s dropped after %d attempts (%s: %s); the request is settled anyway",
+                              pub.routing_key, attempt, kind, exc)
+                    self.metrics.replies_dropped.labels("refused").inc()
+                    self.stats.replies_dropped += 1
+                    return
+                log.warning("reply to %s not confirmed (%s); trying again in %.1f s", pub.routing_key, exc, delay)
+                time.sleep(delay)
+                delay *= 2
 
-        self.broker.call_soon(on_io_thread)
+    def _retry_or_give_up(self, item: _InFlight, error: Exception) -> Result | None:
+        """Put the request back for a later attempt (None), or, after the last one, the
+        ``failed`` result that ends it."""
+        delivery = item.delivery
+        attempt = attempts_of(delivery.message) + 1
+        if attempt >= self.settings.max_attempts:
+            log.error("delivery %s failed on attempt %d of %d (%s): giving up", delivery.delivery_tag, attempt,
+                      self.settings.max_attempts, error, exc_info=not isinstance(error, Transient))
+            return self.handler.give_up(delivery.message, error, attempt)
+        delay = min(self.settings.retry_delay_seconds * 2 ** (attempt - 1), MAX_RETRY_DELAY)
+        log.warning("delivery %s failed on attempt %d of %d (%s); trying again in %.1f s", delivery.delivery_tag,
+                    attempt, self.settings.max_attempts, error, delay, exc_info=not isinstance(error, Transient))
+        if item.stop.wait(delay):
+            return None  # shutting down: left unacked, the broker redelivers it
+        copy = self.handler.retry_copy(delivery.message, self.settings.exchange, self.settings.queue, attempt)
         try:
-            done.result(timeout=SETTLE_TIMEOUT)
-        except TimeoutError as exc:
-            raise BrokerError("no confirm from the connection thread") from exc
-
-    def _settle(self, delivery: Delivery, requeue: bool) -> None:
-        done: Future = Future()
-
-        def on_io_thread() -> None:
-            try:
-                if requeue:
-                    self.broker.requeue(delivery)
-                else:
-                    self.broker.ack(delivery)
-                done.set_result(None)
-            except Exception as exc:  # noqa: BLE001
-                done.set_exception(exc)
-
-        try:
-            self.broker.call_soon(on_io_thread)
-            done.result(timeout=SETTLE_TIMEOUT)
-        except (BrokerError, TimeoutError) as exc:
-            log.warning("could not requeue delivery %s (%s): the broker redelivers it", delivery.delivery_tag, exc)
+            self.broker.publish(copy)
+        except (BrokerError, ReplyUndeliverable) as exc:
+            log.warning("could not put delivery %s back (%s): requeueing it", delivery.delivery_tag, exc)
+            self.broker.settle(delivery, Settle.REQUEUE)
+        else:
+            self.broker.settle(delivery, Settle.ACK)
+        self.stats.requeued += 1
+        self.metrics.retries.inc()
+        return None

@@ -3,6 +3,10 @@
 ``RequestHandler.process`` returns the publications that finish the request (the terminal reply,
 and for a rejected request a dead-letter copy); the transport sends them and only then
 acknowledges the message. Lifecycle events go out through ``emit`` as they happen.
+
+A request goes down the layers once: parsed by the core (``request``), run by a backend
+(``backends``), answered with the core's events (``events``), and handed back to the
+transport as ``Publication``s. Nothing here knows which transport or backend it has.
 """
 
 from __future__ import annotations
@@ -17,9 +21,6 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-
-from handler.service import logs, tracing
-from handler.service.backends import JobBackend
 from handler.core.config import Settings
 from handler.core.errors import Interrupted, Rejected, Transient
 from handler.core.events import (
@@ -31,13 +32,27 @@ from handler.core.events import (
     rejected_event,
     reply_event,
 )
-from handler.service.metrics import Metrics
-from handler.core.outcome import Outcome
 from handler.core.manifest import cancelled_outcome, request_from_job
 from handler.core.messages import CancelRequest, CancelStatus, Message, Publication
+from handler.core.outcome import Outcome, Status
 from handler.core.request import WorkRequest, is_cancel, parse_cancel, parse_request, request_identity
+from handler.service import logs, tracing
+from handler.service.backends import JobBackend
+from handler.service.joblog import upload_job_log
+from handler.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
+#: How many times a request was tried before: set on the copies put back for a retry.
+ATTEMPTS_HEADER = "x-cloud-worker-attempts"
+
+
+def attempts_of(message: Message) -> int:
+    """Attempts a message has had before this one (0 for a first delivery)."""
+    value = next((v for k, v in message.headers.items() if isinstance(k, str) and k.lower() == ATTEMPTS_HEADER), 0)
+    try:
+        return max(0, min(int(value), 1000))
+    except (TypeError, ValueError):
+        return 0
 
 
 @dataclass(frozen=True)
@@ -69,12 +84,17 @@ class RequestHandler:
         self, message: Message, stop: threading.Event, emit: Callable[[Publication], None] | None = None
     ) -> Result:
         """Run one request to its end. Raises ``Interrupted`` if ``stop`` is set first."""
-        if is_cancel(message):
-            return self._cancel(message)
         try:
+            if is_cancel(message):
+                return self._cancel(message)
             request = parse_request(message, self.settings)
         except Rejected as error:
             return self._rejected(message, error)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours, before any Job exists: never requeue it
+            log.exception("handling a request failed before its Job existed: rejecting it as InternalError")
+            return self._rejected(message, Rejected("request", "InternalError",
+                                                    f"the handler could not read this request ({type(exc).__name__}); "
+                                                    "it was kept in the dead-letter queue if one is configured"))
 
         def progress(kind: str, detail: dict[str, Any]) -> None:
             if kind == ACCEPTED:
@@ -103,8 +123,8 @@ class RequestHandler:
         self.metrics.finished(outcome)
         log.info("request %s: job %s %s (%s)", request.request_id, request.job_name, outcome.status.value,
                  outcome.reason, extra=logs.context(request))
-        event = reply_event(request, outcome, source=self.settings.event_source,
-                            namespace=self.backend.namespace, now=self.clock())
+        event = reply_event(request, outcome, source=self.settings.event_source, namespace=self.backend.namespace,
+                            now=self.clock(), log_upload=upload_job_log(request, outcome, self.backend, self.settings))
         pubs = self._replies(encode(event), request.reply_to, request.correlation_id)
         return Result(outcome.status.value, pubs, request=request, outcome=outcome, reply=event)
 
@@ -135,7 +155,7 @@ class RequestHandler:
         cancelled = None
         if outcome.status is CancelStatus.CANCELLED:
             cancelled = cancelled_outcome(outcome.job, now)
-        if cancelled is not None:
+        if cancelled is not None and outcome.job is not None:
             original = request_from_job(outcome.job)
             event = reply_event(original, cancelled, source=self.settings.event_source,
                                 namespace=self.backend.namespace, now=now)
@@ -143,6 +163,32 @@ class RequestHandler:
         answer = cancel_result_event(target, outcome, source=self.settings.event_source, now=now)
         pubs += self._replies(encode(answer), target.reply_to, target.correlation_id)
         return Result(f"cancel-{outcome.status.value}", pubs, reply=answer)
+
+    def give_up(self, message: Message, error: BaseException, attempts: int) -> Result:
+        """The ``failed`` result of a request whose attempts ran out: reply with the last
+        error, keep a dead-letter copy."""
+        try:
+            request = parse_request(message, self.settings)
+        except Exception:  # noqa: BLE001 - it parsed before; whatever it is now, it is rejected
+            return self._rejected(message, Rejected("request", "InternalError", f"gave up: {error}"))
+        now = self.clock()
+        outcome = Outcome(Status.FAILED, "RetriesExhausted",
+                          f"gave up after {attempts} attempt(s); the last failed with: {str(error)[:512]}",
+                          completion_time=now)
+        self.metrics.finished(outcome)
+        event = reply_event(request, outcome, source=self.settings.event_source, namespace=self.backend.namespace,
+                            now=now)
+        pubs = self._replies(encode(event), request.reply_to, request.correlation_id)
+        pubs += self._dead_letter(message, {"x-failed-reason": "RetriesExhausted",
+                                            "x-failed-message": str(error)[:1024], ATTEMPTS_HEADER: attempts})
+        return Result(outcome.status.value, pubs, request=request, outcome=outcome, reply=event)
+
+    def retry_copy(self, message: Message, exchange: str, routing_key: str, attempts: int) -> Publication:
+        """The message as it came, to be published again for its next attempt."""
+        headers = {str(k): v for k, v in message.headers.items()}
+        headers[ATTEMPTS_HEADER] = attempts
+        return Publication(exchange, routing_key, message.body, message.content_type or "", message.correlation_id,
+                           headers, message_id=message.message_id, reply_to=message.reply_to)
 
     def reject(self, message: Message, error: Rejected) -> Result:
         """The ``rejected`` result for a message refused before parsing (an HTTP body over the limit)."""
@@ -158,17 +204,22 @@ class RequestHandler:
         event = rejected_event(error, identity=identity, request_id=request_id,
                                source=self.settings.event_source, now=self.clock())
         pubs = self._replies(encode(event), message.reply_to, message.correlation_id)
-        if self.settings.dead_letter_queue:
-            # A header flood is not copied: with ours added it might not fit one AMQP frame.
-            flood = error.field == "headers"
-            headers = {} if flood else {str(k): v for k, v in message.headers.items()}
-            headers.update({"x-rejected-field": error.field, "x-rejected-reason": error.reason,
-                            "x-rejected-message": error.message[:1024]})
-            if message.reply_to:
-                headers["x-original-reply-to"] = message.reply_to
-            pubs.append(Publication("", self.settings.dead_letter_queue, message.body,
-                                    message.content_type or "", message.correlation_id, headers))
+        pubs += self._dead_letter(message, {"x-rejected-field": error.field, "x-rejected-reason": error.reason,
+                                            "x-rejected-message": error.message[:1024]},
+                                  keep_headers=error.field != "headers")
         return Result("rejected", pubs, rejection=error, reply=event)
+
+    def _dead_letter(self, message: Message, why: dict[str, Any], keep_headers: bool = True) -> list[Publication]:
+        """A copy of ``message`` for the dead-letter queue (if one is configured), saying why.
+        A header flood is not copied: with ours added it might not fit one AMQP frame."""
+        if not self.settings.dead_letter_queue:
+            return []
+        headers = {str(k): v for k, v in message.headers.items()} if keep_headers else {}
+        headers.update(why)
+        if message.reply_to:
+            headers["x-original-reply-to"] = message.reply_to
+        return [Publication("", self.settings.dead_letter_queue, message.body, message.content_type or "",
+                            message.correlation_id, headers)]
 
     def _replies(self, event: EncodedEvent, reply_to: str | None, correlation_id: str | None) -> list[Publication]:
         if reply_to:

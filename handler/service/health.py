@@ -62,11 +62,23 @@ class Probes:
 
 
 class HealthServer:
-    """The probes on their own small HTTP server (the consumer has no web framework)."""
+    """The probes on their own small HTTP server: the consumer has no web framework, and
+    ``cloud-worker serve`` answers its probes here too, on a listener of their own, so a
+    liveness probe is answered within a second however many request threads are busy."""
 
     def __init__(self, port: int, heartbeat: Heartbeat, stale_after: float, checks: dict[str, Check],
                  extra: dict[str, Callable[[], tuple[str, bytes]]] | None = None, host: str = "0.0.0.0") -> None:
-        self.probes = Probes(heartbeat, stale_after, checks, extra)
+        self._bind(Probes(heartbeat, stale_after, checks, extra), port, host)
+
+    @classmethod
+    def serving(cls, probes: Probes, port: int, host: str = "0.0.0.0") -> HealthServer:
+        """A server for probes someone else already answers (the HTTP face's)."""
+        server = cls.__new__(cls)
+        server._bind(probes, port, host)
+        return server
+
+    def _bind(self, probes: Probes, port: int, host: str) -> None:
+        self.probes = probes
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         # serve_forever looks at shutdown() between polls: 0.1 s, not its default 0.5 s, so
@@ -94,6 +106,8 @@ class HealthServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 5  # seconds a probe connection may take to send its request line
+
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 code, content_type, body = owner.status(self.path.split("?", 1)[0])
                 self.send_response(code)

@@ -34,19 +34,19 @@ from cloudevents.core.bindings import rabbitmq
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from flask import Flask, Response, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from handler.service.auth import OPEN_PATHS, BearerTokens, bearer, challenge
 from handler.service.backends import JobBackend
 from handler.core.config import Settings
 from handler.core.errors import Interrupted, Rejected, Transient
 from handler.core.events import reply_event
 from handler.service.health import Heartbeat, Probes
-from handler.core.manifest import request_from_job
 from handler.service.metrics import Metrics
-from handler.core.outcome import current_state
 from handler.core.messages import Message
 from handler.core.request import PROGRESS_HEADER, STRUCTURED_CONTENT_TYPE, is_cancel, parse_request
-from handler.service.handling import Result, RequestHandler
+from handler.service.handling import Result
+from handler.service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,37 @@ TICK = 1.0
 #: Retry-After of a 503 (API server trouble) and of a status that is not final yet.
 RETRY_AFTER = "1"
 FORMAT = JSONFormat()
+#: Media types of a request body: JSON (plain, or a binary-mode event's data) and
+#: structured CloudEvents; any other ``+json`` type is JSON too. Batches are not served.
+JSON_TYPES = ("application/json", "text/json")
+UNSUPPORTED_TYPES = ("application/cloudevents-batch+json",)
+
+
+class Busy(Exception):
+    """Every thread this process may spend on the request is taken: answer 503 at once."""
+
+
+def is_supported_media_type(content_type: str | None) -> bool:
+    """A body of this ``Content-Type`` can be a request (no type at all: read as JSON)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if not media:
+        return True
+    return media not in UNSUPPORTED_TYPES and (media in JSON_TYPES or media.endswith("+json"))
+
+
+def read_body(stream: Any, limit: int) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` bytes: at most ``limit + 1``
+    bytes are read whatever ``Content-Length`` says, so a chunked body without a length
+    is cut at the limit rather than read to its end."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(64 * 1024, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > limit else b"".join(chunks)
 
 
 def is_binary(headers: Mapping[str, str]) -> bool:
@@ -118,20 +149,25 @@ def _json(doc: Mapping[str, Any], status: int, headers: Mapping[str, str] | None
 class HttpFace:
     """What the routes call: run a request now or in the background, describe a request."""
 
-    def __init__(self, settings: Settings, worker: RequestHandler, owns_backend: bool = False) -> None:
-        self.settings = settings
-        self.worker = worker
-        self.metrics = worker.metrics
-        self.backend: JobBackend = worker.backend
-        self.owns_backend = owns_backend
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.worker = runtime.handler
+        self.metrics = runtime.metrics
+        self.backend: JobBackend = runtime.backend
         self.heartbeat = Heartbeat()
-        self.probes = Probes(self.heartbeat, settings.heartbeat_stale_seconds, {settings.backend: self.backend.ready},
+        self.probes = Probes(self.heartbeat, self.settings.heartbeat_stale_seconds, runtime.checks,
                              {"/metrics": self.metrics.render})
-        # Only Kubernetes Jobs outlive this process and can be read back by any replica.
-        self._lookup = self.backend.lookup if settings.backend == "kubernetes" else None
         self._lock = threading.Lock()
         self._stops: set[threading.Event] = set()
-        self._running: dict[str, threading.Thread] = {}
+        # Synchronous calls hold a request thread for a Job's whole run: one thread is
+        # always left for polls, cancels and probes, and the call past the bound is
+        # answered 503 at once rather than queued behind the others.
+        self._sync_slots = threading.BoundedSemaphore(max(1, self.settings.http_threads - 1))
+        # Asynchronous requests being followed, by identity (a CloudEvent's source and id:
+        # two producers reusing an id are two requests), each with its request id.
+        self._running: dict[str, tuple[str, threading.Thread]] = {}
+        self._followed: OrderedDict[str, None] = OrderedDict()
         self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._closed = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="heartbeat", daemon=True)
@@ -150,8 +186,7 @@ class HttpFace:
         for stop in stops:
             stop.set()
         self.backend.wake()
-        if self.owns_backend:
-            self.backend.close()
+        self.runtime.close()
 
     # --- synchronous
     def run(self, message: Message) -> Result:
@@ -165,38 +200,57 @@ class HttpFace:
             with self._lock:
                 self._stops.discard(stop)
 
+    def run_now(self, message: Message) -> Result:
+        """``run`` on a request thread: ``Busy`` when every thread but the reserved one waits."""
+        if not self._sync_slots.acquire(blocking=False):
+            raise Busy(f"{self.settings.http_threads - 1} synchronous requests are running (CLOUD_WORKER_HTTP_THREADS "
+                       f"is {self.settings.http_threads}); post again later or with Prefer: respond-async")
+        try:
+            return self.run(message)
+        finally:
+            self._sync_slots.release()
+
     # --- asynchronous
     def submit(self, message: Message) -> Result | str:
-        """Start the request in the background: its request id, or the ``rejected`` result."""
+        """Start the request in the background: its request id, or the ``rejected`` result.
+        ``Busy`` when ``http_async_limit`` requests are followed already."""
         try:
-            request_id = parse_request(message, self.settings).request_id
+            parsed = parse_request(message, self.settings)
         except Rejected as error:
             return self.worker.reject(message, error)
+        request_id, identity = parsed.request_id, parsed.identity
         with self._lock:
-            known = request_id in self._running or request_id in self._finished
+            known = identity in self._running or identity in self._followed
             if not known:
-                thread = threading.Thread(target=self._follow, args=(request_id, message), daemon=True,
-                                          name=f"async-{request_id[:24]}")
-                self._running[request_id] = thread
-                thread.start()
-            thread = self._running.get(request_id)
+                if len(self._running) >= self.settings.http_async_limit:
+                    raise Busy(f"{len(self._running)} asynchronous requests are followed already "
+                               "(CLOUD_WORKER_HTTP_ASYNC_LIMIT); post again later")
+                follower = threading.Thread(target=self._follow, args=(identity, request_id, message), daemon=True,
+                                            name=f"async-{request_id[:24]}")
+                self._running[identity] = (request_id, follower)
+                self._followed[identity] = None
+                while len(self._followed) > REMEMBERED:
+                    self._followed.popitem(last=False)
+                follower.start()
+            thread = self._running[identity][1] if identity in self._running else None
         deadline = time.monotonic() + ACCEPT_WAIT
-        while thread is not None and thread.is_alive() and self._lookup is not None \
-                and self._lookup(request_id) is None and time.monotonic() < deadline:
+        while thread is not None and thread.is_alive() and self.backend.lookup(request_id) is None \
+                and time.monotonic() < deadline:
             time.sleep(0.01)
         return request_id
 
-    def _follow(self, request_id: str, message: Message) -> None:
+    def _follow(self, identity: str, request_id: str, message: Message) -> None:
         try:
             result = self.run(message)
             self._remember(request_id, self._result_doc(result))
+            self.worker.replied(result)  # GET /jobs/<id> answers from memory from now on
         except Interrupted:
             log.info("request %s: stopped following its job; it runs on and GET reads it from the Job", request_id)
         except Exception:
             log.exception("request %s: following its job failed; GET reads it from the Job", request_id)
         finally:
             with self._lock:
-                self._running.pop(request_id, None)
+                self._running.pop(identity, None)
 
     def _remember(self, request_id: str, doc: dict[str, Any]) -> None:
         with self._lock:
@@ -216,29 +270,31 @@ class HttpFace:
         """What is known of a request: from this process's memory, else from its Job."""
         with self._lock:
             done = self._finished.get(request_id)
-            following = request_id in self._running
+            following = any(rid == request_id for rid, _ in self._running.values())
         if done is not None:
             return 200, done
-        snap = self._lookup(request_id) if self._lookup is not None else None
-        if snap is None or snap.job is None:
+        view = self.backend.lookup(request_id)
+        if view is None:
             if following:
                 return 200, {"requestId": request_id, "status": "accepted"}
             return 404, {"requestId": request_id, "status": "unknown",
                          "message": "no Job for this request id: never posted, or finished and since deleted"}
-        now = datetime.now(UTC)
-        status, outcome = current_state(snap.job, snap.pods, now, self.settings.image_pull_grace_seconds)
-        work = request_from_job(snap.job)
-        doc: dict[str, Any] = {"requestId": work.request_id, "jobName": work.job_name, "status": status}
+        work, outcome = view.request, view.outcome
+        doc: dict[str, Any] = {"requestId": work.request_id, "jobName": work.job_name, "status": view.status}
         if outcome is None:
             return 200, doc
         if following:  # this process is about to reply with the log tail: report it then
             return 200, dict(doc, status="running")
-        outcome = outcome.with_log(self.backend.log_tail(outcome))
         event = reply_event(work, outcome, source=self.settings.event_source, namespace=self.backend.namespace,
-                            now=outcome.completion_time or now)
+                            now=outcome.completion_time or datetime.now(UTC))
         doc["reply"] = _event_json(event)
         self._remember(request_id, doc)
         return 200, doc
+
+
+def _headers() -> dict[str, str]:
+    """The current request's headers as a plain mapping (the last of repeated ones)."""
+    return dict(request.headers.items())
 
 
 def create_app(settings: Settings | None = None, backend: JobBackend | None = None,
@@ -251,14 +307,8 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
 
         settings = Settings.from_env(os.environ)
         logs.configure(settings.log_level, settings.log_format)
-    metrics = metrics or Metrics()
-    owns_backend = backend is None
-    if backend is None:
-        backend = _open_backend(settings)
-        backend.start()
-    if settings.backend == "kubernetes":
-        metrics.watch(backend.tracker)
-    face = HttpFace(settings, RequestHandler(settings, backend, metrics=metrics), owns_backend=owns_backend)
+    tokens = BearerTokens.from_settings(settings)  # before anything opens: no token, no start
+    face = HttpFace(Runtime.open(settings, os.environ, backend=backend, metrics=metrics))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cloud_worker"] = face
@@ -267,15 +317,34 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
         assert result.reply is not None
         response = event_response(result.reply, status or (400 if result.status == "rejected" else 200), binary)
         face.metrics.replied(result.outcome)
+        # Once the response is out, record it on the Job (which releases the Job's finalizer).
+        response.call_on_close(lambda: face.worker.replied(result))
         return response
+
+    @app.before_request
+    def authenticate() -> Response | None:
+        if tokens is None or request.path in OPEN_PATHS or tokens.accepts(_headers()):
+            return None
+        given = bearer(_headers()) is not None
+        return _json({"status": "unauthorized", "message": "this route needs an Authorization: Bearer <token> header"
+                      + (" with a token this handler accepts" if given else "")},
+                     401, {"WWW-Authenticate": challenge(invalid=given)})
 
     @app.post("/")
     def post() -> Response:
-        binary = is_binary(request.headers)
-        message = message_from_http(request.headers, request.get_data(cache=False))
+        binary = is_binary(_headers())
+        if not is_supported_media_type(request.content_type):
+            error = Rejected("content-type", "UnsupportedMediaType",
+                             f"Content-Type {request.content_type[:100]!r} is not JSON: send application/json, or a "
+                             "CloudEvent (application/cloudevents+json, or binary mode with JSON data)")
+            return reply(face.worker.reject(message_from_http(_headers(), b""), error), binary, 415)
+        body = read_body(request.stream, settings.max_body_bytes)
+        if body is None:
+            raise RequestEntityTooLarge()
+        message = message_from_http(_headers(), body)
         try:
             # A cancel is answered at once whatever the Prefer header says: it follows no Job.
-            if wants_async(request.headers) and not is_cancel(message):
+            if wants_async(_headers()) and not is_cancel(message):
                 submitted = face.submit(message)
                 if isinstance(submitted, Result):
                     return reply(submitted, binary)
@@ -285,7 +354,9 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
                                   "be created; post again"}, 503, {"Retry-After": RETRY_AFTER})
                 location = f"/jobs/{quote(submitted, safe='')}"
                 return _json(doc, 202, {"Location": location, "Preference-Applied": "respond-async"})
-            return reply(face.run(message), binary)
+            return reply(face.run_now(message), binary)
+        except Busy as exc:
+            return _json({"status": "busy", "message": str(exc)}, 503, {"Retry-After": RETRY_AFTER})
         except Interrupted:
             return _json({"status": "interrupted", "message": "the handler is shutting down; post again to adopt "
                           "the Job"}, 503, {"Retry-After": RETRY_AFTER})
@@ -295,10 +366,16 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge) -> Response:
-        message = message_from_http(request.headers, b"")
+        message = message_from_http(_headers(), b"")
         size = f"{request.content_length} bytes" if request.content_length is not None else "the body"
         error = Rejected("body", "BodyTooLarge", f"{size} is over the limit of {settings.max_body_bytes}")
-        return reply(face.worker.reject(message, error), is_binary(request.headers), 413)
+        return reply(face.worker.reject(message, error), is_binary(_headers()), 413)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        # Flask's default is an HTML page; every answer of this face is JSON.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return _json({"status": "error", "error": exc.name, "message": exc.description}, exc.code or 500, headers)
 
     @app.get("/jobs/<path:request_id>")
     def job(request_id: str) -> Response:
@@ -313,16 +390,6 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
     for path in ("/healthz", "/readyz", "/metrics"):
         app.add_url_rule(path, path.strip("/"), lambda path=path: probe(path))
     return app
-
-
-def _open_backend(settings: Settings) -> JobBackend:
-    if settings.backend == "local":  # no kubernetes import in local mode
-        from handler.service.backends.local import open_local_backend
-
-        return open_local_backend(settings, os.environ)
-    from handler.service.backends.kubernetes import KubernetesBackend
-
-    return KubernetesBackend(settings)
 
 
 _app: Flask | None = None

@@ -51,6 +51,12 @@ class Metrics:
             "HTTP response).", buckets=FAST_BUCKETS, registry=r)
         self.broker_reconnects = Counter("cloud_worker_broker_reconnects",
                                          "Broker connections lost and reopened.", registry=r)
+        self.replies_dropped = Counter(
+            "cloud_worker_replies_dropped", "Replies not delivered, by reason: unroutable (the requester's queue is "
+            "gone) or refused (the broker nacked or closed every attempt).", ["reason"], registry=r)
+        self.retries = Counter(
+            "cloud_worker_request_retries", "Requests put back for another attempt after a transient failure or "
+            "an unexpected error once their Job existed.", registry=r)
 
     def watch(self, tracker: Any) -> None:
         """Expose a ``JobTracker``'s counters (watch restarts, re-lists, events)."""

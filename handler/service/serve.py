@@ -15,8 +15,13 @@ The configuration, and why:
   one short path and a few dozen ``ce-*`` headers; the body limit is Flask's
   ``MAX_CONTENT_LENGTH`` (``CLOUD_WORKER_MAX_BODY_BYTES``), answered 413 ``rejected``.
 - no preloading: the watch threads must start in the worker, after the fork.
-- no access log (probes every few seconds); gunicorn's own log lines go through the
-  root logger, so they are JSON in a pod like every other line.
+- a bearer token on every route but the probes (``handler.service.auth``): ``serve``
+  refuses to start without one unless ``CLOUD_WORKER_HTTP_AUTH=none`` says so.
+- the probes also on a listener of their own (``CLOUD_WORKER_HTTP_PROBE_PORT``, a stdlib
+  server thread in the worker), so a liveness probe never waits behind request threads;
+  on the main port, synchronous calls are bounded to ``threads - 1`` (503 past it).
+- an access log line per request on the main port (the probes' own listener logs none),
+  and gunicorn's own lines, through the root logger: JSON in a pod like every other line.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from gunicorn.app.base import BaseApplication
 
 from handler.core.config import Settings
 from handler.core.errors import ConfigError
+from handler.service.auth import BearerTokens
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,9 @@ LIMIT_REQUEST_LINE = 4096
 #: Header fields per request: the CloudEvents attributes and extensions, tracing, proxies.
 LIMIT_REQUEST_FIELDS = 64
 LIMIT_REQUEST_FIELD_SIZE = 8190
+#: Client address, request line, status, response bytes, duration in milliseconds.
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+
 
 
 class RootLogger(glogging.Logger):
@@ -48,12 +57,16 @@ class RootLogger(glogging.Logger):
             logger.handlers.clear()
             logger.propagate = True
         self.error_log.setLevel(self.LOG_LEVELS.get(cfg.loglevel.lower(), logging.INFO))
+        self.access_log.setLevel(logging.INFO)
 
 
 def options(settings: Settings) -> dict[str, Any]:
     """gunicorn's settings for these handler settings (pure, so the tests can read them)."""
     if not settings.http_port:
         raise ConfigError("cloud-worker serve needs CLOUD_WORKER_HTTP_PORT (it is 0)")
+    if settings.http_probe_port == settings.http_port:
+        raise ConfigError("CLOUD_WORKER_HTTP_PROBE_PORT must differ from CLOUD_WORKER_HTTP_PORT (or be 0)")
+    BearerTokens.from_settings(settings)  # refuse to start without a token, before gunicorn boots
     longest_call = settings.max_timeout_minutes * 60 + settings.deadline_slack_seconds \
         + settings.image_pull_grace_seconds
     return {
@@ -68,7 +81,8 @@ def options(settings: Settings) -> dict[str, Any]:
         "limit_request_fields": LIMIT_REQUEST_FIELDS,
         "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
         "preload_app": False,
-        "accesslog": None,
+        "accesslog": "-",  # enables gunicorn's access log; RootLogger routes it through the root logger
+        "access_log_format": ACCESS_LOG_FORMAT,
         "loglevel": settings.log_level.lower(),
         "logger_class": RootLogger,
         "proc_name": "cloud-worker-serve",
@@ -79,9 +93,11 @@ def options(settings: Settings) -> dict[str, Any]:
 def _worker_exit(_server: Any, worker: Any) -> None:
     """Stop following Jobs (they run on) and close the watch when a worker exits."""
     app = getattr(worker, "wsgi", None)
-    face = app.extensions.get("cloud_worker") if app is not None else None
-    if face is not None:
-        face.close()
+    extensions = app.extensions if app is not None else {}
+    if extensions.get("cloud_worker_probes") is not None:
+        extensions["cloud_worker_probes"].stop()
+    if extensions.get("cloud_worker") is not None:
+        extensions["cloud_worker"].close()
 
 
 class Server(BaseApplication):
@@ -95,14 +111,20 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        from handler.service.health import HealthServer
         from handler.service.http import create_app
 
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        if self.settings.http_probe_port:
+            probes = HealthServer.serving(app.extensions["cloud_worker"].probes, self.settings.http_probe_port)
+            app.extensions["cloud_worker_probes"] = probes.start()
+        return app
 
 
 def run(settings: Settings) -> int:
     """Serve until stopped (gunicorn exits the process with its own status)."""
     server = Server(settings)
-    log.info("serving HTTP on port %d with %d threads", settings.http_port, settings.http_threads)
+    log.info("serving HTTP on port %d with %d threads (probes also on port %s, authentication: %s)",
+             settings.http_port, settings.http_threads, settings.http_probe_port or "-", settings.http_auth)
     server.run()
     return 0

@@ -17,8 +17,8 @@ from typing import Any
 try:
     from opentelemetry import propagate, trace
 except ImportError:  # the otel extra is not installed
-    trace = None
-    propagate = None
+    trace = None  # type: ignore[assignment]
+    propagate = None  # type: ignore[assignment]
 
 from handler.core.request import WorkRequest
 

@@ -5,7 +5,27 @@ Instead of a watch per Job, the process keeps an informer-style cache: list the 
 ``resourceVersion``; on a dropped stream resume from the last version seen, on 410
 Gone re-list and watch again (kopf's ``watching.py`` does the same). Every request
 in flight waits on this cache, so a busy handler costs the API server two long-lived
-watches instead of one per Job, and never a poll.
+watches instead of one per Job, and never a poll. A third, optional, follows the
+namespace's ``FailedCreate`` events of Jobs (a field selector: events carry no labels of
+ours), so a Job whose pod the API server refuses is reported from its events, again
+without a request per Job.
+
+Each watch asks for bookmarks. A watch that brings neither an event nor a bookmark for
+``stall_seconds`` is taken as stalled (a proxy or API server that stopped sending but
+kept the connection) and restarted from the last version seen, long before the socket's
+read timeout would notice.
+
+The cache holds only what the handler reads of each object (``core.trim``), trimmed page
+by page as the LIST arrives and event by event, and the Jobs watch may select only the
+Jobs still waiting for a reply (``jobs_selector``): a namespace holding thousands of
+finished Jobs is then neither listed nor kept. A replied Job leaves that selection (the
+API server sends it as ``DELETED``); a redelivery that adopts one hands it back with
+``remember``. Pods are selected by label too, and a label on a pod cannot be changed
+cheaply, so the pods LIST still brings every finished pod: the cache keeps a pod only
+while its Job is cached or its container has not ended, and that LIST runs on the pods
+watch's thread, so start-up (and the first Job's creation) does not wait for it; what
+reads pods (``snapshot``) does. Everything kept per Job that is no longer cached is
+bounded.
 """
 
 from __future__ import annotations
@@ -19,18 +39,26 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from handler.core.errors import ResourceGone, WorkerError
+from handler.core.outcome import ended_pod
+from handler.core.trim import JOB_NAME_LABELS, TRIMMERS
 from handler.core.retry import Backoff
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
 KINDS = ("jobs", "pods")
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+#: The optional third kind: watched when given a selector and allowed by RBAC.
+EVENTS = "events"
 #: Deleted Jobs whose final state is kept for the requests still following them.
 GONE_KEEP = 1024
+#: Replied Jobs handed back by ``remember`` (a redelivery adopting one), kept outside the watch.
+REMEMBER_KEEP = 256
+#: Longest a snapshot waits for the pods' first LIST, in seconds; past it, it goes on
+#: without (a follower looks again at the next change).
+SYNC_WAIT = 30.0
 
 
 class WatchSource(Protocol):
-    def list(self, kind: str, selector: str) -> tuple[list[Json], str]: ...
+    def list(self, kind: str, selector: str, transform: Any = None) -> tuple[list[Json], str]: ...
     def watch(self, kind: str, selector: str, resource_version: str, stopper: list) -> Any: ...
 
 
@@ -46,6 +74,8 @@ class Snapshot:
     #: Changes so far to this Job and its pods: ``wait(..., since=version)`` returns at
     #: once if one arrived after this snapshot was taken.
     version: int = 0
+    #: The Job's events the tracker follows (``FailedCreate``), oldest first.
+    events: list[Json] = field(default_factory=list)
 
 
 @dataclass
@@ -53,6 +83,8 @@ class _Counters:
     events: int = 0
     relists: int = 0
     restarts: int = 0
+    #: Watches restarted because they had gone silent (no event, no bookmark).
+    stalls: int = 0
     last_contact: float = field(default_factory=time.monotonic)
 
 
@@ -61,33 +93,63 @@ def pod_job_name(pod: Mapping[str, Any]) -> str | None:
     return next((labels[k] for k in JOB_NAME_LABELS if k in labels), None)
 
 
+def event_job_name(event: Mapping[str, Any]) -> str | None:
+    return (event.get("involvedObject") or {}).get("name")
+
+
 class JobTracker:
-    def __init__(self, source: WatchSource, selector: str, backoff: Backoff | None = None) -> None:
+    def __init__(self, source: WatchSource, selector: str, backoff: Backoff | None = None, *,
+                 events_selector: str | None = None, stall_seconds: float = 0.0,
+                 jobs_selector: str | None = None) -> None:
         self.source = source
         self.selector = selector
+        self.selectors = {"jobs": jobs_selector or selector, "pods": selector}
+        if events_selector is not None:
+            self.selectors[EVENTS] = events_selector
         self.backoff = backoff or Backoff(base=0.1, cap=5.0)
+        self.stall_seconds = stall_seconds
         self._cond = threading.Condition()
-        self._objects: dict[str, dict[str, Json]] = {kind: {} for kind in KINDS}
-        self._seen: set[str] = set()
+        self._objects: dict[str, dict[str, Json]] = {kind: {} for kind in (*KINDS, EVENTS)}
         self._gone: OrderedDict[str, Json] = OrderedDict()
+        self._remembered: OrderedDict[str, Json] = OrderedDict()
         # Pods by their Job's name (a snapshot must not scan every pod), and the change
         # counter and waiters of each Job: an event wakes only the requests following
         # that Job, not every thread in flight.
         self._pods_by_job: dict[str, dict[str, Json]] = {}
+        self._events_by_job: dict[str, dict[str, Json]] = {}
         self._changes = 0
         self._changed: dict[str, int] = {}
         self._waiters: dict[str, set[threading.Event]] = {}
         self._stopping = False
-        self._watches: list = []
+        self._stopped = threading.Event()  # the watchdog's sleep, not woken by every event
+        self._pods_synced = threading.Event()
+        self._streams: dict[str, list] = {kind: [] for kind in self.selectors}
+        self._heard: dict[str, float] = {kind: time.monotonic() for kind in self.selectors}
         self._threads: list[threading.Thread] = []
         self.counters = _Counters()
 
+    @property
+    def _watches(self) -> list:
+        return [stream for streams in self._streams.values() for stream in streams]
+
     # --- lifecycle
     def start(self) -> None:
-        """List both kinds now (so the cache is complete before work starts), then watch."""
-        versions = {kind: self._relist(kind) for kind in KINDS}
-        for kind in KINDS:
+        """List the Jobs (and events) now, so no request adopts or creates a Job blind, then
+        watch them; the pods are listed on their watch's thread (see the module docstring)."""
+        versions: dict[str, str | None] = {"jobs": self._relist("jobs"), "pods": None}
+        if EVENTS in self.selectors:
+            try:
+                versions[EVENTS] = self._relist(EVENTS)
+            except WorkerError as exc:  # e.g. 403: a Role from before events were read
+                log.warning("not following Job events (%s): a Job whose pod cannot be created is reported "
+                            "only at its timeout; grant list/watch on events to fix", exc)
+                del self.selectors[EVENTS]
+        for kind in self.selectors:
             thread = threading.Thread(target=self._run, args=(kind, versions[kind]), name=f"watch-{kind}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self.stall_seconds > 0:
+            thread = threading.Thread(target=self._watchdog, name="watch-stalls", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -96,6 +158,8 @@ class JobTracker:
             self._stopping = True
             self._cond.notify_all()
             self._set_waiters(None)
+        self._stopped.set()
+        self._pods_synced.set()
         # A watch that was still connecting when stopped forgets it (the client's
         # ``stream()`` clears its stop flag as it starts), so keep stopping until the
         # threads are gone rather than waiting for the stream's next event.
@@ -112,12 +176,41 @@ class JobTracker:
         )
 
     # --- queries
-    def snapshot(self, job_name: str) -> Snapshot:
+    def snapshot(self, job_name: str, *, pods: bool = True) -> Snapshot:
+        """The Job, its pods and events as cached. Until the pods' first LIST is in, waits
+        for it (at most ``SYNC_WAIT``), unless ``pods=False`` says only the Job is read."""
+        if pods and not self._pods_synced.is_set():
+            self._pods_synced.wait(SYNC_WAIT)
         with self._cond:
             pods = list(self._pods_by_job.get(job_name, {}).values())
-            job = self._objects["jobs"].get(job_name)
-            return Snapshot(job, pods, job_name in self._seen, job or self._gone.get(job_name),
-                            self._changed.get(job_name, 0))
+            job = self._objects["jobs"].get(job_name) or self._remembered.get(job_name)
+            events = sorted(self._events_by_job.get(job_name, {}).values(),
+                            key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+            gone = self._gone.get(job_name)
+            return Snapshot(job, pods, job is not None or gone is not None, job or gone,
+                            self._changed.get(job_name, 0), events)
+
+    def remember(self, job: Json) -> None:
+        """Keep a Job the watch does not select (a replied one a redelivery adopted, read
+        from the API server) so its snapshots find it; bounded, oldest dropped first."""
+        name = job["metadata"]["name"]
+        with self._cond:
+            self._remembered[name] = TRIMMERS["jobs"](job)
+            self._remembered.move_to_end(name)
+            while len(self._remembered) > REMEMBER_KEEP:
+                self._remembered.popitem(last=False)
+            self._touch(name)
+
+    def sizes(self) -> dict[str, int]:
+        """Objects cached, by kind, and the deleted or remembered Jobs kept beside them."""
+        with self._cond:
+            return {**{kind: len(objects) for kind, objects in self._objects.items()},
+                    "gone": len(self._gone), "remembered": len(self._remembered)}
+
+    def jobs(self) -> list[Json]:
+        """Every cached Job (for sweeps over all of them, such as the finalizer janitor)."""
+        with self._cond:
+            return list(self._objects["jobs"].values())
 
     def find(self, annotation: str, value: str) -> list[Json]:
         """The cached Jobs whose ``annotation`` is ``value``."""
@@ -165,11 +258,12 @@ class JobTracker:
 
     def _touch(self, job_name: str | None) -> None:
         """Count a change to ``job_name``'s Job or pods and wake its waiters (lock held).
-        Counters are kept only while the Job or a pod of it is cached."""
+        Counters are kept only while the Job, a pod or an event of it is cached."""
         if job_name is None:
             return
         self._changes += 1
-        if job_name in self._objects["jobs"] or job_name in self._pods_by_job:
+        if job_name in self._objects["jobs"] or job_name in self._pods_by_job or job_name in self._events_by_job \
+                or job_name in self._remembered:
             self._changed[job_name] = self._changes
         else:
             self._changed.pop(job_name, None)
@@ -177,15 +271,21 @@ class JobTracker:
 
     # --- the watch loop
     def _relist(self, kind: str) -> str:
-        items, version = self.source.list(kind, self.selector)
+        items, version = self.source.list(kind, self.selectors[kind], TRIMMERS[kind])
         with self._cond:
+            self._heard[kind] = time.monotonic()
             previous, self._objects[kind] = self._objects[kind], {o["metadata"]["name"]: o for o in items}
             if kind == "jobs":
-                self._seen.update(self._objects[kind])
                 for name in previous.keys() - self._objects[kind].keys():  # deleted while we were not watching
                     self._forget(name, previous[name])
                 touched = previous.keys() | self._objects[kind].keys()
+            elif kind == EVENTS:
+                self._events_by_job = {}
+                for name, event in self._objects[kind].items():
+                    self._events_by_job.setdefault(event_job_name(event), {})[name] = event
+                touched = {event_job_name(e) for e in (*previous.values(), *self._objects[kind].values())}
             else:
+                self._objects[kind] = {name: pod for name, pod in self._objects[kind].items() if self._keeps(pod)}
                 self._pods_by_job = {}
                 for name, pod in self._objects[kind].items():
                     self._pods_by_job.setdefault(pod_job_name(pod), {})[name] = pod
@@ -202,45 +302,83 @@ class JobTracker:
         version = (obj.get("metadata") or {}).get("resourceVersion")
         kind_of_event = event.get("type")
         with self._cond:
-            self.counters.last_contact = time.monotonic()
+            self.counters.last_contact = self._heard[kind] = time.monotonic()
+            owner = (obj.get("metadata") or {}).get("name") if kind == "jobs" else (
+                event_job_name(obj) if kind == EVENTS else pod_job_name(obj))
+            by_job = self._events_by_job if kind == EVENTS else self._pods_by_job
             if kind_of_event in ("ADDED", "MODIFIED"):
                 name = obj["metadata"]["name"]
-                self._objects[kind][name] = obj
+                obj = TRIMMERS[kind](obj)
                 if kind == "jobs":
-                    self._seen.add(name)
-                else:
-                    self._pods_by_job.setdefault(pod_job_name(obj), {})[name] = obj
+                    self._objects[kind][name] = obj
+                    self._remembered.pop(name, None)
+                elif kind == EVENTS or self._keeps(obj):
+                    self._objects[kind][name] = by_job.setdefault(owner, {})[name] = obj
+                else:  # a finished pod of a Job no longer followed (replied)
+                    self._drop_pod(name, owner)
             elif kind_of_event == "DELETED":
                 name = obj["metadata"]["name"]
+                obj = TRIMMERS[kind](obj)
                 self._objects[kind].pop(name, None)
                 if kind == "jobs":
                     self._forget(name, obj)
                 else:
-                    pods = self._pods_by_job.get(pod_job_name(obj), {})
-                    pods.pop(name, None)
-                    if not pods:
-                        self._pods_by_job.pop(pod_job_name(obj), None)
+                    group = by_job.get(owner, {})
+                    group.pop(name, None)
+                    if not group:
+                        by_job.pop(owner, None)
             elif kind_of_event != "BOOKMARK":
                 log.warning("skipping %s watch event of unknown type %r", kind, kind_of_event)
                 return None
             if kind_of_event != "BOOKMARK":
-                self._touch(obj["metadata"]["name"] if kind == "jobs" else pod_job_name(obj))
+                self._touch(owner)
             self.counters.events += 1
             self._cond.notify_all()
         return version
 
     def _forget(self, name: str, final: Json) -> None:
-        """Keep a deleted Job's final state for a while (bounded, oldest dropped first)."""
+        """Keep a deleted (or replied) Job's final state for a while (bounded, oldest dropped
+        first), and drop its finished pods (lock held)."""
         self._gone[name] = final
         self._gone.move_to_end(name)
         while len(self._gone) > GONE_KEEP:
             self._gone.popitem(last=False)
+        for pod_name, pod in list(self._pods_by_job.get(name, {}).items()):
+            if not self._keeps(pod):
+                self._drop_pod(pod_name, name)
 
-    def _run(self, kind: str, version: str) -> None:
+    def _keeps(self, pod: Json) -> bool:
+        """A pod is cached while its Job is, or until its container ends (its Job's ADDED
+        may come after it on the other stream). A finished pod of a Job that is not
+        cached (replied) is read again, if ever needed, by the one LIST that completes an
+        exit code (``KubernetesBackend._with_pod_detail``)."""
+        job_name = pod_job_name(pod)
+        return job_name in self._objects["jobs"] or job_name in self._remembered or ended_pod([pod]) is None
+
+    def _drop_pod(self, name: str, job_name: str | None) -> None:
+        self._objects["pods"].pop(name, None)
+        group = self._pods_by_job.get(job_name, {})
+        group.pop(name, None)
+        if not group:
+            self._pods_by_job.pop(job_name, None)
+
+    def _run(self, kind: str, version: str | None) -> None:
+        failures = 0
+        while version is None and not self._stopping:  # the first LIST, off the start-up path
+            try:
+                version = self._relist(kind)
+            except WorkerError as exc:
+                failures += 1
+                log.warning("listing %s failed (%s); will retry", kind, exc)
+                time.sleep(self.backoff.delay(min(failures, 6)))
+        if kind == "pods":
+            self._pods_synced.set()
         failures = 0
         while not self._stopping:
             try:
-                for event in self.source.watch(kind, self.selector, version, self._watches):
+                with self._cond:
+                    self._heard[kind] = time.monotonic()  # a new stream gets the full allowance
+                for event in self.source.watch(kind, self.selectors[kind], version, self._streams[kind]):
                     version = self._apply(kind, event) or version
                     failures = 0
                     if self._stopping:
@@ -257,6 +395,26 @@ class JobTracker:
                 delay = self.backoff.delay(min(failures, 6))
                 log.warning("%s watch broke (%s); resuming from %s in %.2f s", kind, exc, version, delay)
                 time.sleep(delay)
+
+    def _watchdog(self) -> None:
+        """Restart any watch silent for longer than ``stall_seconds``: stopping its stream
+        ends the watch call quietly, and its loop resumes from the last version seen."""
+        interval = min(self.stall_seconds / 4, 5.0)
+        while not self._stopped.wait(interval):
+            with self._cond:
+                now = time.monotonic()
+                stalled = [kind for kind, heard in self._heard.items() if now - heard > self.stall_seconds]
+                for kind in stalled:
+                    self._heard[kind] = now
+            for kind in stalled:
+                streams = list(self._streams.get(kind, ()))
+                if not streams:
+                    continue
+                self.counters.stalls += 1
+                log.warning("%s watch silent for over %.0f s (no event, no bookmark); restarting it",
+                            kind, self.stall_seconds)
+                for stream in streams:
+                    stream.stop()
 
     def _relist_quietly(self, kind: str, version: str) -> str:
         try:

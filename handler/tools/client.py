@@ -12,6 +12,11 @@ one exclusive, auto-named reply queue; a background thread owns the connection (
 connections belong to one thread), consumes the reply queue and hands each reply to the
 submission waiting for its correlation id. Replies nobody waits for are dropped.
 
+The request is checked by the handler's own parser (``request.parse_request``, with the
+client's settings) before anything is uploaded, so a request the handler would reject
+leaves no orphaned inputs behind. ``Client.cancel`` publishes the cancel event (see the
+README's "Cancel") and waits for its answer on the same reply queue.
+
 Like the CLI, this is an edge: it reads S3 credentials from the environment mapping it
 is given (``os.environ`` when given none, as the AWS SDKs do).
 """
@@ -30,15 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pika
-import pika.exceptions
-
 from handler.core.bucketurl import BucketUrl, parse_bucket_url
-from handler.core.config import redact_url
+from handler.core.config import Settings
 from handler.core.errors import BrokerError, WorkerError
-from handler.core.request import PROGRESS_HEADER
+from handler.core.messages import CANCEL_TYPE, Message
+from handler.core.request import PROGRESS_HEADER, parse_request
 from handler.adapters.storage import S3Credentials, open_bucket
-from handler.adapters.topology import declare_work_queue
+from handler.adapters.amqp import ClientLink
+from handler.core.messages import Publication
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +51,13 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 LIFECYCLE = frozenset({"accepted", "started"})
 #: Seconds to wait for the broker to answer a connect or confirm a publish.
 BROKER_TIMEOUT = 10.0
-PIKA_ERRORS = (pika.exceptions.AMQPError, OSError)
+#: Seconds ``cancel`` waits for the handler's answer by default: a handler answers a
+#: cancel at once, unless all of its slots are following Jobs (see the README's "Cancel").
+CANCEL_WAIT_SECONDS = 60.0
+#: The ``source`` of the cancel events this client sends.
+CLIENT_SOURCE = "urn:mstc:cloud-worker:client"
 
-#: ``on_event(state, event)``: ``state`` is ``uploaded`` or ``published`` (event None),
+#: ``on_event(state, event)``: ``state`` is ``checked``, ``uploaded`` or ``published`` (event None),
 #: then ``accepted``, ``started`` and the terminal status with the CloudEvent as a dict.
 OnEvent = Callable[[str, "dict[str, Any] | None"], None]
 
@@ -84,8 +92,10 @@ class Reply:
 class Client:
     def __init__(self, amqp_url: str = DEFAULT_AMQP_URL, exchange: str = "mstc.exchange",
                  routing_key: str = "mstc.queue.work", *, credentials: S3Credentials | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, settings: Settings | None = None) -> None:
         self.amqp_url = amqp_url
+        #: What the requests are checked against before anything is uploaded (the handler's defaults).
+        self.settings = settings or Settings()
         self.exchange = exchange
         self.routing_key = routing_key
         self._credentials = credentials
@@ -122,31 +132,38 @@ class Client:
     def submit(self, image: str, job_name: str, input_paths: Iterable[str | Path] | str | Path, bucket_url: str,
                output_bucket_url: str | None = None, timeout_minutes: float | None = None, *, wait: bool = True,
                on_event: OnEvent | None = None, download_to: str | Path | None = None,
-               wait_seconds: float | None = None, create_buckets: bool = False) -> Reply:
+               wait_seconds: float | None = None, create_buckets: bool = False,
+               expire_after: float | None = None, request_id: str | None = None) -> Reply:
         """Upload, publish, and (unless ``wait`` is False) wait for the reply and download.
 
         ``input_paths``: files (uploaded by name) and directories (their contents, keeping
         relative paths). ``wait_seconds``: give up with ``NoReply`` after this long (None:
         wait as long as it takes; the handler always replies, at the latest at the Job's
         timeout). ``create_buckets``: create missing buckets first (for the embedded S3).
+        ``expire_after``: seconds after which the broker drops the request if no handler took it.
+        ``request_id``: the id to give the request (default: a new random one).
+        Raises ``Rejected`` before anything is uploaded when the handler would reject the request.
         """
         notify = on_event or (lambda state, event: None)
-        request_id = uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         base = parse_bucket_url(bucket_url).child(request_id)
         input_url = base.child("input")
         output_url = parse_bucket_url(output_bucket_url) if output_bucket_url else base.child("output")
-        self.connect()  # fail on the broker before spending time on uploads
-        paths = [input_paths] if isinstance(input_paths, (str, Path)) else list(input_paths)
-        self._upload(input_url, output_url, [Path(p) for p in paths], create_buckets)
-        notify("uploaded", None)
         body: dict[str, Any] = {"image": image, "jobName": job_name, "inputBucketUrl": str(input_url),
                                 "outputBucketUrl": str(output_url)}
         if timeout_minutes is not None:
             body["timeOut"] = timeout_minutes
+        # The handler's own check, before any upload: a request it would reject leaves nothing behind.
+        parse_request(Message(json.dumps(body).encode(), "application/json", message_id=request_id), self.settings)
+        notify("checked", None)
+        self.connect()  # fail on the broker before spending time on uploads
+        paths = [input_paths] if isinstance(input_paths, (str, Path)) else list(input_paths)
+        self._upload(input_url, output_url, [Path(p) for p in paths], create_buckets)
+        notify("uploaded", None)
         link = self._current_link()
         mailbox = link.open_mailbox(request_id) if wait else None
         try:
-            link.publish(json.dumps(body).encode(), request_id, with_reply=wait)
+            link.publish(json.dumps(body).encode(), request_id, with_reply=wait, expiration_seconds=expire_after)
             log.info("submitted request %s (%s, %s): inputs %s", request_id, image, job_name, input_url)
             notify("published", None)
             if mailbox is None:
@@ -160,6 +177,42 @@ class Client:
         if download_to is not None and status != "rejected":
             downloaded = tuple(open_bucket(output_url, self.credentials).download_all(Path(download_to)))
         return Reply(request_id, str(input_url), str(output_url), event, tuple(events), downloaded)
+
+    def cancel(self, target: str, reason: str | None = None, *, by_job_name: bool = False,
+               wait_seconds: float | None = CANCEL_WAIT_SECONDS) -> dict[str, Any]:
+        """Cancel a request (``target`` is its request id, or with ``by_job_name`` its Job's
+        name) and return the handler's answer, the ``cancel.result`` event: its
+        ``data.status`` is ``cancelled``, ``notFound`` or ``finished``. ``NoReply`` when no
+        answer came within ``wait_seconds``."""
+        self.connect()
+        event_id = uuid.uuid4().hex
+        data = {"jobName" if by_job_name else "requestId": target}
+        if reason:
+            data["reason"] = reason
+        event = {"specversion": "1.0", "type": CANCEL_TYPE, "source": CLIENT_SOURCE, "id": event_id,
+                 "datacontenttype": "application/json", "data": data}
+        link = self._current_link()
+        mailbox = link.open_mailbox(event_id)
+        try:
+            link.publish(json.dumps(event).encode(), event_id, with_reply=True,
+                         content_type="application/cloudevents+json", progress=False)
+            log.info("cancel of %s sent (event %s)", target, event_id)
+            give_up = None if wait_seconds is None else time.monotonic() + wait_seconds
+            while True:
+                left = None if give_up is None else give_up - time.monotonic()
+                if left is not None and left <= 0:
+                    raise NoReply(f"no answer to the cancel of {target} within {wait_seconds:g} s (is a handler "
+                                  "consuming the queue? a busy one answers once a slot is free)")
+                try:
+                    item = mailbox.get(timeout=left)
+                except queue.Empty:
+                    continue
+                if isinstance(item, Exception):
+                    raise NoReply(f"lost the broker connection while waiting for the cancel of {target}: "
+                                  f"{item}") from item
+                return item
+        finally:
+            link.close_mailbox(event_id)
 
     # --- inside
     def _current_link(self) -> _Link:
@@ -205,48 +258,18 @@ class Client:
 
 
 class _Link:
-    """One connection, its channel and the reply queue, driven by a background thread.
-
-    Other threads never touch the channel: they hand work to the connection's thread
-    with ``add_callback_threadsafe`` and wait for it.
-    """
+    """The broker connection (``amqp.ClientLink``) and the submissions waiting on it,
+    each with a mailbox keyed by its correlation id."""
 
     def __init__(self, amqp_url: str, exchange: str, routing_key: str) -> None:
-        self.exchange, self.routing_key = exchange, routing_key
-        shown = redact_url(amqp_url)
-        try:
-            params = pika.URLParameters(amqp_url)
-        except (ValueError, TypeError) as exc:
-            raise BrokerError(f"not a valid AMQP URL {shown!r}: {exc}") from exc
-        params.connection_attempts = 1
-        params.socket_timeout = params.stack_timeout = BROKER_TIMEOUT
-        params.heartbeat = 30
-        # Not "mstc-cloud-worker": that names the handlers' connections (tools and tests look for them).
-        params.client_properties = {"connection_name": "cloud-worker-client"}
-        self.connection: pika.BlockingConnection | None = None
-        try:
-            self.connection = pika.BlockingConnection(params)
-            self.channel = self._declare()
-            self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
-            self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
-        except PIKA_ERRORS as exc:
-            self._close_connection()
-            raise BrokerError(f"cannot connect to the broker at {shown}: {exc!r}") from exc
         self._mailboxes: dict[str, queue.Queue] = {}
         self._guard = threading.Lock()
-        self._closing = threading.Event()
-        self._lost: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="cloud-worker-client", daemon=True)
-        self._thread.start()
-
-    def _declare(self):
-        channel = declare_work_queue(self.connection, self.exchange, self.routing_key)
-        channel.confirm_delivery()
-        return channel
+        self.amqp = ClientLink(amqp_url, exchange, routing_key, timeout=BROKER_TIMEOUT, on_reply=self._on_reply,
+                               on_lost=self._on_lost)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and self._lost is None
+        return self.amqp.alive
 
     def open_mailbox(self, correlation_id: str) -> queue.Queue:
         box: queue.Queue = queue.Queue()
@@ -258,84 +281,26 @@ class _Link:
         with self._guard:
             self._mailboxes.pop(correlation_id, None)
 
-    def publish(self, body: bytes, request_id: str, with_reply: bool) -> None:
-        props = pika.BasicProperties(
-            content_type="application/json", correlation_id=request_id, message_id=request_id,
-            reply_to=self.reply_queue if with_reply else None, delivery_mode=pika.DeliveryMode.Persistent,
-            headers={PROGRESS_HEADER: "true"} if with_reply else None,
-        )
-        self._call(lambda: self.channel.basic_publish(self.exchange, self.routing_key, body, props, mandatory=True),
-                   f"publishing request {request_id}")
+    def publish(self, body: bytes, request_id: str, with_reply: bool, expiration_seconds: float | None = None,
+                content_type: str = "application/json", progress: bool = True) -> None:
+        self.amqp.publish(Publication(
+            self.amqp.exchange, self.amqp.routing_key, body, content_type, request_id,
+            {PROGRESS_HEADER: "true"} if with_reply and progress else {}, message_id=request_id,
+            reply_to=self.amqp.reply_queue if with_reply else None, expiration_seconds=expiration_seconds))
 
-    def _call(self, fn: Callable[[], None], what: str) -> None:
-        done = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                fn()
-            except BaseException as exc:  # handed to the caller's thread below
-                failure.append(exc)
-            finally:
-                done.set()
-
-        try:
-            self.connection.add_callback_threadsafe(run)
-        except (AttributeError, *PIKA_ERRORS) as exc:
-            raise BrokerError(f"{what}: the broker connection is gone: {exc!r}") from exc
-        if not done.wait(BROKER_TIMEOUT):
-            raise BrokerError(f"{what}: the broker did not confirm within {BROKER_TIMEOUT:g} s")
-        if failure:
-            raise BrokerError(f"{what}: {failure[0]!r}") from failure[0]
-
-    def _on_reply(self, _channel: Any, _method: Any, props: pika.BasicProperties, body: bytes) -> None:
+    def _on_reply(self, correlation_id: str, event: dict[str, Any]) -> None:
         with self._guard:
-            box = self._mailboxes.get(props.correlation_id or "")
+            box = self._mailboxes.get(correlation_id)
         if box is None:
-            log.debug("dropping a reply for correlation id %r: nobody waits for it", props.correlation_id)
+            log.debug("dropping a reply for correlation id %r: nobody waits for it", correlation_id)
             return
-        try:
-            event = json.loads(body)
-        except ValueError:
-            log.warning("dropping a reply for %s that is not JSON: %r", props.correlation_id, body[:200])
-            return
-        if isinstance(event, dict):
-            box.put(event)
+        box.put(event)
 
-    def _loop(self) -> None:
-        try:
-            while not self._closing.is_set():
-                self.connection.process_data_events(time_limit=0.2)
-        except PIKA_ERRORS as exc:
-            self._lost = exc
-            log.warning("broker connection lost: %r", exc)
-        finally:
-            self._close_connection()
-            # Whoever still waits learns why no reply will come on this connection.
-            reason = self._lost or BrokerError("the client was closed")
-            with self._guard:
-                for box in self._mailboxes.values():
-                    box.put(reason)
-
-    def _close_connection(self) -> None:
-        try:
-            if self.connection is not None and self.connection.is_open:
-                self.connection.close()
-        except PIKA_ERRORS as exc:
-            log.debug("while closing: %r", exc)
+    def _on_lost(self, reason: BaseException) -> None:
+        # Whoever still waits learns why no reply will come on this connection.
+        with self._guard:
+            for box in self._mailboxes.values():
+                box.put(reason)
 
     def close(self) -> None:
-        self._closing.set()
-        self._thread.join(BROKER_TIMEOUT)
-
-
-def delete_queue(amqp_url: str, queue_name: str) -> None:
-    """Delete a throwaway queue (the demo's own work queue) once nothing uses it."""
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        try:
-            connection.channel().queue_delete(queue_name)
-        finally:
-            connection.close()
-    except PIKA_ERRORS as exc:
-        raise BrokerError(f"deleting queue {queue_name}: {exc!r}") from exc
+        self.amqp.close()

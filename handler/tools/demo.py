@@ -65,6 +65,7 @@ class Demo:
         self.settings = Settings.from_env(environ, {
             "backend": "local", "queue": f"mstc.demo.{uuid.uuid4().hex[:8]}.work", "http_port": 0,
             "concurrency": 2, "shutdown_grace_seconds": 5.0,
+            "local_state_dir": str(workdir / "state"),  # its own: a handler on this machine keeps the default
         })
         self._cleanup: list[Any] = []
 
@@ -124,16 +125,16 @@ class Demo:
         return embedded.url, env
 
     def _start_handler(self, s3_env: dict[str, str]) -> None:
+        from handler.adapters.amqp import Broker
         from handler.service.backends.local import open_local_backend
-        from handler.adapters.broker import Broker
         from handler.service.consumer import Consumer
-        from handler.service.handling import RequestHandler
+        from handler.service.runtime import Runtime
 
         s = self.settings
         backend = open_local_backend(s, self.environ, s3_env=s3_env)
         backend.start()
         self._cleanup.append(backend.close)
-        consumer = Consumer(s, RequestHandler(s, backend), Broker(s))
+        consumer = Consumer(s, Runtime.open(s, self.environ, backend=backend).handler, Broker(s))
         thread = threading.Thread(target=consumer.run, name="demo-handler", daemon=True)
         thread.start()
 
@@ -191,7 +192,7 @@ class Demo:
         return ExitCode.OK if reply.status == "succeeded" else ExitCode.FAILED
 
     def _delete_queue(self) -> None:
-        from handler.tools.client import delete_queue
+        from handler.adapters.amqp import delete_queue
 
         delete_queue(self.settings.amqp_url, self.settings.queue)
 

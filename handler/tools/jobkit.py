@@ -14,6 +14,11 @@ image that installs this package gets that contract by making this its entrypoin
    anything failed also ``errors/exit-code.txt``, ``errors/stderr.txt`` (the tail) and,
    when the toolkit itself failed, ``errors/traceback.txt``.
 
+With ``FILE_PREFIX`` set (a request in the original client's form, whose files are
+``<prefix>-<file>``), only the inputs named ``<prefix>-...`` are downloaded, saved
+without the prefix, and every upload is named ``<prefix>-...`` in turn (errors under
+``<prefix>-errors/``), so the client finds the outputs by listing with its prefix.
+
 Exit codes: COMMAND's own (128+N when signal N killed it); ``EX_CONFIG`` (78) when the
 environment is unusable (no or bad bucket URL, no credentials; nothing is uploaded);
 ``EX_SOFTWARE`` (70) when downloading inputs or uploading outputs failed; 126 / 127
@@ -68,6 +73,8 @@ class JobEnvironment:
     input_url: BucketUrl
     output_url: BucketUrl
     credentials: S3Credentials
+    #: ``<FILE_PREFIX>-`` when FILE_PREFIX is set, else "": what starts every file's name.
+    name_prefix: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> JobEnvironment:
@@ -82,6 +89,7 @@ class JobEnvironment:
             input_url=_parse(input_text, "INPUT_BUCKET_URL"),
             output_url=_parse(output_text, "OUTPUT_BUCKET_URL"),
             credentials=S3Credentials.from_env(environ),
+            name_prefix=f"{environ['FILE_PREFIX']}-" if environ.get("FILE_PREFIX") else "",
         )
 
 
@@ -113,27 +121,28 @@ def run_job(command: list[str], environ: Mapping[str, str], workdir: Path | None
         return EX_CONFIG
     log.info("job starting: %s; inputs from %s, outputs to %s", command, job.input_url, job.output_url)
     if workdir is not None:
-        return _run_in(Path(workdir).resolve(), command, environ, inputs, outputs)
+        return _run_in(Path(workdir).resolve(), command, environ, inputs, outputs, job.name_prefix)
     with tempfile.TemporaryDirectory(prefix="cloud-worker-job-") as tmp:
-        return _run_in(Path(tmp), command, environ, inputs, outputs)
+        return _run_in(Path(tmp), command, environ, inputs, outputs, job.name_prefix)
 
 
-def _run_in(workdir: Path, command: list[str], environ: Mapping[str, str], inputs: Bucket, outputs: Bucket) -> int:
+def _run_in(workdir: Path, command: list[str], environ: Mapping[str, str], inputs: Bucket, outputs: Bucket,
+            name_prefix: str = "") -> int:
     started = time.monotonic()
     input_dir, output_dir = workdir / "input", workdir / "output"
     output_dir.mkdir(parents=True, exist_ok=True)
     downloaded: list[Path] = []
     try:
-        downloaded = inputs.download_all(input_dir)
+        downloaded = inputs.download_all(input_dir, name_prefix)
     except Exception:
         log.exception("downloading inputs from %s failed", inputs.url)
         outcome = _Outcome(EX_SOFTWARE, None, traceback.format_exc())
     else:
         env = {**environ, "INPUT_DIR": str(input_dir), "OUTPUT_DIR": str(output_dir)}
         outcome = _run_command(command, env, workdir)
-    outcome, uploaded = _upload_outputs(outputs, output_dir, outcome)
+    outcome, uploaded = _upload_outputs(outputs, output_dir, outcome, name_prefix)
     if outcome.exit_code != 0:
-        _upload_errors(outputs, workdir / ".errors", outcome)
+        _upload_errors(outputs, workdir / ".errors", outcome, name_prefix)
     log.info(
         "job finished: exit code %d, %d inputs, %d outputs, %.1f s",
         outcome.exit_code,
@@ -172,17 +181,18 @@ def _run_command(command: list[str], env: Mapping[str, str], cwd: Path) -> _Outc
     return _Outcome(exit_code, bytes(tail))
 
 
-def _upload_outputs(outputs: Bucket, output_dir: Path, outcome: _Outcome) -> tuple[_Outcome, list[str]]:
+def _upload_outputs(outputs: Bucket, output_dir: Path, outcome: _Outcome,
+                    name_prefix: str = "") -> tuple[_Outcome, list[str]]:
     """Upload what the command wrote, even after a failure: partial results help."""
     try:
-        return outcome, outputs.upload_dir(output_dir)
+        return outcome, outputs.upload_dir(output_dir, name_prefix=name_prefix)
     except Exception:
         log.exception("uploading outputs to %s failed", outputs.url)
         # A command that succeeded but whose outputs are lost has not succeeded.
         return _Outcome(outcome.exit_code or EX_SOFTWARE, outcome.stderr_tail, traceback.format_exc()), []
 
 
-def _upload_errors(outputs: Bucket, local_dir: Path, outcome: _Outcome) -> None:
+def _upload_errors(outputs: Bucket, local_dir: Path, outcome: _Outcome, name_prefix: str = "") -> None:
     """Best effort: the exit code is already decided, and the logs hold the same story."""
     try:
         local_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +201,7 @@ def _upload_errors(outputs: Bucket, local_dir: Path, outcome: _Outcome) -> None:
             (local_dir / "stderr.txt").write_bytes(outcome.stderr_tail)
         if outcome.traceback is not None:
             (local_dir / "traceback.txt").write_text(outcome.traceback)
-        outputs.upload_dir(local_dir, under_prefix=ERRORS_PREFIX)
+        outputs.upload_dir(local_dir, under_prefix=ERRORS_PREFIX, name_prefix=name_prefix)
     except Exception:
         log.exception("uploading error files to %s failed", outputs.url)
 

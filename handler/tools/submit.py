@@ -14,8 +14,13 @@ works. Exit codes say how the request ended:
 7     rejected: the handler refused the request (the reply names the field)
 8     no reply within ``--wait-seconds``, or the broker connection was lost
 9     S3 failed: uploading the inputs or downloading the outputs
-130   interrupted (Ctrl-C)
+10    cancelled (``cloud-worker cancel``)
+130   interrupted (Ctrl-C): the request id and how to cancel it are printed
 ====  ==========================================================================
+
+The request id is chosen here and printed before anything else happens, so a user can
+always name the request to ``status``, ``logs`` and ``cancel``. ``--follow`` streams the
+job's log (``handler.tools.control``) to stderr while waiting for the reply.
 """
 
 from __future__ import annotations
@@ -24,17 +29,19 @@ import argparse
 import json
 import logging
 import sys
+import threading
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from handler.core.bucketurl import InvalidBucketUrl
 from handler.core.config import Settings
-from handler.core.errors import BrokerError
+from handler.core.errors import BrokerError, NoSuchBucket, Rejected
 from handler.core.exitcodes import ExitCode
 
 EXIT_FOR_STATUS = {"succeeded": ExitCode.OK, "failed": ExitCode.FAILED, "timedout": ExitCode.TIMEDOUT,
-                   "rejected": ExitCode.REJECTED, "submitted": ExitCode.OK}
+                   "rejected": ExitCode.REJECTED, "cancelled": ExitCode.CANCELLED, "submitted": ExitCode.OK}
 
 
 def exit_code_for(status: str) -> int:
@@ -58,12 +65,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--output-bucket-url", default=None, help="where the Job writes its outputs instead")
     parser.add_argument("--download", type=Path, default=None, metavar="DIR",
                         help="download the outputs (and error files) into DIR once the reply came")
+    parser.add_argument("--follow", "-f", action="store_true",
+                        help="print the job's log to stderr while it runs (reads the cluster with your kubeconfig, "
+                             "or in local mode the handler's state folder on this machine)")
     parser.add_argument("--no-wait", action="store_true",
                         help="publish and exit: no reply is awaited (none is sent back to this client)")
     parser.add_argument("--wait-seconds", type=float, default=None, metavar="S",
                         help="give up waiting for the reply after S seconds, exit 8 (default: the request's "
                              "timeout plus 5 minutes; 20 minutes when it gives none)")
     parser.add_argument("--create-buckets", action="store_true", help="create the buckets if they do not exist")
+    parser.add_argument("--expire-after", type=float, default=None, metavar="S",
+                        help="the broker drops the request if no handler has taken it within S seconds (the AMQP "
+                             "expiration; with a dead-letter policy on the queue it lands there instead)")
     parser.add_argument("--amqp-url", default=None, help="broker URL [CLOUD_WORKER_AMQP_URL, else local RabbitMQ]")
     parser.add_argument("--exchange", default=None, help="exchange [CLOUD_WORKER_EXCHANGE, else mstc.exchange]")
     parser.add_argument("--routing-key", default=None,
@@ -80,30 +93,47 @@ def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], stdout: 
         return _fail(stderr, ExitCode.CONFIG, f"the client needs the S3 library: install mstc-cloud-worker[s3] ({exc})")
     from handler.tools.console import StatusDisplay, describe
 
-    # A broker that cannot be reached is reported below as exit 4 with advice; pika's own
-    # account of it (a traceback at ERROR) would only bury that.
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    # The broker's and S3's failures are reported below, once, with advice (see service.logs).
+    logging.getLogger("handler.adapters.amqp").setLevel(logging.ERROR)
     settings = Settings.from_env(environ)
     wait_seconds = args.wait_seconds
     if wait_seconds is None:
         wait_seconds = 60.0 * ((args.timeout or 15.0) + 5.0)
     client = Client(args.amqp_url or settings.amqp_url, args.exchange or settings.exchange,
-                    args.routing_key or settings.queue, environ=environ)
+                    args.routing_key or settings.queue, environ=environ, settings=settings)
+    request_id = uuid.uuid4().hex
     display = StatusDisplay(stderr)
+    follower = LogFollower(settings, environ, request_id, display) if args.follow else None
+
+    def on_event(state: str, event: dict | None) -> None:
+        if state == "checked":  # the request is valid: from now on it has this id
+            display.line(f"request {request_id} (cancel it with: cloud-worker cancel {request_id})")
+            return
+        display.update(describe(state, event))
+        if follower is not None and state in ("accepted", "started"):
+            follower.start()
+
     try:
         with client, display:
             display.update(describe("uploading", None))
             reply = client.submit(
                 args.image, args.job_name, args.inputs, args.bucket_url, args.output_bucket_url, args.timeout,
-                wait=not args.no_wait, on_event=lambda state, event: display.update(describe(state, event)),
-                download_to=args.download, wait_seconds=wait_seconds, create_buckets=args.create_buckets,
+                wait=not args.no_wait, on_event=on_event, download_to=args.download, wait_seconds=wait_seconds,
+                create_buckets=args.create_buckets, expire_after=args.expire_after, request_id=request_id,
             )
+            if follower is not None:
+                follower.finish()
             status = reply.status
             display.line(summary(reply.status, reply.data, display.elapsed))
     except FileNotFoundError as exc:
         return _fail(stderr, ExitCode.USAGE, str(exc))
+    except Rejected as exc:
+        return _fail(stderr, ExitCode.REJECTED, f"the handler would reject this request, so nothing was uploaded: "
+                                                f"{exc}")
     except (InvalidBucketUrl, StorageConfigError) as exc:
         return _fail(stderr, ExitCode.CONFIG, str(exc))
+    except NoSuchBucket as exc:
+        return _fail(stderr, ExitCode.STORAGE, f"{exc} (create the bucket, or pass --create-buckets)")
     except BrokerError as exc:
         return _fail(stderr, ExitCode.BROKER_UNREACHABLE, f"{exc} (is RabbitMQ running? set --amqp-url or "
                                                       "CLOUD_WORKER_AMQP_URL)")
@@ -112,7 +142,8 @@ def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], stdout: 
     except StorageError as exc:
         return _fail(stderr, ExitCode.STORAGE, str(exc))
     except KeyboardInterrupt:
-        return _fail(stderr, ExitCode.INTERRUPTED, "interrupted: the request may still run")
+        return _fail(stderr, ExitCode.INTERRUPTED, f"interrupted: request {request_id} may still run; cancel it "
+                                                   f"with: cloud-worker cancel {request_id}")
     if reply.event is None:
         json.dump({"requestId": reply.request_id, "inputBucketUrl": reply.input_url,
                    "outputBucketUrl": reply.output_url}, stdout, indent=2)
@@ -122,6 +153,55 @@ def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], stdout: 
     if args.download is not None and reply.event is not None:
         stderr.write(listing(reply.downloaded, args.download))
     return exit_code_for(status)
+
+
+class LogFollower:
+    """``--follow``: the job's log, printed line by line above the status line, from a
+    thread started once the handler has accepted the request."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str], request_id: str, display: Any) -> None:
+        self.settings, self.environ, self.request_id, self.display = settings, environ, request_id, display
+        self._thread: threading.Thread | None = None
+        self._partial = ""
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="follow-log", daemon=True)
+            self._thread.start()
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """Let the last lines of a job that has ended come out."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._partial:
+            self.display.line(self._partial)
+            self._partial = ""
+
+    def write(self, text: str) -> None:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.display.line(line)
+
+    def flush(self) -> None:
+        pass
+
+    def _run(self) -> None:
+        from handler.core.errors import WorkerError
+        from handler.tools import control
+
+        try:
+            backend = control.inspecting_backend(self.settings, self.environ)
+            try:
+                for _ in range(60):  # the handler says "accepted" just before the job is written down
+                    if backend.lookup(self.request_id) is not None:
+                        break
+                    threading.Event().wait(0.5)
+                control.print_log(backend, self.settings, self.request_id, self, follow=True)
+            finally:
+                backend.close()
+        except (WorkerError, OSError) as exc:
+            self.display.line(f"cannot follow the job's log: {exc}")
 
 
 def summary(status: str, data: Mapping[str, Any], elapsed: float) -> str:

@@ -1,14 +1,64 @@
 """A stateful fake Kubernetes API server for testing the handler over real HTTP.
 
-``FakeKube`` serves batch/v1 Jobs and core/v1 Pods the way the official
-``kubernetes`` client expects (paths, Status errors, watch streams, 410 Gone),
-and simulates the Job controller and kubelet, with pod behaviour chosen by the
-container image (see :mod:`tests.fakekube.scenarios`).
+``FakeKube`` serves batch/v1 Jobs, core/v1 Pods and core/v1 Events the way the
+official ``kubernetes`` client expects (paths, Status errors, watch streams,
+410 Gone, paginated LISTs), and simulates the cluster behind them: the Job
+controller, the kubelet, the garbage collector and the TTL-after-finished
+controller, with each container's behaviour chosen by its image (see
+:mod:`tests.fakekube.scenarios`). What each piece models, and after which
+Kubernetes documentation, is in its module's docstring.
+
+Cluster behaviour (Kubernetes 1.31+), with defaults compatible with a plain Job:
+
+- Deletion (:mod:`.deletion`, :mod:`.gc`): ``metadata.finalizers`` and
+  ``deletionTimestamp``; Background, Foreground (``foregroundDeletion``) and
+  Orphan (``orphan``, the batch/v1 default) propagation, all asynchronous as in
+  a cluster; running pods are deleted gracefully (SIGTERM, exit 143).
+- TTL after finished (:mod:`.ttl`): a Foreground delete ``ttlSecondsAfterFinished``
+  after the Job finished.
+- Job status (:mod:`.jobstatus`, :mod:`.accounting`): ``SuccessCriteriaMet`` /
+  ``FailureTarget`` first, ``Complete`` / ``Failed`` once no pod runs or
+  terminates; ``spec.suspend``; ``spec.podFailurePolicy`` (:mod:`.failurepolicy`);
+  ``FailedCreate`` Events when admission refuses a pod (:mod:`.events`).
+
+Knobs a test turns:
+
+========================================================  ===================================================
+``FakeKube(run_seconds, timings=Timings(...))``           pacing; ``Timings.pod_termination_grace`` (deleted
+                                                          pod -> SIGTERM), ``deadline_grace`` (pods the Job
+                                                          controller deletes linger), ``ttl_scale`` (one TTL
+                                                          second in real seconds), backoff, start delays
+``FakeKube(history_limit=N)``                             watch history (and paginated-LIST snapshots) kept
+``FakeKube(bookmark_interval=S)``                         BOOKMARK every S s on ``allowWatchBookmarks`` watches
+``FakeKube(sidecar=Sidecar(...))``,                       inject ``istio-proxy`` (or any :class:`Sidecar`:
+``fake.inject_sidecar(Sidecar(...), namespace=None)``     ``image="scenario/sidecar:exits"`` quits with the
+                                                          others, ``native=True`` as a native sidecar) into new
+                                                          pods; ``inject_sidecar(None, ns)`` stops it
+``fake.set_pod_quota(namespace, pods, name="pod-quota")`` a ResourceQuota on pods: creates beyond it are
+                                                          ``FailedCreate`` Events, retried; None lifts it
+image ``scenario/forbidden``                              Pod Security refuses the pod: ``FailedCreate``
+``fake.disrupt_pod(ns, pod, reason=..., message=None,``   ``DisruptionTarget`` + deletion (exit 143), or
+``exit_code=143)``                                        ``TerminationByKubelet``: Failed/Evicted (see
+                                                          :mod:`.disruption` for the reasons)
+``fake.finish(ns, job, succeeded=True, exit_code=0)``     end a ``scenario/hold`` pod now
+``fake.compact()``                                        drop history: old watches and continue tokens 410
+``fake.faults``                                           HTTP faults (:class:`Faults`): ``error_rate``,
+                                                          ``throttle_rate``, ``latency``, ``cut_watch_after``,
+                                                          ``silent_watch_after`` (a watch that goes silent),
+                                                          ``gone_on_resume``, ``reject_create_status``
+========================================================  ===================================================
+
+Inspection bypassing HTTP: ``jobs(ns)``, ``pods(ns)``, ``events(ns, reason=None)``,
+``created_jobs(ns)``, ``request_count(method, kind)``, ``on_write(listener)``.
+Through HTTP, besides the usual verbs: PUT on jobs and pods, POST
+``pods/{name}/eviction``, ``?container=`` on pod logs, ``limit``/``continue`` on
+every LIST.
 """
 
 from .faults import Faults
+from .podadmission import Sidecar
 from .scenarios import Outcome
 from .server import FakeKube
 from .timings import Timings
 
-__all__ = ["FakeKube", "Faults", "Outcome", "Timings"]
+__all__ = ["FakeKube", "Faults", "Outcome", "Sidecar", "Timings"]

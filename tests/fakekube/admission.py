@@ -1,15 +1,20 @@
 """What the API server does to a Job between receiving it and storing it.
 
 Validation answers 422 for the mistakes a manifest builder can make (bad name,
-no containers, a restartPolicy a Job may not use); defaulting fills the fields
-a real server fills, so the handler sees the same object shape it would see in
-a cluster. Pure: the caller supplies the uid and the namespace.
+no containers, a restartPolicy a Job may not use, a podFailurePolicy the API
+server refuses — see :mod:`tests.fakekube.failurepolicy`); defaulting fills the
+fields a real server fills (``podReplacementPolicy`` is ``Failed`` when a
+podFailurePolicy is set, ``TerminatingOrFailed`` otherwise), so the handler sees
+the same object shape it would see in a cluster. :func:`check_update` refuses
+what an update may not change (a Job's selector and template, a pod's spec).
+Pure: the caller supplies the uid and the namespace.
 """
 
 import copy
 import re
 
-from .objects import JOBS, random_suffix
+from .failurepolicy import validation_causes
+from .objects import JOBS, PODS, Resource, random_suffix
 from .status import ApiError, bad_request, invalid
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -18,6 +23,11 @@ LABEL_MESSAGE = ("a lowercase RFC 1123 label must consist of lower case alphanum
                  "(e.g. 'my-name',  or '123-abc', regex used for validation is "
                  "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
 JOB_RESTART_POLICIES = ("OnFailure", "Never")
+MAX_INT32 = 2**31 - 1
+POD_UPDATE_MESSAGE = ("Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+                      "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only "
+                      "additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be "
+                      "set to 1 if it was previously negative)")
 
 
 def _cause(field: str, message: str, reason: str = "FieldValueInvalid") -> dict:
@@ -53,11 +63,16 @@ def _spec_causes(job: dict) -> list[dict]:
     deadline = spec.get("activeDeadlineSeconds")
     if deadline is not None and (not isinstance(deadline, int) or deadline <= 0):
         causes.append(_cause("spec.activeDeadlineSeconds", f"Invalid value: {deadline}: must be greater than 0"))
-    for field in ("backoffLimit", "ttlSecondsAfterFinished"):
+    for field in ("backoffLimit", "ttlSecondsAfterFinished", "backoffLimitPerIndex"):
         value = spec.get(field)
         if value is not None and (not isinstance(value, int) or value < 0):
             causes.append(_cause(f"spec.{field}", f"Invalid value: {value}: must be greater than or equal to 0"))
-    return causes
+    if spec.get("backoffLimitPerIndex") is not None and spec.get("completionMode") != "Indexed":
+        causes.append(_cause("spec.backoffLimitPerIndex", f"Invalid value: {spec['backoffLimitPerIndex']}: "
+                                                          "requires indexed completion mode"))
+    if spec.get("suspend") not in (None, True, False):
+        causes.append(_cause("spec.suspend", f"Invalid value: {spec['suspend']!r}: must be a boolean"))
+    return causes + validation_causes(spec)
 
 
 def admit_job(body: object, namespace: str, uid: str) -> dict:
@@ -101,10 +116,15 @@ def _defaulted(job: dict, namespace: str, uid: str) -> dict:
         "controller-uid": uid,
         "job-name": meta["name"],
     })
-    for field, value in (("backoffLimit", 6), ("completions", 1), ("parallelism", 1),
-                         ("completionMode", "NonIndexed"), ("suspend", False),
-                         ("manualSelector", False), ("podReplacementPolicy", "TerminatingOrFailed")):
+    policy = spec.get("podFailurePolicy")
+    for field, value in (("backoffLimit", 6 if spec.get("backoffLimitPerIndex") is None else MAX_INT32),
+                         ("completions", 1), ("parallelism", 1),
+                         ("completionMode", "NonIndexed"), ("suspend", False), ("manualSelector", False),
+                         ("podReplacementPolicy", "Failed" if policy is not None else "TerminatingOrFailed")):
         spec.setdefault(field, value)
+    for rule in (policy or {}).get("rules") or []:
+        for pattern in rule.get("onPodConditions") or []:
+            pattern.setdefault("status", "True")
     spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
     pod_spec = template.setdefault("spec", {})
     for field, value in (("dnsPolicy", "ClusterFirst"), ("schedulerName", "default-scheduler"),
@@ -119,3 +139,26 @@ def _defaulted(job: dict, namespace: str, uid: str) -> dict:
         container.setdefault("terminationMessagePolicy", "File")
     job["status"] = {}
     return job
+
+
+def check_update(resource: Resource, old: dict, new: dict) -> None:
+    """Raise the 422 a real API server answers to an update of an immutable field."""
+    name = old["metadata"]["name"]
+    if resource is JOBS:
+        old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+        causes = [_cause(f"spec.{field}", "Invalid value: ...: field is immutable")
+                  for field in ("selector", "template", "completionMode")
+                  if new_spec.get(field) != old_spec.get(field)]
+        if causes:
+            raise invalid(JOBS, name, causes)
+    elif resource is PODS:
+        def mutable_removed(spec: dict) -> dict:
+            spec = copy.deepcopy(spec or {})
+            spec.pop("activeDeadlineSeconds", None)
+            for key in ("containers", "initContainers"):
+                for container in spec.get(key) or []:
+                    container.pop("image", None)
+            return spec
+
+        if mutable_removed(new.get("spec")) != mutable_removed(old.get("spec")):
+            raise invalid(PODS, name, [_cause("spec", POD_UPDATE_MESSAGE, "FieldValueForbidden")])

@@ -1,9 +1,16 @@
 """The WSGI application: the API server's paths, verbs and error bodies.
 
-Routing, request parsing and fault injection live here; what the requests do
-is the store's business (and the controllers', through the store's events).
-Every error leaves as a JSON ``Status`` with the real server's code and
-reason, because the handler under test branches on them.
+Routing, request parsing, reads (GET, LIST with ``limit``/``continue`` — see
+:mod:`tests.fakekube.paging` —, WATCH) and fault injection live here; the write
+verbs are :mod:`tests.fakekube.writes`, and what the requests then cause is the
+store's business (and the controllers', through the store's events). Every
+error leaves as a JSON ``Status`` with the real server's code and reason,
+because the handler under test branches on them.
+
+Served: batch/v1 ``jobs`` (create, get, list, watch, patch, update, delete),
+core/v1 ``pods`` (get, list, watch, patch, update, delete, ``log``,
+``eviction``) and core/v1 ``events`` (get, list, watch), each namespaced and
+across all namespaces, plus ``/status`` reads.
 """
 
 import json
@@ -16,7 +23,7 @@ from werkzeug.exceptions import NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from . import discovery, patch, watch
+from . import discovery, paging, watch, writes
 from .admission import admit_job
 from .faults import Faults
 from .logs import check_container, render
@@ -29,18 +36,13 @@ from .status import (
     method_not_allowed,
     not_found,
     path_not_found,
-    success_body,
     too_many_requests,
-    unsupported_media_type,
 )
-from .store import Store
+from .store import Expired, Store, storage_key
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WATCH_TIMEOUT = 1800
-ORPHAN_WARNING = ('299 - "child pods are preserved by default when jobs are deleted; set '
-                  'propagationPolicy=Background to remove them or set propagationPolicy=Orphan to '
-                  'suppress this warning"')
 
 
 def _resource_rules(prefix: str, plural: str) -> list[Rule]:
@@ -58,7 +60,9 @@ URLS = Map([
     *(Rule(path, endpoint="discovery") for path in discovery.DOCUMENTS),
     *_resource_rules("/apis/batch/v1", "jobs"),
     *_resource_rules("/api/v1", "pods"),
+    *_resource_rules("/api/v1", "events"),
     Rule("/api/v1/namespaces/<namespace>/pods/<name>/log", endpoint="log"),
+    Rule("/api/v1/namespaces/<namespace>/pods/<name>/eviction", endpoint="eviction"),
 ], strict_slashes=False, redirect_defaults=False)
 
 
@@ -147,7 +151,7 @@ class Api:
         except NotFound:
             endpoint, values = None, {}
         is_watch = endpoint in ("collection", "all_namespaces") and _flag(request, "watch")
-        kind = "log" if endpoint == "log" else values.get("plural")
+        kind = endpoint if endpoint in ("log", "eviction") else values.get("plural")
         self._requests.record(request.method, kind, is_watch)
         if self._faults.latency > 0:
             self._stopping.wait(self._faults.latency)
@@ -194,15 +198,35 @@ class Api:
 
     def _list_or_watch(self, request: Request, plural: str, namespace: str | None) -> Response:
         resource = RESOURCES[plural]
+        labels, fields = request.args.get("labelSelector"), request.args.get("fieldSelector")
         try:
-            predicate = combined(request.args.get("labelSelector"), request.args.get("fieldSelector"))
+            predicate = combined(labels, fields)
         except ValueError as exc:
             raise bad_request(str(exc)) from exc
         if _flag(request, "watch"):
             return self._watch(request, resource, namespace, predicate)
-        items, version = self._store.list(resource, namespace, predicate)
-        return _json({"kind": resource.list_kind, "apiVersion": resource.api_version,
-                      "metadata": {"resourceVersion": str(version)}, "items": items})
+        limit, token = _int_arg(request, "limit"), request.args.get("continue") or None
+        start, version = None, None
+        if token is not None:
+            version, start = paging.decode(token)
+        if version is None or version < 0:
+            items, version = self._store.list(resource, namespace, predicate, copies=False)
+            pairs = [(storage_key((o["metadata"]["namespace"], o["metadata"]["name"])), o) for o in items]
+        else:
+            try:
+                snapshot = self._store.snapshot(resource, version, copies=False)
+            except Expired:
+                raise paging.expired(start) from None
+            pairs = sorted((storage_key(key), obj) for key, obj in snapshot.items()
+                           if namespace in (None, key[0]) and predicate(obj))
+        items, extra = paging.page(pairs, limit, start, count_remaining=not labels and not fields)
+        meta = {"resourceVersion": str(version)}
+        if "continue" in extra:
+            meta["continue"] = paging.encode(version, extra["continue"])
+        if "remainingItemCount" in extra:
+            meta["remainingItemCount"] = extra["remainingItemCount"]
+        return _json({"kind": resource.list_kind, "apiVersion": resource.api_version, "metadata": meta,
+                      "items": items})
 
     def _watch(self, request: Request, resource, namespace: str | None, predicate) -> Response:
         version = request.args.get("resourceVersion", "")
@@ -218,17 +242,27 @@ class Api:
         spec = watch.WatchRequest(resource, namespace, predicate, since, float(timeout),
                                   _flag(request, "allowWatchBookmarks"), self._bookmark_interval)
         lines = watch.cut_after(watch.events(self._store, spec, sock), self._faults.cut_watch_after, sock)
+        if self._faults.silent_watch_after is not None:
+            lines = watch.fall_silent(lines, self._faults.silent_watch_after, sock,
+                                      lambda: self._stopping.is_set() or self._store.closed)
         return Response(_headers_first(lines), mimetype="application/json")
 
     def _item(self, request: Request, plural: str, namespace: str, name: str) -> Response:
         resource = RESOURCES[plural]
         if request.method == "GET":
             return self._read(resource, namespace, name)
+        if resource is not JOBS and resource is not PODS:
+            raise method_not_allowed(request.method)
         if request.method == "DELETE":
-            return self._delete(request, resource, namespace, name)
-        if request.method == "PATCH":
-            return _json(self._patch(request, resource, namespace, name))
-        raise method_not_allowed(request.method)
+            reply = writes.delete(self._store, resource, namespace, name, _body(request) or {}, request.args)
+        elif request.method == "PATCH":
+            content_type = (request.content_type or "").split(";")[0].strip()
+            reply = writes.patch_object(self._store, resource, namespace, name, content_type, _body(request))
+        elif request.method == "PUT":
+            reply = writes.replace_object(self._store, resource, namespace, name, _body(request))
+        else:
+            raise method_not_allowed(request.method)
+        return _json(*reply)
 
     def _status(self, request: Request, plural: str, namespace: str, name: str) -> Response:
         if request.method != "GET":
@@ -241,62 +275,10 @@ class Api:
             raise not_found(resource, name)
         return _json(obj)
 
-    def _delete(self, request: Request, resource, namespace: str, name: str) -> Response:
-        options = _body(request) or {}
-        policy = request.args.get("propagationPolicy") or options.get("propagationPolicy")
-        orphan = options.get("orphanDependents", request.args.get("orphanDependents"))
-        if policy is None and orphan is not None:
-            policy = "Orphan" if str(orphan).lower() == "true" else "Background"
-        # batch/v1 Jobs default to orphaning their pods, for backwards compatibility.
-        headers = {"Warning": ORPHAN_WARNING} if policy is None and resource is JOBS else {}
-        policy = policy or ("Orphan" if resource is JOBS else "Background")
-        if policy not in ("Background", "Foreground", "Orphan"):
-            raise bad_request(f'propagationPolicy: Unsupported value: "{policy}"')
-        uid = ((options.get("preconditions") or {}).get("uid"))
-        current = self._store.get(resource, namespace, name)
-        if current is None:
-            raise not_found(resource, name)
-        if uid is not None and uid != current["metadata"]["uid"]:
-            raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {uid}, "
-                           f"UID in object meta: {current['metadata']['uid']}")
-        removed = self._store.delete(resource, namespace, name, policy, uid=current["metadata"]["uid"])
-        if removed is None:
-            raise not_found(resource, name)
-        if resource is PODS:
-            return _json(removed, headers=headers)
-        return _json(success_body(resource, name, removed["metadata"]["uid"]), headers=headers)
-
-    def _patch(self, request: Request, resource, namespace: str, name: str) -> dict:
-        content_type = (request.content_type or "").split(";")[0].strip()
-        if content_type not in patch.CONTENT_TYPES:
-            raise unsupported_media_type(content_type)
-        body = _body(request)
-
-        def patched(obj: dict) -> None:
-            try:
-                result = patch.apply(content_type, obj, body)
-            except (patch.PatchError, TypeError, KeyError, IndexError, AttributeError) as exc:
-                raise ApiError(422, "Invalid", f"the server rejected our request due to an error in "
-                                               f"our request: {exc}") from exc
-            meta, new_meta = obj["metadata"], result.get("metadata") or {}
-            if new_meta.get("resourceVersion", meta["resourceVersion"]) != meta["resourceVersion"]:
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {resource.qualified} '
-                               f'"{name}": the object has been modified; please apply your changes '
-                               f'to the latest version and try again')
-            for key in ("name", "namespace", "uid", "creationTimestamp", "resourceVersion", "generation"):
-                if key in meta:
-                    new_meta[key] = meta[key]
-            result.update(apiVersion=obj["apiVersion"], kind=obj["kind"], metadata=new_meta,
-                          status=obj.get("status", {}))
-            if "generation" in meta and result.get("spec") != obj.get("spec"):
-                new_meta["generation"] = meta["generation"] + 1
-            obj.clear()
-            obj.update(result)
-
-        updated = self._store.update(resource, namespace, name, patched)
-        if updated is None:
-            raise not_found(resource, name)
-        return updated
+    def _eviction(self, request: Request, namespace: str, name: str) -> Response:
+        if request.method != "POST":
+            raise method_not_allowed(request.method)
+        return _json(*writes.evict(self._store, namespace, name, _body(request)))
 
     def _log(self, request: Request, namespace: str, name: str) -> Response:
         if request.method != "GET":
@@ -304,7 +286,7 @@ class Api:
         pod = self._store.get(PODS, namespace, name)
         if pod is None:
             raise not_found(PODS, name)
-        check_container(pod, request.args.get("container"))
-        data = render(self._store.read_log(namespace, name), _int_arg(request, "tailLines"),
+        container = check_container(pod, request.args.get("container"))
+        data = render(self._store.read_log(namespace, name, container), _int_arg(request, "tailLines"),
                       _int_arg(request, "limitBytes"), _flag(request, "timestamps"))
         return Response(data, mimetype="text/plain")

@@ -2,7 +2,7 @@
 
 Just enough for clients that probe the server (``kubectl version``, the
 client's VersionApi, discovery caches) to see a plausible 1.33 cluster serving
-batch/v1 jobs and core/v1 pods.
+batch/v1 jobs and core/v1 pods and events.
 """
 
 VERSION = {
@@ -25,14 +25,16 @@ DOCUMENTS = {
     "/api": {"kind": "APIVersions", "versions": ["v1"],
              "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]},
     "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-        _resource("pods", "Pod", ["delete", "get", "list", "patch", "watch"]),
+        _resource("events", "Event", ["get", "list", "watch"]),
+        _resource("pods", "Pod", ["delete", "get", "list", "patch", "update", "watch"]),
+        _resource("pods/eviction", "Eviction", ["create"]),
         _resource("pods/log", "Pod", ["get"]),
         _resource("pods/status", "Pod", ["get"]),
     ]},
     "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_GROUP]},
     "/apis/batch": {"kind": "APIGroup", "apiVersion": "v1", **_GROUP},
     "/apis/batch/v1": {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "batch/v1", "resources": [
-        _resource("jobs", "Job", ["create", "delete", "get", "list", "patch", "watch"]),
+        _resource("jobs", "Job", ["create", "delete", "get", "list", "patch", "update", "watch"]),
         _resource("jobs/status", "Job", ["get"]),
     ]},
 }

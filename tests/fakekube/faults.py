@@ -22,6 +22,10 @@ class Faults:
     latency: float = 0.0
     # Close each watch stream abruptly (no final chunk) after this many events.
     cut_watch_after: int | None = None
+    # Let each new watch stream send this many events (0: none), then fall silent: the
+    # connection stays open but nothing more comes, not even bookmarks or the end at
+    # timeoutSeconds, until the client gives up (its read timeout) or the server stops.
+    silent_watch_after: int | None = None
     # Answer every watch that resumes from a resourceVersion (not "" or "0") with 410.
     gone_on_resume: bool = False
     # Answer every Job create with this status (403 Forbidden as from RBAC, 422 Invalid).
@@ -54,6 +58,6 @@ class Faults:
     def clear(self) -> None:
         """Switch every fault off again."""
         self.error_rate = self.throttle_rate = self.latency = 0.0
-        self.cut_watch_after = None
+        self.cut_watch_after = self.silent_watch_after = None
         self.gone_on_resume = False
         self.reject_create_status = None

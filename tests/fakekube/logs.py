@@ -1,7 +1,12 @@
 """Rendering a pod's log the way ``GET .../pods/{name}/log`` answers.
 
-Pure: the kubelet records lines, this module applies the query (container,
-tailLines, limitBytes, timestamps) and the refusal the real kubelet gives for a
+Pure: the kubelet records lines per container, this module picks the container
+and applies the query (tailLines, limitBytes, timestamps). The container rules
+are the API server's (``pkg/registry/core/pod/strategy.go`` ``LogLocation``):
+without ``?container=`` a pod with one regular container gets that one's log,
+and one with several is answered 400 "a container name must be specified for
+pod X, choose one of: [a b] or one of the init containers: [c]"; an unknown
+name is 400 "container x is not valid for pod X". The kubelet then refuses a
 container that has not started (400, "is waiting to start").
 """
 
@@ -11,22 +16,27 @@ from .status import ApiError, bad_request
 def check_container(pod: dict, container: str | None) -> str:
     """The container whose log is asked for; raises 400 like the real server."""
     name = pod["metadata"]["name"]
-    names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    spec = pod.get("spec") or {}
+    names = [c.get("name") for c in spec.get("containers") or []]
+    init_names = [c.get("name") for c in spec.get("initContainers") or []]
     if not container:
         if len(names) != 1:
-            raise bad_request(f"a container name must be specified for pod {name}, "
-                              f"choose one of: [{' '.join(names)}]")
+            message = f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
+            if init_names:
+                message += f" or one of the init containers: [{' '.join(init_names)}]"
+            raise bad_request(message)
         container = names[0]
-    if container not in names:
+    if container not in names + init_names:
         raise bad_request(f"container {container} is not valid for pod {name}")
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == container and "waiting" not in (status.get("state") or {}):
-            return container
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    status = pod.get("status") or {}
+    statuses = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
     reason = "ContainerCreating"
-    for status in statuses:
-        if status.get("name") == container:
-            reason = status["state"]["waiting"].get("reason", reason)
+    for entry in statuses:
+        if entry.get("name") == container:
+            state = entry.get("state") or {}
+            if "waiting" not in state:
+                return container
+            reason = state["waiting"].get("reason", reason)
     if reason in ("ErrImagePull", "ImagePullBackOff"):
         reason = "trying and failing to pull image"
     raise ApiError(400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: {reason}')

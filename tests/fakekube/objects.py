@@ -1,9 +1,12 @@
 """Conventions shared by every Kubernetes object the fake serves.
 
-The fake only knows two resources (batch/v1 Jobs and core/v1 Pods), so they are
-described by a tiny frozen table instead of a schema: the store, the routes and
-the Status builders all need the same four names (plural, kind, group, version)
-and must agree on them exactly, because the official client keys on them.
+The fake knows three resources (batch/v1 Jobs, core/v1 Pods and core/v1
+Events), so they are described by a tiny frozen table instead of a schema: the
+store, the routes and the Status builders all need the same four names (plural,
+kind, group, version) and must agree on them exactly, because the official
+client keys on them. The metadata helpers here read what several controllers
+share: owners, finalizers and the ``deletionTimestamp`` of an object being
+deleted.
 """
 
 import secrets
@@ -41,7 +44,8 @@ class Resource:
 
 JOBS = Resource("jobs", "Job", "batch", "v1")
 PODS = Resource("pods", "Pod", "", "v1")
-RESOURCES = {JOBS.plural: JOBS, PODS.plural: PODS}
+EVENTS = Resource("events", "Event", "", "v1")
+RESOURCES = {JOBS.plural: JOBS, PODS.plural: PODS, EVENTS.plural: EVENTS}
 
 
 def timestamp(moment: float | None = None) -> str:
@@ -69,3 +73,12 @@ def controller_uid(obj: dict) -> str | None:
 
 def owner_uids(obj: dict) -> set[str]:
     return {ref.get("uid") for ref in (obj.get("metadata") or {}).get("ownerReferences") or []}
+
+
+def finalizers(obj: dict) -> list[str]:
+    return list((obj.get("metadata") or {}).get("finalizers") or [])
+
+
+def being_deleted(obj: dict) -> bool:
+    """True once a DELETE has been accepted: the object has a ``deletionTimestamp``."""
+    return (obj.get("metadata") or {}).get("deletionTimestamp") is not None

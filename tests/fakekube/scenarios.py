@@ -1,8 +1,9 @@
-"""What a pod does, chosen by its first container's image.
+"""What a container does, chosen by its image.
 
 Tests pick behaviour by image name instead of configuring the fake, so one
-manifest builder in the handler can exercise every outcome. Pure: parsing an
-image gives a frozen :class:`Scenario`; the kubelet acts it out.
+manifest builder in the handler can exercise every outcome. Every container of
+a pod acts out its own image. Pure: parsing an image gives a frozen
+:class:`Scenario`; the kubelet acts it out.
 
 ===========================  ==============================================
 ``scenario/succeed:SECS``    runs SECS seconds, exits 0
@@ -13,8 +14,22 @@ image gives a frozen :class:`Scenario`; the kubelet acts it out.
 ``scenario/invalid-image``   waits in ``InvalidImageName``
 ``scenario/configerror``     waits in ``CreateContainerConfigError``
 ``scenario/hold``            runs until ``FakeKube.finish`` ends it
+``scenario/sidecar``         a proxy: runs until stopped, exits 0 on SIGTERM;
+                             as a plain container it keeps the pod Running
+                             after the others end (the classic sidecar trap)
+``scenario/sidecar:exits``   the same, but exits 0 by itself once the pod's
+                             other containers have ended (Istio's quitquitquit)
+``scenario/forbidden``       never runs: Pod Security admission refuses the
+                             pod, so the Job controller records FailedCreate
 anything else                runs the default time, exits 0
 ===========================  ==============================================
+
+A container stopped because its pod is deleted exits 143 (SIGTERM) unless its
+scenario exits 0 on SIGTERM; one that never started reports the kubelet's
+``ContainerStatusUnknown`` (137). Native sidecars (init containers with
+``restartPolicy: Always``) run until the pod's regular containers have ended
+and are then stopped by the kubelet. See :mod:`tests.fakekube.podadmission` for
+the injected ``istio-proxy`` sidecar.
 """
 
 import re
@@ -56,6 +71,8 @@ class Scenario:
     run_seconds: float | None = None  # None: runs until finished from outside
     outcome: Outcome = Outcome(0, "Completed")
     waiting: tuple[Waiting, ...] = ()  # successive waiting states; non-empty: never runs
+    sidecar: bool = False  # exits 0 on SIGTERM
+    exits_with_others: bool = False  # a sidecar that exits 0 once the other containers ended
 
 
 def _number(text: str | None, default: float) -> float:
@@ -77,6 +94,8 @@ def parse(image: str, default_seconds: float, brief_seconds: float) -> Scenario:
         return Scenario(name, brief_seconds, Outcome(137, "OOMKilled"))
     if name == "hold":
         return Scenario(name, None)
+    if name == "sidecar":
+        return Scenario(name, None, sidecar=True, exits_with_others=arg == "exits")
     if name == "imagepull":
         reference = f"docker.io/{image}" + ("" if ":" in image.rsplit("/", 1)[-1] else ":latest")
         return Scenario(name, waiting=(
@@ -95,7 +114,9 @@ def parse(image: str, default_seconds: float, brief_seconds: float) -> Scenario:
 
 
 def start_lines(container: dict) -> list[str]:
-    """What the container prints when it starts: its image and bucket URLs."""
+    """What the container prints when it starts: its image and bucket URLs (a sidecar: its name)."""
+    if is_sidecar_image(container.get("image", "")):
+        return [f"starting {container.get('image', '')}", f"{container.get('name')}: proxy ready"]
     env = {item.get("name"): item for item in container.get("env") or []}
     lines = [f"starting {container.get('image', '')}"]
     for name in LOGGED_ENV:
@@ -107,9 +128,21 @@ def start_lines(container: dict) -> list[str]:
     return lines
 
 
+def is_sidecar_image(image: str) -> bool:
+    match = _SCENARIO_IMAGE.search(image or "")
+    return match is not None and match["name"] == "sidecar"
+
+
+def is_forbidden_image(image: str) -> bool:
+    match = _SCENARIO_IMAGE.search(image or "")
+    return match is not None and match["name"] == "forbidden"
+
+
 def end_lines(outcome: Outcome) -> list[str]:
     if outcome.succeeded:
         return ["done"]
     if outcome.reason == "OOMKilled":
         return ["Killed: out of memory"]
+    if outcome.exit_code == 143:
+        return ["received SIGTERM, exiting"]
     return [f"error: exiting with code {outcome.exit_code}"]

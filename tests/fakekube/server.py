@@ -1,9 +1,10 @@
 """FakeKube: the fake API server assembled, served on a thread, driven from tests.
 
-Wires one Store, one Scheduler running the kubelet and Job controller, and the
-WSGI app into a threaded werkzeug server on 127.0.0.1 (watches are long-lived,
-so every connection gets its own thread). The Python methods read and poke the
-store directly: they bypass HTTP, so faults and request counts never see them.
+Wires one Store, one Scheduler running the kubelet, the Job controller, the
+garbage collector and the TTL-after-finished controller, and the WSGI app into
+a threaded werkzeug server on 127.0.0.1 (watches are long-lived, so every
+connection gets its own thread). The Python methods read and poke the store
+directly: they bypass HTTP, so faults and request counts never see them.
 """
 
 import logging
@@ -15,15 +16,22 @@ from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, make_server
 
 from .app import Api, RequestLog
 from .controller import JobController
+from .disruption import disrupt
+from .events import EventRecorder
 from .faults import Faults
+from .gc import GarbageCollector
 from .kubelet import Kubelet
-from .objects import JOBS, PODS
+from .objects import EVENTS, JOBS, PODS, RESOURCES
+from .podadmission import PodAdmission, Sidecar
 from .scenarios import Outcome
 from .scheduler import Scheduler
 from .store import Store
 from .timings import Timings
+from .ttl import TTLController
 
 logger = logging.getLogger(__name__)
+
+ISTIO_PROXY = Sidecar()
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -39,20 +47,28 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class FakeKube:
-    """A stateful fake Kubernetes API server for batch/v1 Jobs and their pods."""
+    """A stateful fake Kubernetes API server for batch/v1 Jobs, their pods and events.
+
+    ``sidecar`` injects that container into every pod (see :meth:`inject_sidecar`).
+    """
 
     def __init__(self, run_seconds: float = 0.05, *, timings: Timings | None = None,
                  history_limit: int = 1000, bookmark_interval: float = 1.0, host: str = "127.0.0.1",
-                 port: int = 0):
+                 port: int = 0, sidecar: Sidecar | None = None):
         self.faults = Faults()
         self.timings = timings or Timings()
         self._host, self._port = host, port
         self._store = Store(history_limit)
         self._scheduler = Scheduler()
+        self._admission = PodAdmission()
+        if sidecar is not None:
+            self._admission.sidecars[None] = sidecar
         self._kubelet = Kubelet(self._store, self._scheduler, self.timings, run_seconds)
-        self._controller = JobController(self._store, self._scheduler, self._kubelet, self.timings)
-        self._store.subscribe(self._kubelet.on_event)
-        self._store.subscribe(self._controller.on_event)
+        self._controller = JobController(self._store, self._scheduler, self._kubelet, self.timings,
+                                         self._admission, EventRecorder(self._store))
+        for listener in (self._kubelet, self._controller, GarbageCollector(self._store, self._scheduler),
+                         TTLController(self._store, self._scheduler, self.timings)):
+            self._store.subscribe(listener.on_event)
         self._requests = RequestLog()
         self._stopping = threading.Event()
         self._app = Api(self._store, self.faults, self._requests, self._stopping, bookmark_interval)
@@ -120,12 +136,16 @@ class FakeKube:
     def pods(self, namespace: str) -> list[dict]:
         return self._store.list(PODS, namespace)[0]
 
+    def events(self, namespace: str, reason: str | None = None) -> list[dict]:
+        """core/v1 Events recorded in ``namespace`` (those with ``reason``, if given)."""
+        return self._store.list(EVENTS, namespace, lambda e: reason in (None, e.get("reason")))[0]
+
     def created_jobs(self, namespace: str) -> list[str]:
         """Names of every Job ever created (201) in ``namespace``, in order, deleted ones too."""
         return self._store.created_names(JOBS, namespace)
 
     def request_count(self, method: str | None = None, kind: str | None = None) -> int:
-        """Requests served; ``kind`` in {"jobs", "pods", "log"}; a watch counts once."""
+        """Requests served; ``kind`` in {"jobs", "pods", "events", "log", "eviction"}; a watch counts once."""
         return self._requests.count(method, kind)
 
     def reset_counts(self) -> None:
@@ -150,7 +170,39 @@ class FakeKube:
         self._scheduler.run_sync(self._controller.finish, namespace, job_name,
                                  Outcome.of(succeeded, exit_code, reason))
 
+    def restore(self, plural: str, objects: list[dict]) -> None:
+        """Add finished objects as if found in etcd at start-up: no watch event, no controller
+        acting on them (``Store.restore``). The benchmarks seed a namespace with it."""
+        self._store.restore(RESOURCES[plural], objects)
+
     def compact(self) -> None:
-        """Drop all watch history: resuming from any older resourceVersion gets 410."""
+        """Drop all watch history: resuming from any older resourceVersion (or continuing a
+        paginated LIST from an older snapshot) gets 410."""
         self._store.compact()
+
+    def disrupt_pod(self, namespace: str, name: str, reason: str = "EvictionByEvictionAPI",
+                    message: str | None = None, exit_code: int = 143) -> None:
+        """Disrupt a running pod as ``reason`` names (see :mod:`tests.fakekube.disruption`):
+        ``DisruptionTarget`` condition, then deletion (graceful; the container exits
+        ``exit_code``), or for ``TerminationByKubelet`` node-pressure eviction (``Failed``,
+        reason ``Evicted``). Raises LookupError for an unknown pod, ValueError for an
+        ended one or an unknown reason."""
+        self._scheduler.run_sync(disrupt, self._store, self._kubelet, namespace, name, reason, message, exit_code)
+
+    def set_pod_quota(self, namespace: str, pods: int | None, name: str = "pod-quota") -> None:
+        """A ResourceQuota ``name`` with ``hard: {pods: N}`` in ``namespace`` (None removes it):
+        the Job controller's creates beyond it fail with FailedCreate Events and are retried."""
+        if pods is None:
+            self._admission.quotas.pop(namespace, None)
+        else:
+            self._admission.quotas[namespace] = (name, pods)
+
+    def inject_sidecar(self, sidecar: Sidecar | None = ISTIO_PROXY, namespace: str | None = None) -> None:
+        """Have a webhook inject ``sidecar`` (default: Istio's ``istio-proxy``, running for
+        ever) into pods created from now on, in ``namespace`` or (None) everywhere; pass
+        ``sidecar=None`` to stop injecting there."""
+        if sidecar is None:
+            self._admission.sidecars.pop(namespace, None)
+        else:
+            self._admission.sidecars[namespace] = sidecar
 

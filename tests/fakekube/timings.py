@@ -23,7 +23,16 @@ class Timings:
     backoff_cap: float = 0.2
     # ErrImagePull -> ImagePullBackOff.
     pull_backoff: float = 0.2
-    # Pods killed for activeDeadlineSeconds stay (terminated, with a
-    # deletionTimestamp) this long before they are removed, so their log can
-    # still be read right after the Job reports DeadlineExceeded.
+    # Pods the Job controller deletes (activeDeadlineSeconds, a FailJob rule,
+    # suspension) stay, terminated and with their deletionTimestamp, this long
+    # before the kubelet's final delete removes them, so their log can still be
+    # read right after the Job reports its failure. (Real: the brief hold of the
+    # controller's batch.kubernetes.io/job-tracking finalizer.)
     deadline_grace: float = 1.0
+    # A deleted running pod -> its containers stopped (SIGTERM: exit 143). The
+    # real kubelet waits for the process, up to terminationGracePeriodSeconds
+    # (30 s by default); the pod object keeps its deletionTimestamp meanwhile.
+    pod_termination_grace: float = 0.05
+    # How long one second of ttlSecondsAfterFinished lasts (1.0: real seconds),
+    # so a test can use a realistic TTL and still finish quickly.
+    ttl_scale: float = 1.0

@@ -6,6 +6,20 @@ later event from history, then goes live. A version older than history gets
 one ``ERROR`` event carrying a 410 ``Expired`` Status, then the stream ends.
 Streams end cleanly at ``timeoutSeconds`` (with a BOOKMARK if asked for),
 when the server stops, or when the client has gone away.
+
+With ``allowWatchBookmarks=true`` a BOOKMARK carrying the current
+resourceVersion comes every ``bookmark_interval`` seconds even while nothing
+changes (the real watch cache sends one about every minute), so a client can
+resume from a recent version and tell a quiet stream from a dead one.
+
+Two faults act on the stream: :func:`cut_after` drops the connection after N
+events; :func:`fall_silent` keeps it open but sends nothing more at all — no
+events, no bookmarks, no end at ``timeoutSeconds`` — until the client gives up,
+as a watch does behind a wedged proxy or a stalled API server.
+
+A change that moves an object into or out of the watch's selection comes as the API
+server's watch cache sends it (``cacher/cache_watcher.go``): into it as ``ADDED``, out of
+it as ``DELETED`` carrying the object's previous content at the new resourceVersion.
 """
 
 import json
@@ -42,6 +56,20 @@ def _line(kind: str, obj: dict) -> bytes:
     return (json.dumps({"type": kind, "object": obj}, separators=(",", ":")) + "\n").encode()
 
 
+def _selected(predicate: Predicate, event) -> bytes | None:
+    """The event as this watch sees it (see the module docstring), or None."""
+    now = predicate(event.object)
+    before = event.previous is not None and event.type == "MODIFIED" and predicate(event.previous)
+    if now:
+        return _line("ADDED" if event.type == "MODIFIED" and event.previous is not None and not before
+                     else event.type, event.object)
+    if before:
+        version = event.object["metadata"]["resourceVersion"]
+        return _line("DELETED", dict(event.previous, metadata=dict(event.previous["metadata"],
+                                                                   resourceVersion=version)))
+    return None
+
+
 def _bookmark(resource: Resource, version: int) -> bytes:
     return _line("BOOKMARK", {"kind": resource.kind, "apiVersion": resource.api_version,
                               "metadata": {"resourceVersion": str(version)}})
@@ -73,17 +101,19 @@ def events(store: Store, request: WatchRequest, sock: socket.socket | None = Non
     started = time.monotonic()
     deadline, last_bookmark = started + request.timeout, started
     while (remaining := deadline - time.monotonic()) > 0:
+        wait = min(remaining, IDLE_CHECK)
+        if request.bookmarks:
+            wait = max(0.0, min(wait, last_bookmark + request.bookmark_interval - time.monotonic()))
         try:
-            batch, cursor = store.events_after(request.resource, request.namespace, cursor,
-                                               min(remaining, IDLE_CHECK))
+            batch, cursor = store.events_after(request.resource, request.namespace, cursor, wait)
         except Expired as exc:
             yield gone_line(str(exc))
             return
         if store.closed:
             return
-        matching = [event for event in batch if request.predicate(event.object)]
-        for event in matching:
-            yield _line(event.type, event.object)
+        matching = [line for event in batch if (line := _selected(request.predicate, event)) is not None]
+        for line in matching:
+            yield line
         if not matching and client_gone(sock):
             logger.debug("watch client went away")
             return
@@ -109,5 +139,23 @@ def cut_after(lines: Iterator[bytes], limit: int | None, sock: socket.socket | N
             sent += 1
         logger.info("cutting watch stream after %d events (fault)", limit)
         sock.shutdown(socket.SHUT_RDWR)
+    finally:
+        lines.close()
+
+
+def fall_silent(lines: Iterator[bytes], after: int, sock: socket.socket | None,
+                stopped) -> Iterator[bytes]:
+    """Pass ``after`` events through, then send nothing until the client hangs up or
+    ``stopped()`` (the server is stopping); the connection stays open meanwhile."""
+    try:
+        for _ in range(after):
+            line = next(lines, None)
+            if line is None:
+                return
+            yield line
+        lines.close()
+        logger.info("watch stream falls silent after %d events (fault)", after)
+        while not stopped() and not client_gone(sock):
+            time.sleep(IDLE_CHECK / 5)
     finally:
         lines.close()

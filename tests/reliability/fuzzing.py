@@ -61,7 +61,7 @@ valid_requests = st.fixed_dictionaries(
     {"image": st.just("mstc/python-test:latest"),
      "jobName": st.from_regex(r"[a-z][a-z0-9-]{0,20}[a-z0-9]", fullmatch=True),
      "inputBucketUrl": st.just("http://minio:9000/bucket")},
-    optional={"timeOut": st.integers(0, 60), "outputBucketUrl": st.just("s3://out/prefix")})
+    optional={"timeOut": st.integers(0, 25), "outputBucketUrl": st.just("s3://out/prefix")})
 ce_types = st.one_of(st.sampled_from([CANCEL_TYPE, "mstc.cloud.worker.job.request.v1", "", "x"]), st.text(max_size=20))
 content_types = st.one_of(
     st.sampled_from(["application/json", "application/cloudevents+json", "application/cloudevents-batch+json",

@@ -7,8 +7,17 @@ next good request. Extra fields can never reach the manifest, whatever they are.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
 
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +28,8 @@ from handler.core.messages import Message
 from handler.core.request import KNOWN_FIELDS, parse_request
 from tests.reliability.fuzzing import json_values, valid_requests
 from tests.reliability.test_fuzz import FUZZ
+from tests.support.handlers import REPO
+from tests.support.waiting import job_request, wait_until
 
 GOOD = {"image": "registry.example.com/team/app:1", "jobName": "good-job", "inputBucketUrl": "http://minio:9000/bucket"}
 ALLOWED = "registry.example.com/team,mstc"
@@ -63,6 +74,12 @@ ATTACKS = [
     ("image on the Hub by another owner", dict(GOOD, image="mstcc/python-test"), None, "image", "ImageNotAllowed"),
     ("bucket URL with credentials", dict(GOOD, inputBucketUrl="http://user:pw@minio:9000/bucket"), None,
      "inputBucketUrl", "InvalidBucketUrl"),
+    ("bucket on the cloud metadata service", dict(GOOD, inputBucketUrl="http://169.254.169.254/latest"), None,
+     "inputBucketUrl", "BucketHostNotAllowed"),
+    ("output bucket on the metadata service, as one decimal number",
+     dict(GOOD, outputBucketUrl="http://2852039166/latest"), None, "outputBucketUrl", "BucketHostNotAllowed"),
+    ("bucket on the metadata service by name", dict(GOOD, inputBucketUrl="http://metadata.google.internal/b-1"),
+     None, "inputBucketUrl", "BucketHostNotAllowed"),
     ("the namespace", dict(GOOD, namespace="kube-system"), None, "namespace", "UnknownField"),
     ("a service account", dict(GOOD, serviceAccountName="cluster-admin"), None, "serviceAccountName",
      "UnknownField"),
@@ -97,7 +114,7 @@ def test_every_attack_is_refused_with_its_reason_and_the_next_good_request_runs(
     flood_cid = next(cid for cid, (what, _, _) in sent.items() if what == "many headers")
     flood = next(props for props, _ in copies if props.correlation_id == flood_cid)
     assert "x-h1" not in flood.headers and flood.headers["x-rejected-reason"] == "HeadersTooLarge"
-    assert handler.thread.is_alive() and handler.service.consumer.stats.requeued == 0
+    assert handler.thread.is_alive() and handler.consumer.stats.requeued == 0
     figures.update(attacks=len(sent), refused=len(sent), jobs_created_for_attacks=0,
                    next_good_request="succeeded")
 
@@ -140,3 +157,133 @@ def test_the_operators_fields_in_a_request_never_reach_the_job(figures):
        extras=st.dictionaries(st.text(max_size=30).filter(lambda k: k not in KNOWN_FIELDS), json_values, max_size=6))
 def test_any_extra_fields_leave_the_manifest_exactly_as_without_them(body, extras):
     assert manifest_of({**extras, **body}) == manifest_of(body)
+
+
+# --- the HTTP face: no request without the token, probes answered within a second under full load
+
+HTTP_THREADS = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served(fakekube, namespace, tmp_path):
+    """``cloud-worker serve`` (real gunicorn, 4 threads) with a token file and the probe listener."""
+    token = f"token-{uuid.uuid4().hex}"
+    (tmp_path / "token").write_text(token + "\n")
+    port, probe_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_WORKER_")}
+    env.update({"KUBECONFIG": fakekube.kubeconfig, "CLOUD_WORKER_NAMESPACE": namespace,
+                "CLOUD_WORKER_HTTP_PORT": str(port), "CLOUD_WORKER_HTTP_PROBE_PORT": str(probe_port),
+                "CLOUD_WORKER_HTTP_THREADS": str(HTTP_THREADS), "CLOUD_WORKER_HTTP_TOKEN_FILE": str(tmp_path / "token"),
+                "CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS": "2", "CLOUD_WORKER_DEADLINE_SLACK_SECONDS": "5"})
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "serve"], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        try:
+            return requests.get(f"{base}/readyz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+    try:
+        wait_until(ready, "serve is ready", timeout=30)
+        yield base, f"http://127.0.0.1:{probe_port}", token
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+
+def test_no_request_without_the_token_is_accepted_on_any_route(served, fakekube, namespace, figures):
+    base, _, token = served
+    body = json.dumps(job_request("scenario/succeed:0.1"))
+    credentials = [None, "", "Bearer", "Bearer ", "Bearer wrong", f"Bearer {token[:-1]}", f"Bearer {token}x",
+                   f"Bearer {token.upper()}", f"Basic {token}", token, f"Bearer  {token} extra", f"Token {token}"]
+    routes = [("POST", "/"), ("GET", "/jobs/some-id"), ("GET", "/"), ("PUT", "/"), ("GET", "/admin"),
+              ("POST", "/jobs/some-id"), ("DELETE", "/jobs/some-id")]
+    answers = []
+    for method, path in routes:
+        for credential in credentials:
+            headers = {"Content-Type": "application/json"}
+            if credential is not None:
+                headers["Authorization"] = credential
+            answers.append(requests.request(method, base + path, data=body, headers=headers, timeout=10))
+    accepted = [a for a in answers if a.status_code != 401]
+    figures.update(unauthenticated_requests=len(answers), requests_accepted_without_token=len(accepted),
+                   jobs_created=len(fakekube.created_jobs(namespace)))
+    assert accepted == [] and fakekube.created_jobs(namespace) == []
+    assert all(a.headers["WWW-Authenticate"].startswith('Bearer realm="cloud-worker"') for a in answers)
+    good = requests.post(base + "/", data=body, timeout=30,
+                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    assert good.status_code == 200 and len(fakekube.created_jobs(namespace)) == 1
+
+
+def test_probes_are_answered_within_a_second_while_every_request_thread_is_busy(served, fakekube, namespace,
+                                                                                figures):
+    base, probe_base, token = served
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    answers: list[int] = []
+
+    def hold(i):
+        answers.append(requests.post(base + "/", data=json.dumps(job_request("scenario/hold", jobName=f"hold-{i}")),
+                                     headers=dict(auth, **{"Idempotency-Key": f"hold-{i}"}), timeout=60).status_code)
+    # as many synchronous calls as threads, and more: every thread the bound allows waits on a Job
+    holders = [threading.Thread(target=hold, args=(i,)) for i in range(HTTP_THREADS * 2)]
+    for holder in holders:
+        holder.start()
+    wait_until(lambda: len(fakekube.created_jobs(namespace)) == HTTP_THREADS - 1, "the synchronous calls hold threads")
+    # phase 1: every thread the bound allows waits on a Job; phase 2: and slow clients stall
+    # the rest (half a request line each, which a gthread worker reads on a request thread)
+    busy = _probe_both(base, probe_base, seconds=3)
+    stalled = [socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) for _ in range(HTTP_THREADS)]
+    for sock in stalled:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    stalling = _probe_both(base, probe_base, seconds=3)
+    for sock in stalled:
+        sock.close()
+    jobs = fakekube.created_jobs(namespace)
+    for name in jobs:
+        fakekube.finish(namespace, name)
+    for holder in holders:
+        holder.join(30)
+    probe_port = busy["probe port"] + stalling["probe port"]
+    slow = sum(1 for t in probe_port if t > 1)
+    figures.update(http_threads=HTTP_THREADS, synchronous_calls=len(holders), stalled_connections=len(stalled),
+                   probe_answers=len(probe_port), probe_answers_over_1s_under_full_load=slow,
+                   slowest_probe_seconds=round(max(probe_port), 3),
+                   main_port_probe_answers=len(busy["main port"]),
+                   main_port_probe_answers_over_1s=sum(1 for t in busy["main port"] if t > 1),
+                   main_port_probe_answers_over_1s_with_stalled_clients=sum(1 for t in stalling["main port"] if t > 1),
+                   answered_503_busy=answers.count(503), answered_200=answers.count(200))
+    assert slow == 0 and len(probe_port) > 20
+    assert all(t <= 1 for t in busy["main port"])  # the bound on synchronous calls leaves a thread for them
+    assert answers.count(200) == HTTP_THREADS - 1 and answers.count(503) == len(holders) - (HTTP_THREADS - 1)
+    assert len(jobs) == HTTP_THREADS - 1
+
+
+def _probe_both(base: str, probe_base: str, seconds: float) -> dict[str, list[float]]:
+    """Seconds each probe took to answer 200 (inf: no answer in 2 s), on each port, for ``seconds``."""
+    timings: dict[str, list[float]] = {"probe port": [], "main port": []}
+    until = time.monotonic() + seconds
+
+    def probe(where: str, url: str) -> None:
+        while time.monotonic() < until:
+            for path in ("/healthz", "/readyz"):
+                started = time.monotonic()
+                try:
+                    ok = requests.get(url + path, timeout=2).status_code == 200
+                except requests.RequestException:
+                    ok = False
+                timings[where].append(time.monotonic() - started if ok else float("inf"))
+            time.sleep(0.05)
+    threads = [threading.Thread(target=probe, args=item) for item in (("probe port", probe_base), ("main port", base))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return timings

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_backends_kubernetes import job_request
+from tests.support.waiting import job_request
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from tests.reliability.conftest import rabbit_env, set_rabbit_env
-from tests.test_backends_kubernetes import job_request, wait_until
-from tests.test_consumer import close_handler_connections
+from tests.support.waiting import job_request, wait_until
+from tests.support.rabbit import close_handler_connections
 
 pytestmark = pytest.mark.integration
 
@@ -50,19 +50,19 @@ def test_a_job_outliving_the_consumer_timeout_still_ends_in_one_job_and_a_reply(
         set_rabbit_env("consumer_timeout", "3000")
         try:
             handler = handlers.start()
-            wait_until(lambda: handler.service.consumer.broker.is_open, "the handler's channel is open")
+            wait_until(lambda: handler.consumer.broker.is_open, "the handler's channel is open")
         finally:
             set_rabbit_env("consumer_timeout", timeout_before)
         started = time.monotonic()
         cid = requester.submit(job_request("scenario/succeed:8"))
-        wait_until(lambda: handler.service.consumer.stats.reconnects >= 1, "the broker takes the delivery back", timeout=30)
+        wait_until(lambda: handler.consumer.stats.reconnects >= 1, "the broker takes the delivery back", timeout=30)
         taken_back_after = time.monotonic() - started
         reply = requester.wait_reply(cid, timeout=40)
     finally:
         set_rabbit_env("channel_tick_interval", tick_before)
     requester.collect(1.0)
     figures.update(consumer_timeout_ms=3000, channel_tick_ms=1000, job_seconds=8,
-                   taken_back_after_s=round(taken_back_after, 1), reconnects=handler.service.consumer.stats.reconnects,
+                   taken_back_after_s=round(taken_back_after, 1), reconnects=handler.consumer.stats.reconnects,
                    jobs=len(fakekube.created_jobs(namespace)), replies=len(requester.terminal_replies_for(cid)))
     assert reply["data"]["status"] == "succeeded"
     assert len(fakekube.created_jobs(namespace)) == 1

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.test_backends_kubernetes import job_request
+from tests.support.waiting import job_request
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from handler.core.manifest import build_job
 from handler.core.outcome import Outcome, Status
 from handler.service.handling import RequestHandler
 from tests.reliability.fuzzing import Fuzzed, messages
-from tests.test_backends_kubernetes import wait_until
+from tests.support.waiting import wait_until
 
 IN_PROCESS_EXAMPLES = 2500
 BROKER_EXAMPLES = 300
@@ -78,7 +78,8 @@ def check_manifest(request) -> None:
     assert set(container) <= {"name", "image", "imagePullPolicy", "env", "securityContext"}
     assert container["image"] == request.image
     assert {e["name"] for e in container["env"]} <= {"INPUT_BUCKET_URL", "OUTPUT_BUCKET_URL", "INPUT_BUCKET",
-                                                     "OUTPUT_BUCKET", "MSTC_JOB", "MSTC_REQUEST_ID", "TRACEPARENT"}
+                                                     "OUTPUT_BUCKET", "MSTC_JOB", "MSTC_REQUEST_ID", "TRACEPARENT",
+                                                     "FILE_PREFIX", "MINIO_SERVICE_HOST", "MINIO_SERVICE_PORT"}
 
 
 @pytest.mark.slow  # about half a minute; `make test` runs it, `make test-fast` leaves it out
@@ -145,5 +146,5 @@ def test_hundreds_of_fuzzed_messages_through_the_broker_each_get_a_reply_or_a_de
                    jobs=len(fakekube.created_jobs(namespace)), handler_alive=handler.thread.is_alive())
     rejected = [c for c in sent if requester.terminal_replies_for(c)[0]["data"]["status"] == "rejected"]
     assert sorted(dead) == sorted(rejected)
-    assert handler.thread.is_alive() and handler.service.consumer.stats.requeued == 0
+    assert handler.thread.is_alive() and handler.consumer.stats.requeued == 0
     assert requester.queue_depth() == 0

@@ -13,14 +13,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
+from handler.core.config import Settings
+from handler.core.manifest import build_job
+from handler.core.messages import Message
+from handler.core.request import is_valid_traceparent, parse_request
+from tests.reliability.test_fuzz import FUZZ
 from tests.support.handlers import REPO
-from tests.test_backends_kubernetes import job_request, wait_until
+from tests.support.waiting import job_request, wait_until
 from tests.test_cancel import cancel_body
-from tests.test_consumer import close_handler_connections
-
-pytestmark = pytest.mark.integration
-
+from tests.support.rabbit import close_handler_connections
+from tests.test_security import kubelet_expand, unescaped_references
 
 @pytest.fixture
 def broker_user(rabbitmq):
@@ -37,6 +43,7 @@ def broker_user(rabbitmq):
         ctl("delete_user", user)
 
 
+@pytest.mark.integration
 def test_planted_credentials_never_reach_logs_replies_or_jobs(handlers, requester, fakekube, namespace, tmp_path,
                                                               broker_user, monkeypatch, figures):
     user, amqp_password = broker_user
@@ -93,3 +100,85 @@ def test_planted_credentials_never_reach_logs_replies_or_jobs(handlers, requeste
     for output, text in outputs.items():
         for secret, value in secrets.items():
             assert value not in text, f"the {secret} appears in the {output}"
+
+
+# --- no request value reaches a Job as a $(VAR) reference (property test over every field and header)
+
+#: Pieces the values are built from: references to the Job's secrets, escapes, and halves of both.
+DOLLAR_PIECES = ["$", "$$", "$(", ")", "(", "$(AWS_SECRET_ACCESS_KEY)", "$(AWS_ACCESS_KEY_ID)", "$$(", "${HOME}",
+                 "$(INPUT_BUCKET_URL)", "a", "-", "1", "%24"]
+dollar_text = st.lists(st.sampled_from(DOLLAR_PIECES), min_size=1, max_size=8).map("".join)
+prefix_text = dollar_text.filter(lambda t: t not in (".", "..") and "%" not in t).map(lambda t: "p" + t)
+bucket_urls = st.one_of(
+    prefix_text.map(lambda p: f"http://minio:9000/bucket/{p}"),
+    prefix_text.map(lambda p: f"s3://bucket/{p}/x"),
+    st.just("http://minio:9000/bucket"))
+traceparents = st.one_of(
+    st.just("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    st.just("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-$(AWS_SECRET_ACCESS_KEY)"),
+    dollar_text)
+SECRET_ENV = {name: f"<expanded {name}>" for name in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "HOME",
+                                                     "INPUT_BUCKET_URL", "MSTC_JOB", "a")}
+
+
+@st.composite
+def dollar_messages(draw) -> tuple[Message, dict[str, str]]:
+    """A valid request in any transport form, every field and header that reaches the Job
+    carrying ``$`` and ``$(...)``; and what the container must see for each of them."""
+    body = {"image": "mstc/python-test:latest", "jobName": "job", "inputBucketUrl": draw(bucket_urls)}
+    if draw(st.booleans()):
+        body["outputBucketUrl"] = draw(bucket_urls)
+    trace = draw(st.none() | traceparents)
+    form = draw(st.sampled_from(["plain", "binary", "structured"]))
+    event_id = draw(dollar_text)
+    if form == "plain":
+        message_id, correlation_id = draw(st.none() | dollar_text), draw(st.none() | dollar_text)
+        headers = {"traceparent": trace} if trace else {}
+        message = Message(json.dumps(body).encode(), "application/json", headers, message_id, correlation_id)
+        request_id = message_id or correlation_id
+    elif form == "binary":
+        headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": draw(dollar_text),
+                   "ce-type": "io.mstc.work.requested.v1", **({"ce-traceparent": trace} if trace else {})}
+        message = Message(json.dumps(body).encode(), "application/json", headers, draw(st.none() | dollar_text))
+        request_id = event_id
+    else:
+        event = {"specversion": "1.0", "id": event_id, "source": draw(dollar_text), "type": "io.mstc.work.requested.v1",
+                 "datacontenttype": "application/json", "data": body, **({"traceparent": trace} if trace else {})}
+        message = Message(json.dumps(event).encode(), "application/cloudevents+json", {}, draw(st.none() | dollar_text))
+        request_id = event_id
+    seen = {"INPUT_BUCKET_URL": body["inputBucketUrl"],
+            "OUTPUT_BUCKET_URL": body.get("outputBucketUrl") or body["inputBucketUrl"]}
+    if request_id:
+        seen["MSTC_REQUEST_ID"] = request_id
+    if trace and is_valid_traceparent(trace):
+        seen["TRACEPARENT"] = trace
+    return message, seen
+
+
+def test_no_request_value_reaches_a_job_as_a_dollar_reference(figures):
+    settings = Settings(namespace="mstc-dev", job_env_secret="bucket-credentials")
+    counts = {"examples": 0, "env_values_checked": 0, "dollar_references_reaching_a_job": 0,
+              "values_the_container_sees_changed": 0}
+
+    @hyp_settings(FUZZ, max_examples=500)
+    @given(dollar_messages())
+    def check(case):
+        message, expected = case
+        job = build_job(parse_request(message, settings), settings)
+        containers = job["spec"]["template"]["spec"]["containers"]
+        values = [(c["name"], e["name"], e["value"]) for c in containers for e in c.get("env", [])]
+        values += [(c["name"], "args", arg) for c in containers for arg in c.get("args", []) + c.get("command", [])]
+        counts["examples"] += 1
+        counts["env_values_checked"] += len(values)
+        references = [v for v in values if unescaped_references(v[2])]
+        counts["dollar_references_reaching_a_job"] += len(references)
+        seen = {name: kubelet_expand(value, SECRET_ENV) for _, name, value in values}
+        changed = {name for name, value in expected.items() if seen.get(name) != value}
+        counts["values_the_container_sees_changed"] += len(changed)
+        assert not references, references
+        assert not changed, {name: (seen.get(name), expected[name]) for name in changed}
+        assert "<expanded" not in json.dumps(seen)
+
+    check()
+    figures.update(counts)
+    assert counts["dollar_references_reaching_a_job"] == 0

@@ -25,7 +25,8 @@ class StubBackend:
     def cancel(self, target):
         raise AssertionError("the stub backend runs no cancellable Job")
 
-    def mark_replied(self, request, status) -> None: ...
+    def mark_replied(self, request, status) -> None:
+        self.replied = (request.request_id, status)
 
     def wake(self) -> None: ...
 
@@ -33,3 +34,14 @@ class StubBackend:
         return True
 
     def close(self) -> None: ...
+
+    def lookup(self, request_id):
+        return None
+
+    def log_tail(self, outcome) -> str:
+        return outcome.log_tail
+
+    def instrument(self, metrics) -> None: ...
+
+    def job_log(self, request, outcome, limit_bytes):
+        return outcome.log_tail.encode()[:limit_bytes] or None

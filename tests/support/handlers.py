@@ -15,7 +15,7 @@ from typing import Any
 import pika
 
 from handler.service.backends.kubernetes import KubernetesBackend
-from handler.adapters.broker import Broker
+from handler.adapters.amqp import Broker
 from handler.core.config import Settings
 from handler.service.consumer import Consumer
 from handler.service.handling import RequestHandler
@@ -60,6 +60,7 @@ class HandlerFactory:
             "CLOUD_WORKER_DEADLINE_SLACK_SECONDS": "5",
             "CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS": "2",
             "KUBECONFIG": self.kubeconfig,
+            "CLOUD_WORKER_LOCAL_STATE_DIR": str(self.tmp_path / "local-state"),
         }
         env.update({f"CLOUD_WORKER_{k.upper()}": str(v) for k, v in settings.items()})
         if env.get("CLOUD_WORKER_DEAD_LETTER_QUEUE"):

@@ -42,12 +42,14 @@ KEDA_SCHEMA_DIR = Path(__file__).resolve().parent / "schemas" / "keda-v2.20"
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
 #: (apiGroup, resource, verb) for every Kubernetes API call the handler makes, in the Jobs'
-#: namespace only: create/get/list/watch a Job, patch its annotations, delete it on timeout
-#: or cancel; read and watch its pods; read their logs.
+#: namespace only: create/get/list/watch a Job, patch its annotations and reply finalizer,
+#: delete it on timeout or cancel; read and watch its pods; read their logs; list and watch
+#: the namespace's events (a Job's FailedCreate).
 HANDLER_API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
     {("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete", "patch")}
     | {("", "pods", verb) for verb in ("list", "watch")}
     | {("", "pods/log", "get")}
+    | {("", "events", verb) for verb in ("list", "watch")}
 )
 
 

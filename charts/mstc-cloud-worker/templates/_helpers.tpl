@@ -125,3 +125,10 @@ The cluster must never cut it short, or the Job's reply is lost until redelivery
 {{- add (mul (int $c.maxTimeoutMinutes) 60) (int $s.idleExitSeconds) (int $c.imagePullGraceSeconds) (int $c.shutdownGraceSeconds) 300 }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding the HTTP mode's bearer tokens (empty when authentication is off). */}}
+{{- define "mstc-cloud-worker.httpTokenSecretName" -}}
+{{- if eq .Values.http.auth.mode "token" }}
+{{- default (printf "%s-http-token" (include "mstc-cloud-worker.fullname" .)) .Values.http.auth.existingSecret }}
+{{- end }}
+{{- end }}

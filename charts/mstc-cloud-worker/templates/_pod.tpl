@@ -8,6 +8,7 @@ Call with a dict:
   resources      container resources
   probes         true: liveness and readiness probes; false: liveness only (a Job's pod
                  is in no Service, so readiness would mean nothing)
+  http           true for `cloud-worker serve`: probes on their own port, the token file
   restartPolicy  optional; Jobs need Never or OnFailure
 */}}
 {{- define "mstc-cloud-worker.podSpec" -}}
@@ -39,26 +40,50 @@ containers:
       - name: http
         containerPort: {{ $v.config.httpPort }}
         protocol: TCP
+      {{- if and .http $v.http.probePort }}
+      - name: probes
+        containerPort: {{ $v.http.probePort }}
+        protocol: TCP
+      {{- end }}
     envFrom:
       - configMapRef:
           name: {{ include "mstc-cloud-worker.fullname" $root }}
+      {{- /* A Secret in another namespace (config.jobNamespace) cannot be read by these pods. */}}
+      {{- if and $v.bucket.handlerAccess (eq (include "mstc-cloud-worker.jobNamespace" $root) $root.Release.Namespace) }}
+      {{- with include "mstc-cloud-worker.bucketSecretName" $root }}
+      # The bucket credentials, for the Job's log object (README, "Reply").
+      - secretRef:
+          name: {{ . }}
+      {{- end }}
+      {{- end }}
     env:
       - name: CLOUD_WORKER_AMQP_URL
         valueFrom:
           secretKeyRef:
             name: {{ include "mstc-cloud-worker.brokerSecretName" $root }}
             key: {{ $v.broker.amqpUrlKey }}
+      {{- if .http }}
+      - name: CLOUD_WORKER_HTTP_PROBE_PORT
+        value: {{ $v.http.probePort | toString | quote }}
+      - name: CLOUD_WORKER_HTTP_AUTH
+        value: {{ $v.http.auth.mode | quote }}
+      {{- if eq $v.http.auth.mode "token" }}
+      - name: CLOUD_WORKER_HTTP_TOKEN_FILE
+        value: /etc/cloud-worker/http-token/{{ $v.http.auth.secretKey }}
+      {{- end }}
+      {{- end }}
       {{- with $v.extraEnv }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
+    {{- $probePort := and .http $v.http.probePort }}
     {{- with $v.livenessProbe }}
     livenessProbe:
-      {{- toYaml . | nindent 6 }}
+      {{- include "mstc-cloud-worker.probe" (dict "probe" . "port" $probePort) | nindent 6 }}
     {{- end }}
     {{- if .probes }}
     {{- with $v.readinessProbe }}
     readinessProbe:
-      {{- toYaml . | nindent 6 }}
+      {{- include "mstc-cloud-worker.probe" (dict "probe" . "port" $probePort) | nindent 6 }}
     {{- end }}
     {{- end }}
     {{- with .resources }}
@@ -70,11 +95,23 @@ containers:
     volumeMounts:
       - name: tmp
         mountPath: /tmp
+      {{- if and .http (eq $v.http.auth.mode "token") }}
+      - name: http-token
+        mountPath: /etc/cloud-worker/http-token
+        readOnly: true
+      {{- end }}
 volumes:
   # The root filesystem is read-only; gunicorn and tempfile need a writable /tmp.
   - name: tmp
     emptyDir:
       sizeLimit: {{ $v.tmpSizeLimit }}
+  {{- if and .http (eq $v.http.auth.mode "token") }}
+  # A mounted Secret (no subPath) is updated in place by the kubelet: rotation needs no restart.
+  - name: http-token
+    secret:
+      secretName: {{ include "mstc-cloud-worker.httpTokenSecretName" $root }}
+      defaultMode: 0440
+  {{- end }}
 {{- with $v.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
@@ -122,4 +159,13 @@ starts a second handler for a request already being handled. Call with
     excludeUnacknowledged: "false"
   authenticationRef:
     name: {{ include "mstc-cloud-worker.fullname" .root }}
+{{- end }}
+
+{{/* A probe; with a port, its httpGet goes there (the HTTP mode's own probe listener). */}}
+{{- define "mstc-cloud-worker.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if and .port $probe.httpGet }}
+{{- $_ := set $probe.httpGet "port" "probes" }}
+{{- end }}
+{{- toYaml $probe }}
 {{- end }}

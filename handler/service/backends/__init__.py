@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from handler.core.messages import CancelOutcome, CancelRequest
@@ -17,6 +18,17 @@ from handler.core.request import WorkRequest
 
 #: Called with a lifecycle kind ("accepted", "started") and extra reply fields.
 Progress = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What a backend knows of a request's Job right now (``GET /jobs/<id>``, ``status``)."""
+
+    request: WorkRequest
+    #: ``pending``, ``running``, or the outcome's status once it has one.
+    status: str
+    #: The outcome (with its log tail) once the Job has ended, else None.
+    outcome: Outcome | None = None
 
 
 class JobBackend(Protocol):
@@ -41,6 +53,19 @@ class JobBackend(Protocol):
 
     def wake(self) -> None:
         """Make waiting ``run`` calls look at ``stop`` now."""
+
+    def lookup(self, request_id: str) -> JobView | None:
+        """The Job of a request, as it is now; None when the backend has none (never
+        created, or gone). Any replica can answer where the Jobs are durable."""
+
+    def log_tail(self, outcome: Outcome) -> str:
+        """The tail of the log of the outcome's pod ("" when there is none)."""
+
+    def job_log(self, request: WorkRequest, outcome: Outcome, limit_bytes: int) -> bytes | None:
+        """The Job's log from its start, at most ``limit_bytes``; None when there is none."""
+
+    def instrument(self, metrics: Any) -> None:
+        """Register the backend's own counters (a watch's restarts, ...) with ``metrics``."""
 
     def ready(self) -> bool:
         """The backend can take work (for /readyz)."""

@@ -2,38 +2,60 @@
 watch cache, decide its outcome, collect the log tail, tidy up.
 
 A redelivered request finds its Job by name (the 409 of the create) and adopts it, so
-no request ever starts a second Job. Jobs that can never start, and Jobs the cluster
-did not end by their deadline, are deleted here with background propagation.
+no request ever starts a second Job; the Job's reply finalizer keeps it there, however
+late the redelivery, until its reply is confirmed (``mark_replied`` removes it). A Job of
+that name made for a different request is never adopted: the request gets a Job of its
+own under ``distinct_job_name``. Jobs that can never start (a pod stuck pulling its
+image, a pod the API server refuses, a Job left suspended), and Jobs the cluster did not
+end by their deadline, are deleted here (foreground: their pods stop now). A janitor
+releases the finalizer of Jobs whose reply never came within the horizon.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 
 from handler.service import logs
-from handler.service.backends import Progress
+from handler.service.backends import JobView, Progress
 from handler.core.config import Settings
 from handler.core.events import ACCEPTED, STARTED
 from handler.core.errors import Interrupted, JobExists, JobFailedToStart, NotFound, Transient
 from handler.adapters.kube import Kube
 from handler.core.messages import CancelOutcome, CancelRequest, CancelStatus
-from handler.core.manifest import cancel_annotations, cancelled_outcome, ANNOTATION_REPLIED, ANNOTATION_REQUEST_ID, CONTAINER, LABEL_REQUEST, SELECTOR, build_job
-from handler.core.naming import identity_hash
-from handler.core.outcome import Outcome, Status, ended_pod, finished_outcome, parse_time, pod_is_running, stuck_outcome
+from handler.core.manifest import (
+    ANNOTATION_REPLIED, ANNOTATION_REQUEST_ID, LABEL_REQUEST, build_job, cancel_annotations,
+    cancelled_outcome, finalizer_expired, mismatch, owned, release_patch, replied_patch, request_from_job, selector,
+    spec_fingerprint, waiting_selector,
+)
+from handler.core.naming import distinct_job_name, identity_hash
+from handler.core.outcome import (
+    CONTAINER, FAILED_CREATE, Outcome, Status, current_state, ended_pod, finished_outcome, held_outcome, parse_time, pod_is_running,
+    stuck_outcome, verdict, verdict_is_final,
+)
 from handler.core.request import WorkRequest
-from handler.service.tracker import JobTracker, Snapshot
+from handler.service.tracker import JobTracker, Snapshot, pod_job_name
 
 log = logging.getLogger(__name__)
 #: How long a finished Job's verdict waits for its pod's final status (the two arrive
 #: on separate watch streams), in seconds, so the reply carries the exit code.
 POD_DETAIL_WAIT = 0.5
+#: How long a verdict reached before the pods terminated (``FailureTarget``: a deadline,
+#: a fail-fast exit code of another pod) waits for the pod's exit code, in seconds. The
+#: log is read at once, before the pods go; the wait only completes the exit code.
+TERMINATION_WAIT = 10.0
 #: Longest wait on the cache between looks at the stop flag, in seconds (a safety net:
 #: ``wake`` normally ends a wait at once).
 MAX_WAIT = 1.0
+#: The Job events the tracker follows: only the refusals of a Job's pod.
+EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
+#: Attempts of a conditional PATCH of the finalizer whose list changed in between.
+PATCH_ATTEMPTS = 3
 
 
 def _now() -> datetime:
@@ -45,10 +67,19 @@ class KubernetesBackend:
         self.settings = settings
         self.kube = kube or Kube(settings)
         self.namespace = settings.namespace
-        self.tracker = JobTracker(self.kube, SELECTOR)
+        self.selector = selector(settings)
+        # The Jobs watch selects only Jobs not yet replied to: a namespace's finished Jobs
+        # are neither listed nor cached (a redelivery adopting one hands it to ``remember``).
+        self.tracker = JobTracker(self.kube, self.selector, events_selector=EVENTS_SELECTOR,
+                                  stall_seconds=settings.watch_stall_seconds,
+                                  jobs_selector=waiting_selector(settings))
+        self._closing = threading.Event()
+        self._janitor: threading.Thread | None = None
 
     def start(self) -> None:
         self.tracker.start()
+        self._janitor = threading.Thread(target=self._janitor_loop, name="finalizer-janitor", daemon=True)
+        self._janitor.start()
 
     def ready(self) -> bool:
         return self.tracker.healthy(stale_after=self.settings.watch_timeout_seconds + 60)
@@ -57,10 +88,29 @@ class KubernetesBackend:
         self.tracker.wake()
 
     def close(self) -> None:
+        self._closing.set()
         self.tracker.stop()
+        if self._janitor is not None:
+            self._janitor.join(2)
         self.kube.close()
 
-    def lookup(self, request_id: str) -> Snapshot | None:
+    def instrument(self, metrics: Any) -> None:
+        """Expose the shared watch's counters (restarts, re-lists, events)."""
+        metrics.watch(self.tracker)
+
+    def lookup(self, request_id: str) -> JobView | None:
+        """A request's Job as it is now, from the watch cache (any replica can answer):
+        its state, and once it has ended its outcome with the log tail."""
+        snap = self._find(request_id)
+        if snap is None or snap.job is None:
+            return None
+        status, outcome = current_state(snap.job, snap.pods, _now(), self.settings.image_pull_grace_seconds,
+                                        snap.events)
+        if outcome is not None:
+            outcome = outcome.with_log(self.log_tail(outcome))
+        return JobView(request_from_job(snap.job), status, outcome)
+
+    def _find(self, request_id: str) -> Snapshot | None:
         """A request's Job (found by its request-id annotation) and pods, from the watch
         cache: what GET /jobs/<request id> shows, on any replica. The newest if several."""
         jobs = self.tracker.find(ANNOTATION_REQUEST_ID, request_id)
@@ -70,26 +120,20 @@ class KubernetesBackend:
         return self.tracker.snapshot(newest["metadata"]["name"])
 
     def run(self, request: WorkRequest, stop: threading.Event, progress: Progress | None = None) -> Outcome:
-        manifest = build_job(request, self.settings)
-        name = request.job_name
         context = logs.context(request)
-        before = self.tracker.snapshot(name)
+        before = self.tracker.snapshot(request.job_name, pods=False)  # the Job alone: no wait for the pods
         cancelled = cancelled_outcome(before.last, _now()) if before.job is None else None
         if cancelled is not None:  # cancelled and deleted while this delivery waited: never run it again
-            log.info("request %s was cancelled (job %s deleted): not creating it again", request.request_id, name,
-                     extra=context)
+            log.info("request %s was cancelled (job %s deleted): not creating it again", request.request_id,
+                     request.job_name, extra=context)
             return cancelled
         try:
-            self.kube.create_job(manifest)
-            log.info("created job %s for request %s", name, request.request_id, extra=context)
-        except JobExists:
-            log.info("job %s exists: adopting it for redelivered request %s", name, request.request_id, extra=context)
-            self._check_owner(request)
+            request = self._create_or_adopt(request, context)
         except JobFailedToStart as exc:
-            log.warning("job %s refused by the API server: %s", name, exc, extra=context)
+            log.warning("job %s refused by the API server: %s", request.job_name, exc, extra=context)
             return Outcome(Status.FAILED, exc.reason, exc.message, completion_time=_now())
         except NotFound as exc:  # the namespace does not exist
-            log.warning("job %s refused by the API server: %s", name, exc, extra=context)
+            log.warning("job %s refused by the API server: %s", request.job_name, exc, extra=context)
             return Outcome(Status.FAILED, "NotFound", str(exc), completion_time=_now())
         if progress:
             progress(ACCEPTED, {})
@@ -99,40 +143,99 @@ class KubernetesBackend:
             return outcome.with_log(early_logs[outcome.pod_name])
         return outcome.with_log(self.log_tail(outcome))
 
-    def _check_owner(self, request: WorkRequest) -> None:
-        snap = self.tracker.snapshot(request.job_name)
-        annotations = (snap.job or {}).get("metadata", {}).get("annotations") or {}
-        owner = annotations.get(ANNOTATION_REQUEST_ID)
-        if owner is not None and owner != request.request_id:
-            log.warning("job %s belongs to request %s, not %s (hash collision?)", request.job_name, owner,
-                        request.request_id)
+    def _names(self, request: WorkRequest) -> list[str]:
+        """Where the request's Job may be: its usual name, then its distinct one."""
+        return [request.job_name,
+                distinct_job_name(request.client_job_name, request.identity, spec_fingerprint(request))]
+
+    def _create_or_adopt(self, request: WorkRequest, context: dict[str, Any]) -> WorkRequest:
+        """Create the request's Job, or adopt the one a previous delivery made; the request
+        (renamed when its usual name belongs to another request's Job). Raises
+        ``JobFailedToStart`` when the API server refuses it, or both names are taken."""
+        refusals = []
+        for name in self._names(request):
+            request = dataclasses.replace(request, job_name=name)
+            for _ in range(2):  # a second try if the Job was deleted between the 409 and the read
+                try:
+                    self.kube.create_job(build_job(request, self.settings))
+                    log.info("created job %s for request %s", name, request.request_id, extra=context)
+                    return request
+                except JobExists:
+                    existing = self.tracker.snapshot(name, pods=False).job
+                    if existing is None:
+                        existing = self.kube.read_job(name)
+                        if existing is not None:  # e.g. replied already: outside the watch's selection
+                            self.tracker.remember(existing)
+                if existing is not None:
+                    break
+            else:
+                raise JobFailedToStart("JobNameConflict", f"job {name} keeps disappearing as it is created")
+            why = mismatch(existing, request)
+            if why is None:
+                self._adopting(request, existing, context)
+                return request
+            refusals.append(f"job {name}: {why}")
+            log.warning("job %s exists but is not request %s's (%s): giving the request a job of its own",
+                        name, request.request_id, why, extra=context)
+        raise JobFailedToStart("JobNameConflict", "; ".join(refusals))
+
+    @staticmethod
+    def _adopting(request: WorkRequest, job: dict, context: dict[str, Any]) -> None:
+        annotations = job["metadata"].get("annotations") or {}
+        being_deleted = " (being deleted)" if job["metadata"].get("deletionTimestamp") else ""
+        log.info("job %s exists%s: adopting it for redelivered request %s", request.job_name, being_deleted,
+                 request.request_id, extra=context)
         if ANNOTATION_REPLIED in annotations:
             log.info("job %s already replied %s to request %s; replying again (at-least-once, same event id)",
-                     request.job_name, annotations[ANNOTATION_REPLIED], request.request_id)
+                     request.job_name, annotations[ANNOTATION_REPLIED], request.request_id, extra=context)
+
+    def _job_of(self, request: WorkRequest) -> dict | None:
+        """The request's Job (under either of its names), from the cache or, when the
+        cache has not caught up, the API server; None if it is gone."""
+        for name in self._names(request):
+            job = self.tracker.snapshot(name, pods=False).job or self.kube.read_job(name)
+            if job is not None and mismatch(job, request) is None:
+                return job
+        return None
 
     def mark_replied(self, request: WorkRequest, status: str) -> None:
-        """Record on the Job that its terminal reply was confirmed (best effort: the Job
-        may be gone already, deleted as stuck, timed out or cancelled)."""
-        if self.tracker.snapshot(request.job_name).job is None:
-            return
+        """Record on the Job that its terminal reply was confirmed and let the Job go (remove
+        the reply finalizer), in one PATCH. Best effort: the Job may be gone already; one
+        left holding is released by a redelivery or, at worst, the janitor."""
         try:
-            self.kube.patch_job_annotations(request.job_name, {ANNOTATION_REPLIED: status})
+            job = self._job_of(request)
+            for _ in range(PATCH_ATTEMPTS):
+                if job is None:
+                    return
+                name = job["metadata"]["name"]
+                try:
+                    self.kube.patch_job(name, replied_patch(job, status, request.identity))
+                    return
+                except JobFailedToStart:  # a test failed: its finalizers changed meanwhile
+                    job = self.kube.read_job(name)
+            log.warning("could not mark job %s replied: it kept changing", request.job_name)
         except (Transient, JobFailedToStart, NotFound) as exc:
             log.info("could not mark job %s replied: %s", request.job_name, exc)
 
     def cancel(self, target: CancelRequest) -> CancelOutcome:
-        """Mark the named Job cancelled, then delete it (background propagation); a Job
-        that already finished is left alone. Raises ``Transient`` (retry the cancel)."""
+        """Mark the named Job cancelled, then delete it (foreground: its pods stop now; the
+        Job stays, held by its reply finalizer, until its requester's reply is confirmed); a
+        Job that already finished is left alone, and a Job this handler did not make is not
+        found. Raises ``Transient`` (retry the cancel)."""
         if target.job_name:
             job = self.kube.read_job(target.job_name)
         else:
-            snap = self.lookup(target.request_id or "")
+            snap = self._find(target.request_id or "")
             job = snap.job if snap else None
+        if job is not None and not owned(job, self.settings):
+            log.warning("cancel of %s names job %s, which this handler did not make: leaving it alone",
+                        target.target, job["metadata"]["name"])
+            job = None
         if job is None:
             return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for {target.target}")
         name = job["metadata"]["name"]
         annotations = job["metadata"].get("annotations") or {}
-        if finished_outcome(job, []) is not None or ANNOTATION_REPLIED in annotations:
+        if verdict(job) is not None or ANNOTATION_REPLIED in annotations:
             return CancelOutcome(CancelStatus.FINISHED, job, f"job {name} had already finished")
         try:
             marked = self.kube.patch_job_annotations(name, cancel_annotations(target.reason))
@@ -142,6 +245,34 @@ class KubernetesBackend:
         log.info("cancelled job %s (%s)", name, target.reason)
         return CancelOutcome(CancelStatus.CANCELLED, marked, f"job {name} cancelled")
 
+    # --- the finalizer janitor
+    def _janitor_loop(self) -> None:
+        """Every so often (a quarter of the horizon, at most every 10 minutes), sweep the
+        watch cache for Jobs our finalizer has held past the horizon: no API call per Job."""
+        interval = max(0.1, min(self.settings.finalizer_horizon_seconds / 4, 600.0))
+        while not self._closing.wait(interval):
+            try:
+                self.release_expired()
+            except Exception:  # noqa: BLE001 - the janitor must outlive one bad sweep
+                log.exception("finalizer sweep failed; trying again in %.0f s", interval)
+
+    def release_expired(self) -> int:
+        """Remove our finalizer from every Job it has held past the horizon; how many."""
+        now, released = _now(), 0
+        for job in self.tracker.jobs():
+            if not finalizer_expired(job, now, self.settings.finalizer_horizon_seconds):
+                continue
+            name = job["metadata"]["name"]
+            try:
+                self.kube.patch_job(name, release_patch(job))
+            except (Transient, JobFailedToStart, NotFound) as exc:  # another replica was first, or it changed
+                log.info("could not release job %s: %s", name, exc)
+                continue
+            released += 1
+            log.warning("released job %s: its reply was not confirmed within %.0f s; the cluster may now delete it",
+                        name, self.settings.finalizer_horizon_seconds)
+        return released
+
     def _follow(self, request: WorkRequest, stop: threading.Event, progress: Progress | None,
                 early_logs: dict[str, str]) -> Outcome:
         name = request.job_name
@@ -149,6 +280,7 @@ class KubernetesBackend:
         give_up_at = time.monotonic() + request.deadline_seconds + self.settings.deadline_slack_seconds
         started_sent = False
         finished_at: float | None = None
+        read_before_exit: set[str] = set()  # pods whose log was read before their container ended
         while True:
             if stop.is_set():
                 raise Interrupted(f"stopped while following job {name}")
@@ -157,8 +289,8 @@ class KubernetesBackend:
             recheck_at = None
             cancelled = cancelled_outcome(snap.last, now)
             if cancelled is not None:
-                if snap.job is not None:  # marked but not deleted: the canceller died in between
-                    self._delete(name)
+                if snap.job is not None and not snap.job["metadata"].get("deletionTimestamp"):
+                    self._delete(name)  # marked but not deleted: the canceller died in between
                 return cancelled
             if snap.job is None and snap.seen:
                 return Outcome(Status.FAILED, "JobDeleted", f"job {name} was deleted before it finished",
@@ -167,18 +299,37 @@ class KubernetesBackend:
                 done = finished_outcome(snap.job, snap.pods)
                 if done is not None:
                     finished_at = finished_at or time.monotonic()
-                    if done.exit_code is None and snap.pods and time.monotonic() - finished_at < POD_DETAIL_WAIT:
-                        self.tracker.wait(POD_DETAIL_WAIT / 5, name, snap.version)
+                    final = verdict_is_final(snap.job)
+                    if done.exit_code is None and snap.pods and \
+                            time.monotonic() - finished_at < (POD_DETAIL_WAIT if final else TERMINATION_WAIT):
+                        if not final and done.pod_name and done.pod_name not in early_logs:
+                            # The verdict came before the pods ended (a deadline): they are
+                            # about to go, and their log with them.
+                            early_logs[done.pod_name] = self._pod_log_tail(done.pod_name)
+                            read_before_exit.add(done.pod_name)
+                        self.tracker.wait(min(MAX_WAIT, POD_DETAIL_WAIT / 5 if final else MAX_WAIT), name,
+                                          snap.version)
                         continue
+                    if done.pod_name in read_before_exit and done.exit_code is not None:
+                        early_logs[done.pod_name] = self._pod_log_tail(done.pod_name) or early_logs[done.pod_name]
                     if done.status is Status.TIMEDOUT:
                         # Read the log before the delete takes the pod with it.
                         if done.pod_name and done.pod_name not in early_logs:
                             early_logs[done.pod_name] = self._pod_log_tail(done.pod_name)
                         self._delete(name)
-                    elif done.exit_code is None:
+                    elif done.exit_code is None and final:
                         done = self._with_pod_detail(request, snap.job, done)
                     return done
+                if snap.job["metadata"].get("deletionTimestamp"):
+                    # Deleted by someone else before it finished; our finalizer only kept it
+                    # long enough to say so.
+                    return Outcome(Status.FAILED, "JobDeleted", f"job {name} was deleted before it finished",
+                                   start_time=parse_time((snap.job.get("status") or {}).get("startTime")),
+                                   completion_time=now)
                 stuck, recheck_at = stuck_outcome(snap.job, snap.pods, now, grace)
+                if stuck is None:
+                    stuck, recheck_at = held_outcome(snap.job, snap.pods, snap.events, now,
+                                                     self.settings.job_start_grace_seconds)
                 if stuck is not None:
                     self._delete(name)
                     return stuck
@@ -203,11 +354,11 @@ class KubernetesBackend:
         """The pods' final status has not reached the cache (its watch lags, e.g. while an
         unwell API server keeps cutting it): read the pods once, for the exit code."""
         try:
-            pods, _ = self.kube.list("pods", f"{SELECTOR},{LABEL_REQUEST}={identity_hash(request.identity)}")
+            pods, _ = self.kube.list("pods", f"{self.selector},{LABEL_REQUEST}={identity_hash(request.identity)}")
         except (Transient, JobFailedToStart, NotFound) as exc:
             log.info("no pod detail for job %s: %s", request.job_name, exc)
             return done
-        return finished_outcome(job, pods) or done
+        return finished_outcome(job, [p for p in pods if pod_job_name(p) == request.job_name]) or done
 
     def _delete(self, name: str) -> None:
         try:
@@ -219,6 +370,18 @@ class KubernetesBackend:
     def log_tail(self, outcome: Outcome) -> str:
         """The tail of the outcome's pod log ("" when there is none or it cannot be read)."""
         return self._pod_log_tail(outcome.pod_name)
+
+    def job_log(self, request: WorkRequest, outcome: Outcome, limit_bytes: int) -> bytes | None:
+        """The outcome's pod log from its start, at most ``limit_bytes`` bytes, for the log
+        object (``service.joblog``); None when there is none to read (no pod, or the pod is
+        gone: a timed-out Job is deleted, and with it its pod)."""
+        if not outcome.pod_name:
+            return None
+        try:
+            return self.kube.pod_log(outcome.pod_name, CONTAINER, limit_bytes)
+        except (Transient, JobFailedToStart, NotFound) as exc:
+            log.info("no full log for pod %s: %s", outcome.pod_name, exc)
+            return None
 
     def _pod_log_tail(self, pod_name: str | None) -> str:
         if not pod_name or self.settings.log_tail_lines <= 0:

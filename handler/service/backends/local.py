@@ -20,16 +20,19 @@ The Kubernetes semantics are kept where a client can see them:
 - the log tail is the last ``log_tail_lines`` lines of stdout and stderr together, cut to
   ``log_tail_bytes`` as the API server's ``limitBytes`` does;
 - a redelivered request adopts its running (or finished, for ``job_ttl_seconds``) job
-  instead of starting a second one. The registry that makes this work is in memory, so
-  local mode is single-process: run one handler per machine. Closing the backend stops
-  the jobs it started (a cluster would keep them; a local process cannot outlive its
-  parent's bookkeeping).
+  instead of starting a second one. The registry that makes this work is in this process,
+  so one handler runs per state folder (``localstate``: a second is refused), and every
+  job is also written down there for ``cloud-worker status`` and ``logs`` to read.
+  Closing the backend stops the jobs it started (a cluster would keep them; a local
+  process cannot outlive its parent's bookkeeping).
 
 An image the file does not map fails at once with reason ``ErrImagePull``, as a pod
 whose image cannot be pulled does, with a message naming the file.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import collections
 import logging
@@ -46,17 +49,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from handler.service.backends import Progress
+from handler.service.backends import JobView, Progress
 from handler.core.config import Settings
 from handler.adapters.embedded_s3 import EmbeddedS3, endpoint_configured
 from handler.core.events import ACCEPTED, STARTED
 from handler.core.errors import Interrupted
 from handler.service.backends.localimages import ImageMap, LocalImage, load_image_map
-from handler.core.manifest import container_env
+from handler.service.backends.localstate import LocalState
+from handler.core.manifest import container_env, expand_env_value
 from handler.core.manifest import cancel_annotations
 from handler.core.messages import CancelOutcome, CancelRequest, CancelStatus
 from handler.service.backends.localstatus import Ended, cancelled_outcome, cannot_start_outcome, reported_outcome
-from handler.core.manifest import build_job
+from handler.core.manifest import build_job, request_from_job
 from handler.core.outcome import Outcome
 from handler.core.request import WorkRequest
 
@@ -65,7 +69,7 @@ log = logging.getLogger(__name__)
 #: The ``namespace`` replies name for local jobs.
 LOCAL_NAMESPACE = "local"
 #: The images file used when CLOUD_WORKER_LOCAL_IMAGES is empty (in a source checkout).
-DEFAULT_IMAGES_FILE = Path(__file__).resolve().parents[2] / "examples" / "images.toml"
+DEFAULT_IMAGES_FILE = Path(__file__).resolve().parents[3] / "examples" / "images.toml"
 #: Seconds between SIGTERM and SIGKILL at the deadline: time for the job toolkit to
 #: upload outputs and error files, yet shorter than Kubernetes' 30 s so a demo or test
 #: that times out does not hang.
@@ -78,6 +82,7 @@ PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", 
 S3_VARIABLES = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_CA_BUNDLE", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY",
+    "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
 )
 
 
@@ -98,12 +103,19 @@ class _LocalJob:
     thread: threading.Thread | None = field(default=None, repr=False)
     #: Set by ``cancel``: the process is stopped and the job ends ``cancelled``.
     cancel_reason: str | None = None
+    #: The last attempt's output from its start, up to ``job_log_max_bytes`` + 1 bytes
+    #: (the one more tells the log object it was cut), as a pod log keeps it.
+    log_head: bytearray = field(default_factory=bytearray, repr=False)
+    #: The same output, in the state folder for ``cloud-worker logs``.
+    log_file: Any = field(default=None, repr=False)
 
 
 class LocalBackend:
     def __init__(self, settings: Settings, images: ImageMap, credentials_env: Mapping[str, str],
-                 base_env: Mapping[str, str], closers: Sequence[Callable[[], None]] = ()) -> None:
+                 base_env: Mapping[str, str], closers: Sequence[Callable[[], None]] = (),
+                 state: LocalState | None = None) -> None:
         self.settings = settings
+        self.state = state or LocalState.for_settings(settings)
         self.images = images
         self.namespace = LOCAL_NAMESPACE
         self._credentials_env = dict(credentials_env)
@@ -116,6 +128,8 @@ class LocalBackend:
 
     # --- JobBackend
     def start(self) -> None:
+        self.state.claim()
+        log.info("local backend: jobs written down in %s", self.state.root)
         log.info("local backend: %d image(s) mapped by %s: %s", len(self.images.names()), self.images.source,
                  ", ".join(self.images.names()))
 
@@ -141,6 +155,7 @@ class LocalBackend:
                 job.thread.join(TERMINATION_GRACE_SECONDS + 5)
         for closer in self._closers:
             closer()
+        self.state.release()
         log.info("local backend closed: %s", dict(self._counts) or "no jobs")
 
     def run(self, request: WorkRequest, stop: threading.Event, progress: Progress | None = None) -> Outcome:
@@ -180,8 +195,38 @@ class LocalBackend:
             if stop.is_set():
                 raise Interrupted(f"stopped while following local job {name}")
 
+    def lookup(self, request_id: str) -> JobView | None:
+        """The local job of a request: from this process's registry, else (in another
+        process, such as ``cloud-worker status``) as the state folder has it."""
+        with self._cond:
+            job = next((j for j in self._jobs.values() if j.request.request_id == request_id), None)
+            if job is None:
+                record = self.state.find(request_id)
+                if record is None:
+                    return None
+                status = record.outcome.status.value if record.outcome else "running" if record.started else "pending"
+                return JobView(request_from_job(record.manifest), status, record.outcome)
+            if job.outcome is not None:
+                return JobView(job.request, job.outcome.status.value, job.outcome)
+            return JobView(job.request, "running" if job.started else "pending")
+
+    def log_tail(self, outcome: Outcome) -> str:
+        return outcome.log_tail  # a local job's outcome carries its log already
+
+    def instrument(self, metrics: Any) -> None:
+        """No counters of its own: the registry is in this process."""
+
     def mark_replied(self, request: WorkRequest, status: str) -> None:
         """Nothing to record: local jobs live in this process's memory, not in a cluster."""
+
+    def job_log(self, request: WorkRequest, outcome: Outcome, limit_bytes: int) -> bytes | None:
+        """The job's (last attempt's) output from its start, at most ``limit_bytes`` bytes,
+        as the pod log endpoint gives it; None for a job that never ran."""
+        with self._cond:
+            job = self._jobs.get(request.job_name)
+            if job is None or job.outcome is None or not job.started:
+                return None
+            return bytes(job.log_head[:limit_bytes])
 
     def cancel(self, target: CancelRequest) -> CancelOutcome:
         """Stop the named running job (SIGTERM to its process group, as a pod deletion
@@ -207,8 +252,10 @@ class LocalBackend:
     def _create(self, request: WorkRequest, image: LocalImage) -> _LocalJob:
         """Register and start the job; called with the lock held."""
         env = {**self._base_env, **image.env, **self._credentials_env}
-        env.update({item["name"]: item["value"] for item in container_env(request)})
+        for item in container_env(request):  # expanded as the kubelet would: a process sees what a pod sees
+            env[item["name"]] = expand_env_value(item["value"], env)
         job = _LocalJob(request, image.command, env, _pod_name(request.job_name))
+        job.log_file = self.state.record(request.job_name, build_job(request, self.settings)).open("ab")
         job.thread = threading.Thread(target=self._execute, args=(job,), name=f"local-{request.job_name}",
                                       daemon=True)
         self._jobs[request.job_name] = job
@@ -237,6 +284,8 @@ class LocalBackend:
             outcome = reported_outcome(ended, job.pod_name, start_time)
         log.info("local job %s %s (%s) after %d attempt(s)", request.job_name, outcome.status.value, outcome.reason,
                  attempts)
+        job.log_file.close()
+        self.state.finish(request.job_name, outcome)
         with self._cond:
             job.outcome = outcome
             job.finished_at = time.monotonic()
@@ -259,7 +308,10 @@ class LocalBackend:
                 return Ended(None, "", start, _now(), cannot_start=f"cannot run {job.command[0]!r}: {exc}")
             with self._cond:
                 job.process, job.started = process, True
+                job.log_head = bytearray()
                 self._cond.notify_all()
+            job.log_file.truncate(0)  # a pod's log is its own: a retry starts a new one
+            self.state.mark_started(job.request.job_name)
             reader = threading.Thread(target=self._read, args=(job, process, lines), daemon=True)
             reader.start()
             timed_out = False
@@ -280,8 +332,17 @@ class LocalBackend:
 
     def _read(self, job: _LocalJob, process: subprocess.Popen[bytes], lines: collections.deque[bytes]) -> None:
         limit = max(1, self.settings.log_tail_bytes)
+        keep = self.settings.job_log_max_bytes + 1
         for line in process.stdout:
             lines.append(line[-limit:] if len(line) > limit else line)
+            if len(job.log_head) < keep:
+                kept = line[:keep - len(job.log_head)]
+                job.log_head += kept
+                try:
+                    job.log_file.write(kept)
+                    job.log_file.flush()
+                except ValueError:
+                    pass  # closed: the job has ended, and a child it left behind still writes
             log.debug("[%s] %s", job.request.job_name, line.rstrip().decode("utf-8", "replace"))
 
     def _tail(self, lines: collections.deque[bytes]) -> str:
@@ -303,6 +364,7 @@ class LocalBackend:
         ttl = self.settings.job_ttl_seconds
         for name in [n for n, j in self._jobs.items() if j.finished_at is not None and now - j.finished_at > ttl]:
             del self._jobs[name]
+        self.state.forget_expired(ttl)
 
 
 def _pod_name(job_name: str) -> str:
@@ -347,7 +409,9 @@ def open_local_backend(settings: Settings, environ: Mapping[str, str],
     """
     images = load_image_map(Path(settings.local_images) if settings.local_images else DEFAULT_IMAGES_FILE)
     closers: list[Callable[[], None]] = []
+    state = LocalState.for_settings(settings)
     if s3_env is None:
+        state.claim()  # before an embedded S3 starts: a second handler is refused without one
         s3_env, embedded = s3_for_jobs(environ)
         if embedded is not None:
             closers.append(embedded.stop)
@@ -356,13 +420,14 @@ def open_local_backend(settings: Settings, environ: Mapping[str, str],
                 "clients reach it with AWS_ENDPOINT_URL_S3=%s AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s",
                 embedded.url, embedded.url, embedded.env["AWS_ACCESS_KEY_ID"], embedded.env["AWS_SECRET_ACCESS_KEY"],
             )
-    return LocalBackend(settings, images, s3_env, job_base_env(environ), closers)
+    return LocalBackend(settings, images, s3_env, job_base_env(environ), closers, state)
 
 
 def s3_for_jobs(environ: Mapping[str, str]) -> tuple[dict[str, str], EmbeddedS3 | None]:
     """The S3 variables jobs get: those of ``environ`` when it configures an endpoint
     (MinIO), else those of an embedded endpoint started here (the caller stops it)."""
-    if endpoint_configured(environ):
+    # MINIO_SERVICE_HOST: the original's way to name the MinIO endpoint (bucket names resolve against it).
+    if endpoint_configured(environ) or environ.get("MINIO_SERVICE_HOST"):
         return {name: environ[name] for name in S3_VARIABLES if environ.get(name)}, None
     embedded = EmbeddedS3.start()
     return embedded.env, embedded

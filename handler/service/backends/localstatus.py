@@ -13,9 +13,11 @@ from typing import Any
 from handler.core.manifest import CANCELLED_REASON
 from handler.core.outcome import Outcome, Status, finished_outcome, stuck_outcome
 
-#: The Job controller's own wording, so local replies read like cluster ones.
-BACKOFF_MESSAGE = "Job has reached the specified backoff limit"
-DEADLINE_MESSAGE = "Job was active longer than specified deadline"
+#: The conditions' messages: the Job controller's reasons (BackoffLimitExceeded,
+#: DeadlineExceeded), but words true of a local process, which has no backoff limit to
+#: reach when it is tried once.
+BACKOFF_MESSAGE = "the job's local process failed"
+DEADLINE_MESSAGE = "the job's local process ran past the request's timeOut"
 
 
 def _iso(value: datetime) -> str:

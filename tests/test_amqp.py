@@ -2,7 +2,7 @@
 
 import pytest
 
-from handler.adapters.broker import consumer_arguments, consumer_timeout_supported
+from handler.adapters.amqp import consumer_arguments, consumer_timeout_supported
 from handler.core.config import Settings
 
 
