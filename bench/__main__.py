@@ -22,14 +22,19 @@ from bench.rig import BASELINE, HANDLER, Rig
 
 PROFILES: dict[str, dict[str, Any]] = {
     # cold: counted --once runs (after `warm` uncounted ones); latency: serial requests (after
-    # `warm_requests`); throughput: queued requests; inflight: Jobs held for the footprint.
+    # `warm_requests`); throughput: queued requests; inflight: Jobs held for the footprint, of
+    # which inflight_sample are finished one by one while the rest stay; seeded: finished Jobs
+    # (with their pods) already in the namespace at start-up.
     "full": dict(cold=10, warm=1, warm_requests=3, latency=500, baseline_latency=20, primitives=200, throughput=1000,
-                 baseline_throughput=20, concurrency=(1, 8, 32), inflight=100, settle=1.0, imports=5, baseline_poll=1.0),
+                 baseline_throughput=20, concurrency=(1, 8, 32), inflight=1000, inflight_sample=50, seeded=10_000,
+                 settle=1.0, imports=5, baseline_poll=1.0),
     "quick": dict(cold=3, warm=1, warm_requests=3, latency=100, baseline_latency=5, primitives=50, throughput=200,
-                  baseline_throughput=5, concurrency=(1, 8, 32), inflight=100, settle=1.0, imports=3, baseline_poll=1.0),
+                  baseline_throughput=5, concurrency=(1, 8, 32), inflight=300, inflight_sample=20, seeded=10_000,
+                  settle=1.0, imports=3, baseline_poll=1.0),
     # The smoke run also shortens the baseline's poll period, so it proves the harness quickly.
     "smoke": dict(cold=1, warm=0, warm_requests=0, latency=2, baseline_latency=1, primitives=2, throughput=4,
-                  baseline_throughput=2, concurrency=(1, 8, 32), inflight=2, settle=0.1, imports=1, baseline_poll=0.1),
+                  baseline_throughput=2, concurrency=(1, 8, 32), inflight=2, inflight_sample=1, seeded=20,
+                  settle=0.1, imports=1, baseline_poll=0.1),
 }
 #: Random finish delay in the latency phase, in seconds (the baseline's is its poll period).
 HANDLER_FINISH_WINDOW = 0.05
@@ -45,6 +50,8 @@ def run(rig: Rig, p: dict[str, Any], say) -> dict[str, Any]:
 
     say("bare primitives")
     raw["primitives"] = primitives.measure(rig, p["primitives"], p["warm_requests"])
+    say("a finished Job and pod of the handler's, to seed namespaces with")
+    template = phases.seed_template(rig)
     for subject in (HANDLER, BASELINE):
         out = raw[subject.name] = {}
         say(f"{subject.name}: import cost")
@@ -60,8 +67,10 @@ def run(rig: Rig, p: dict[str, Any], say) -> dict[str, Any]:
             count = p["throughput"] if subject.concurrent else p["baseline_throughput"]
             say(f"{subject.name}: throughput, {count} requests, concurrency {concurrency}")
             out["throughput"].append(phases.throughput(rig, subject, count, concurrency))
-        say(f"{subject.name}: footprint")
-        out["footprint"] = phases.footprint(rig, subject, p["inflight"], p["settle"])
+        say(f"{subject.name}: footprint" + (f", {p['inflight']} Jobs in flight" if subject.concurrent else ""))
+        out["footprint"] = phases.footprint(rig, subject, p["inflight"], p["settle"], p["inflight_sample"])
+        say(f"{subject.name}: start-up in a namespace holding {p['seeded']} finished Jobs")
+        out["seeded"] = phases.seeded(rig, subject, template, p["seeded"], p["settle"])
     return raw
 
 

@@ -38,10 +38,18 @@ class JobTimes:
         self.running: dict[str, float] = {}
         self.finished: dict[str, float] = {}
         self.names: dict[str, str] = {}
+        #: Keys whose Job's and pod's last written state is kept (``objects``): the seeded
+        #: namespace's templates.
+        self.capture: set[str] = set()
+        self.objects: dict[tuple[str, str], dict] = {}
 
     def record(self, plural: str, kind: str, namespace: str, obj: dict) -> None:
         now = time.monotonic()
         name = obj["metadata"]["name"]
+        if self.capture and kind != "DELETED":
+            owner = name if plural == "jobs" else (obj["metadata"].get("labels") or {}).get("job-name", "")
+            if owner and key_of(owner) in self.capture:
+                self.objects[(plural, key_of(owner))] = obj
         if plural == "jobs" and kind == "ADDED":
             key = key_of(name)
             with self._cond:

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 
 from bench import BenchError
 from bench.rig import HOLD, INSTANT, PRODUCTION_LIKE, REPO, Rig, Subject
@@ -107,6 +108,7 @@ def throughput(rig: Rig, subject: Subject, count: int, concurrency: int) -> dict
         rig.wait_ready(subject, proc)
         cpu_before, bench_before = proc.cpu_seconds(), _own_cpu()
         rig.replies.wait(keys, 60 + count * (1.5 if not subject.concurrent else 0.2))
+        _settle_requests(rig)  # the handler records each reply on its Job just after sending it
         cpu, bench_cpu = proc.cpu_seconds() - cpu_before, _own_cpu() - bench_before
         counts = {
             "create": rig.fake.request_count("POST", "jobs"),
@@ -136,26 +138,148 @@ def throughput(rig: Rig, subject: Subject, count: int, concurrency: int) -> dict
     }
 
 
-def footprint(rig: Rig, subject: Subject, inflight: int, settle: float) -> dict:
-    """Resident memory idle (after ``settle`` s) and, if it can, with ``inflight`` Jobs held."""
+def footprint(rig: Rig, subject: Subject, inflight: int, settle: float, sample: int = 0) -> dict:
+    """Resident memory idle (after ``settle`` s) and, if it can, with ``inflight`` Jobs held:
+    then ``sample`` of them finished one at a time while the rest stay in flight (the reply
+    latency at that load), then the rest at once; CPU from the first request to the last
+    reply, per Job."""
     stage = rig.stage()
     proc = rig.spawn(subject, stage, concurrency=max(1, inflight) if subject.concurrent else 1)
+    busy, reply, cpu_ms = None, Samples(), None
     try:
         rig.wait_ready(subject, proc)
         time.sleep(settle)
         idle = proc.memory_mb()
-        busy = None
         if subject.concurrent and inflight:
+            cpu_before = proc.cpu_seconds()
             keys = [rig.publish(stage, HOLD)[0] for _ in range(inflight)]
-            rig.times.wait(rig.times.running, keys, 60, "running")
+            rig.times.wait(rig.times.running, keys, 60 + inflight * 0.05, "running")
             time.sleep(settle)
             busy = proc.memory_mb()
-            for key in keys:
+            for key in keys[:sample]:
                 rig.fake.finish(stage.namespace, rig.times.names[key])
-            rig.replies.wait(keys, 60)
+                rig.replies.wait([key], 30)
+                reply.add(rig.replies.arrived[key] - rig.times.finished[key])
+                time.sleep(random.uniform(*PAUSE))
+            for key in keys[sample:]:
+                rig.fake.finish(stage.namespace, rig.times.names[key])
+            rig.replies.wait(keys, 60 + inflight * 0.05)
+            time.sleep(0.2)  # the last "replied" PATCHes come just after the replies
+            cpu_ms = (proc.cpu_seconds() - cpu_before) / inflight * 1000
+            busy["peak_mb"] = proc.memory_mb()["peak_mb"]
+            busy["threads"] = proc.threads()
     finally:
         proc.stop()
-    return {"idle": idle, "inflight": busy, "inflight_jobs": inflight if busy else 0}
+    return {"idle": idle, "inflight": busy, "inflight_jobs": inflight if busy else 0,
+            "inflight_reply": reply.summary_ms() if reply.values else None, "inflight_cpu_ms_per_job": cpu_ms}
+
+
+def seed_template(rig: Rig) -> tuple[dict, dict]:
+    """A finished, replied Job of the handler's and its pod, as the API server holds them:
+    what a namespace fills with once finished Jobs are kept (a raised TTL)."""
+    from bench.rig import HANDLER
+
+    stage = rig.stage()
+    key = stage.next_key()
+    rig.times.capture.add(key)
+    rig.publish(stage, INSTANT, key)
+    proc = rig.spawn(HANDLER, stage, once=True)
+    proc.wait_exit(60)
+    rig.replies.wait([key], 10)
+    job, pod = rig.times.objects.get(("jobs", key)), rig.times.objects.get(("pods", key))
+    if job is None or pod is None:
+        raise BenchError("the seeded namespace's template Job or pod was not captured")
+    return job, pod
+
+
+def seed(rig: Rig, namespace: str, template: tuple[dict, dict], count: int) -> None:
+    """``count`` copies of the template Job and pod in ``namespace``, restored inertly. The
+    copies share the template's spec and status (the fake never changes a stored object:
+    a write replaces it), and have their own metadata."""
+    job, pod = template
+    jobs, pods = [], []
+    for i in range(count):
+        name, uid = f"seed{i:05d}-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+        meta = {k: v for k, v in job["metadata"].items() if k != "deletionTimestamp"}
+        meta.update(name=name, uid=uid, namespace=namespace,
+                    labels={**meta.get("labels", {}), "cloud-worker.mstc.io/job-name": name})
+        pmeta = {k: v for k, v in pod["metadata"].items() if k != "deletionTimestamp"}
+        pmeta.update(name=f"{name}-{uuid.uuid4().hex[:5]}", uid=str(uuid.uuid4()), namespace=namespace,
+                     labels={**pmeta.get("labels", {}), "job-name": name, "batch.kubernetes.io/job-name": name,
+                             "controller-uid": uid, "batch.kubernetes.io/controller-uid": uid},
+                     ownerReferences=[dict(ref, name=name, uid=uid) for ref in pmeta.get("ownerReferences") or []])
+        jobs.append(dict(job, metadata=meta))
+        pods.append(dict(pod, metadata=pmeta))
+    rig.fake.restore("jobs", jobs)
+    rig.fake.restore("pods", pods)
+
+
+def seeded(rig: Rig, subject: Subject, template: tuple[dict, dict], count: int, settle: float) -> dict:
+    """Start-up and memory in a namespace already holding ``count`` finished Jobs with their
+    pods: a --once run with one instant request waiting (as ``cold_start``, which has
+    warmed the OS page cache), then a long-running process's RSS after twice ``settle`` s
+    (the handler lists the pods in the background: the figure is once that is done)."""
+    stage = rig.stage()
+    seed(rig, stage.namespace, template, count)
+    key, _ = rig.publish(stage, INSTANT)
+    proc = rig.spawn(subject, stage, once=True)
+    if proc.wait_exit(120) != 0:
+        raise BenchError(f"{subject.name} --once exited non-zero:\n{proc.log()[-2000:]}")
+    rig.replies.wait([key], 10)
+    first = subject.first_delivery(proc.log()) - proc.started_wall
+    created, replied = rig.times.created[key] - proc.started, rig.replies.arrived[key] - proc.started
+    proc = rig.spawn(subject, stage)
+    try:
+        rig.wait_ready(subject, proc, timeout=120)
+        time.sleep(2 * settle)
+        memory = proc.memory_mb()
+    finally:
+        proc.stop()
+    return {"jobs": count, "first_delivery_s": first, "job_created_s": created, "reply_s": replied,
+            "after_start": memory, "cache": cache_size(template) if subject.concurrent else None}
+
+
+def cache_size(template: tuple[dict, dict], copies: int = 200) -> dict:
+    """What the handler's watch cache keeps of a Job it follows and its pod (trimmed by
+    ``handler.core.trim``), against the whole objects: JSON bytes, and bytes of Python
+    objects (every dict, list and string counted once) over ``copies`` copies each parsed
+    on its own, as watch events arrive. A finished, replied Job is not cached at all: it
+    is outside the Jobs watch's selection (``manifest.waiting_selector``), and its
+    finished pod is dropped with it."""
+    from handler.core.trim import trim_job, trim_pod
+
+    out: dict = {}
+    for kind, obj, trim in (("job", template[0], trim_job), ("pod", template[1], trim_pod)):
+        kept = [trim(json.loads(json.dumps(dict(obj, metadata=dict(obj["metadata"], name=f"{i}-{obj['metadata']['name']}")))))
+                for i in range(copies)]
+        seen: set[int] = set()
+        out[kind] = {"python_bytes": sum(_deep_size(o, seen) for o in kept) / copies,
+                     "json_bytes": len(json.dumps(trim(obj), separators=(",", ":"))),
+                     "whole_json_bytes": len(json.dumps(obj, separators=(",", ":"))),
+                     "whole_python_bytes": _deep_size(json.loads(json.dumps(obj)))}
+    return {**out, **{key: out["job"][key] + out["pod"][key]
+                      for key in ("python_bytes", "json_bytes", "whole_json_bytes", "whole_python_bytes")}}
+
+
+def _deep_size(obj, seen: set | None = None) -> int:
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in obj.items())
+    elif isinstance(obj, list):
+        size += sum(_deep_size(v, seen) for v in obj)
+    return size
+
+
+def _settle_requests(rig: Rig, quiet: float = 0.2, limit: float = 3.0) -> None:
+    """Wait until the fake API server has served nothing new for ``quiet`` s (at most ``limit``)."""
+    deadline, last = time.monotonic() + limit, -1
+    while time.monotonic() < deadline and (now := rig.fake.request_count()) != last:
+        last = now
+        time.sleep(quiet)
 
 
 def _own_cpu() -> float:

@@ -119,7 +119,7 @@ def main() -> None:
         http.request("POST", jobs, body=json.dumps(manifest), headers={"Content-Type": "application/json"})
         created = time.monotonic()
         with cond:
-            cond.wait_for(lambda: name in events, timeout=10)
+            cond.wait_for(lambda name=name: name in events, timeout=10)
         log_started = time.monotonic()  # not a primitive of the ratio: reported beside it
         http.request("GET", f"{server}/api/v1/namespaces/{namespace}/pods/{reference}/log",
                      fields={"tailLines": "50", "limitBytes": "8192"})

@@ -69,6 +69,9 @@ class Proc:
                 values[name] = int(rest.split()[0]) / 1024
         return {"rss_mb": values["VmRSS"], "peak_mb": values["VmHWM"]}
 
+    def threads(self) -> int:
+        return len(list(Path(f"/proc/{self.popen.pid}/task").iterdir()))
+
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used so far."""
         fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -181,9 +184,9 @@ class Rig:
         self._queues.append(stage.queue)
         return stage
 
-    def publish(self, stage: Stage, image: str) -> tuple[str, float]:
+    def publish(self, stage: Stage, image: str, key: str | None = None) -> tuple[str, float]:
         """One request with a fresh key (its jobName and correlation id); returns it and its time."""
-        key = stage.next_key()
+        key = key or stage.next_key()
         body = json.dumps({"image": image, "jobName": key, "inputBucketUrl": BUCKET}).encode()
         props = pika.BasicProperties(content_type="application/json", correlation_id=key,
                                      reply_to=self.replies.queue, delivery_mode=2)

@@ -341,7 +341,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     status = data.get("status")
     sys.stderr.write(f"{status}: {data.get('message', '')}\n")
     return {"cancelled": ExitCode.OK, "finished": ExitCode.FAILED, "notFound": ExitCode.NOT_FOUND}.get(
-        status, ExitCode.FAILED)
+        str(status), ExitCode.FAILED)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

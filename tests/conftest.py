@@ -52,6 +52,13 @@ def fakekube(tmp_path_factory):
 
 
 @pytest.fixture
+def faults(fakekube):
+    """The fake API server's fault knobs, all switched off again after the test."""
+    yield fakekube.faults
+    fakekube.faults.clear()
+
+
+@pytest.fixture
 def namespace() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 

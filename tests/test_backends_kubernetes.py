@@ -11,14 +11,6 @@ from tests.support.waiting import job_request, wait_until
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def faults(fakekube):
-    yield fakekube.faults
-    fakekube.faults.cut_watch_after = None
-    fakekube.faults.gone_on_resume = False
-    fakekube.faults.error_rate = fakekube.faults.throttle_rate = fakekube.faults.latency = 0
-    fakekube.faults.reject_create_status = None
-
 
 @pytest.mark.parametrize("image, status, reason, pod_reason, exit_code", [
     ("scenario/fail:3", "failed", "BackoffLimitExceeded", "Error", 3),
@@ -105,6 +97,23 @@ def test_the_job_records_the_confirmed_reply_and_a_redelivery_replies_again_with
     assert (again["id"], again["data"]["status"]) == (first["id"], "succeeded")
     assert "already replied succeeded" in caplog.text
     assert len(fakekube.created_jobs(namespace)) == 1
+
+
+def test_replied_jobs_leave_the_watch_cache_and_a_new_handler_does_not_list_them(handlers, requester, fakekube,
+                                                                                namespace):
+    from handler.core.manifest import LABEL_REPLIED
+
+    first = handlers.start(job_ttl_seconds=600)
+    for _ in range(3):
+        requester.wait_reply(requester.submit(job_request("scenario/succeed:0")))
+    wait_until(lambda: all(LABEL_REPLIED in j["metadata"]["labels"] for j in fakekube.jobs(namespace))
+               and len(fakekube.jobs(namespace)) == 3, "the replies are recorded on the jobs")
+    wait_until(lambda: first.backend.tracker.sizes()["jobs"] == 0, "the replied jobs leave the cache")
+    assert first.backend.tracker.sizes()["pods"] == 0  # and their finished pods with them
+    second = handlers.start(job_ttl_seconds=600)  # a replica starting now: the three are not listed
+    assert second.backend.tracker.snapshot("any").pods == []  # (the pods' first LIST is in)
+    assert second.backend.tracker.sizes() == {"jobs": 0, "pods": 0, "events": 0, "gone": 0, "remembered": 0}
+    assert len(fakekube.jobs(namespace)) == 3 and len(fakekube.pods(namespace)) == 3
 
 
 def test_a_job_refused_by_the_api_server_gets_a_failed_reply_with_its_message(handlers, requester, faults, fakekube,

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from handler.service.backends.kubernetes import KubernetesBackend
-from handler.service.backends.local import LocalBackend, job_base_env, open_local_backend
-from handler.service.backends.localstatus import DEADLINE_MESSAGE
 from handler.core.config import Settings
 from handler.core.errors import Interrupted
-from handler.service.backends.localimages import load_image_map
-from handler.core.outcome import Status
 from handler.core.messages import Message
+from handler.core.outcome import Status
 from handler.core.request import parse_request
+from handler.service.backends.kubernetes import KubernetesBackend
+from handler.service.backends.local import LocalBackend, job_base_env, open_local_backend
+from handler.service.backends.localimages import load_image_map
+from handler.service.backends.localstatus import DEADLINE_MESSAGE
+from tests.support.waiting import wait_until
 
 JOB_SCRIPT = r"""
 import json, os, sys, time
@@ -284,15 +285,6 @@ def test_the_outcome_matches_what_the_kubernetes_path_reports_for_the_same_endin
     for outcome in (from_kube, from_local):
         assert outcome.start_time and outcome.completion_time and outcome.pod_name
     assert from_local.log_tail  # (the Kubernetes path has none for a timed-out Job: it is deleted first)
-
-
-def wait_until(predicate, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 def test_a_cancelled_job_is_stopped_and_its_follower_reports_cancelled(make_backend, images_dir):

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import METRICS, TARGETS
+from bench.report import METRICS, RATIO_TARGETS, TARGETS
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
-#: What the single-threaded baseline cannot have: --concurrency 8/32 and 100 Jobs in flight.
-NOT_FOR_THE_BASELINE = {"throughput_c8_rps", "throughput_c32_rps", "rss_inflight_mb", "rss_inflight_peak_mb"}
+#: What the single-threaded baseline cannot have: --concurrency 8/32, Jobs in flight, a watch cache.
+NOT_FOR_THE_BASELINE = {"throughput_c8_rps", "throughput_c32_rps", "rss_inflight_mb", "rss_inflight_peak_mb",
+                        "inflight_reply_p50_ms", "inflight_cpu_ms_per_job", "cache_bytes_per_job",
+                        "cache_python_bytes_per_job"}
 
 
 def _number(value) -> bool:
@@ -33,7 +35,8 @@ def test_the_smoke_run_writes_every_metric_for_the_handler_and_the_baseline(rabb
     assert all(_number(handler[key]) for key in METRICS), handler
     assert all(_number(baseline[key]) for key in METRICS.keys() - NOT_FOR_THE_BASELINE), baseline
     assert all(baseline[key] is None for key in NOT_FOR_THE_BASELINE)
-    assert {t["metric"] for t in result["targets"]} == set(TARGETS)
+    assert [(t["of"], t["metric"]) for t in result["targets"]] == [("value", k) for k in TARGETS] + [
+        ("ratio", k) for k in RATIO_TARGETS]
     assert result["primitives"]["sum"]["p50_ms"] > 0 and result["machine"]["cores"] >= 1
     for label, _unit in METRICS.values():
         assert label in run.stdout

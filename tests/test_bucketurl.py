@@ -1,7 +1,12 @@
 import pytest
 
-from handler.core.bucketurl import (BucketHostNotAllowed, BucketUrl, InvalidBucketUrl, check_bucket_host,
-                                     parse_bucket_url)
+from handler.core.bucketurl import (
+    BucketHostNotAllowed,
+    BucketUrl,
+    InvalidBucketUrl,
+    check_bucket_host,
+    parse_bucket_url,
+)
 from handler.core.config import Settings
 
 GOOD = [

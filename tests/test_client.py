@@ -15,14 +15,14 @@ from pathlib import Path
 import pika
 import pytest
 
-from handler.service.backends.local import open_local_backend
 from handler.adapters.amqp import Broker
-from handler.core.bucketurl import parse_bucket_url
-from handler.tools.client import Client, NoReply
-from handler.core.config import Settings
-from handler.service.consumer import Consumer
 from handler.adapters.storage import S3Credentials
+from handler.core.bucketurl import parse_bucket_url
+from handler.core.config import Settings
+from handler.service.backends.local import open_local_backend
+from handler.service.consumer import Consumer
 from handler.service.handling import RequestHandler
+from handler.tools.client import Client, NoReply
 
 pytestmark = pytest.mark.integration
 

@@ -15,19 +15,10 @@ import pytest
 
 from handler.core.manifest import FINALIZER
 from tests.support.requester import Requester
-from tests.support.waiting import job_request, wait_until
+from tests.support.waiting import deleting, job_request, wait_until
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def faults(fakekube):
-    yield fakekube.faults
-    fakekube.faults.clear()
-
-
-def deleting(job):
-    return job["metadata"].get("deletionTimestamp") is not None
 
 
 # --- 1. one Job per request holds past the TTL

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from tests.support.requester import SEED_REQUEST
 from tests.support.rabbit import close_handler_connections
+from tests.support.requester import SEED_REQUEST
 from tests.support.waiting import job_request, wait_until
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,8 @@ from cloudevents.core.bindings import rabbitmq
 from handler.core.config import Settings
 from handler.core.errors import Rejected
 from handler.core.events import LogUpload, encode, lifecycle_event, rejected_event, reply_event
-from handler.core.messages import event_type
+from handler.core.messages import Message, event_type
 from handler.core.outcome import Outcome, Status
-from handler.core.messages import Message
 from handler.core.request import parse_request
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -307,6 +307,21 @@ def test_watch_filters_pods_by_label_selector(batch, core):
     assert names == {"wanted"}
 
 
+def test_a_change_moving_a_job_out_of_a_watchs_selection_comes_as_deleted_and_back_in_as_added(batch, fake):
+    batch.create_namespaced_job(NS, job("mover", image="scenario/hold", labels={"stage": "waiting"}))
+    wait_until(lambda: fake.jobs(NS)[0]["status"].get("ready") == 1)
+    version = batch.list_namespaced_job(NS).metadata.resource_version
+    batch.patch_namespaced_job("mover", NS, {"metadata": {"labels": {"stage": "done"}}})
+    batch.patch_namespaced_job("mover", NS, {"metadata": {"labels": {"stage": "waiting"}}})
+    events = [(e["type"], e["object"].metadata.labels.get("stage"), int(e["object"].metadata.resource_version))
+              for e in watch.Watch().stream(batch.list_namespaced_job, NS, resource_version=version,
+                                            label_selector="stage=waiting", timeout_seconds=1)
+              if e["object"].metadata.name == "mover"]
+    # As the API server's watch cache sends them: the object's previous content, at the new version.
+    assert [(kind, stage) for kind, stage, _ in events] == [("DELETED", "waiting"), ("ADDED", "waiting")]
+    assert events[0][2] > int(version)
+
+
 # -- scenarios: the simulated controller and kubelet -------------------------------------------
 
 def test_plain_image_succeeds_with_complete_conditions(batch, core):

@@ -16,13 +16,13 @@ import uuid
 import pytest
 import requests
 
-from handler.service.backends.kubernetes import KubernetesBackend
 from handler.core.config import Settings
 from handler.core.errors import ConfigError
-from handler.service.serve import options
-from handler.service.http import create_app, message_from_http, read_body, wants_async
 from handler.core.manifest import ANNOTATION_TRACEPARENT, LABEL_REQUEST
 from handler.core.naming import identity_hash
+from handler.service.backends.kubernetes import KubernetesBackend
+from handler.service.http import create_app, message_from_http, read_body, wants_async
+from handler.service.serve import options
 from tests.support.handlers import REPO
 from tests.support.requester import SEED_REQUEST
 from tests.support.waiting import job_request, wait_until

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from handler.tools import jobkit
 from handler.core.bucketurl import parse_bucket_url
-
+from handler.tools import jobkit
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "python-test" / "main.py"
 

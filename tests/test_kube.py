@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from handler.core.errors import JobExists, JobFailedToStart, ResourceGone, Transient
 from handler.adapters.kube import translate
+from handler.core.errors import JobExists, JobFailedToStart, ResourceGone, Transient
 from tests.support.validate import HANDLER_API_CALLS
 
 KUBE_SOURCE = Path(__file__).resolve().parents[1] / "handler" / "adapters" / "kube.py"
@@ -124,8 +124,8 @@ class ResettingProxy:
 
 
 def kube_at(tmp_path, server_url, namespace, backoff):
-    from handler.core.config import Settings
     from handler.adapters.kube import Kube
+    from handler.core.config import Settings
 
     config = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
               "clusters": [{"name": "c", "cluster": {"server": server_url}}],

@@ -4,7 +4,12 @@ import pytest
 
 from handler.core.config import Settings
 from handler.core.manifest import (
-    ANNOTATION_CORRELATION_ID, ANNOTATION_REPLY_TO, ANNOTATION_REQUEST_ID, SELECTOR, build_job, request_from_job,
+    ANNOTATION_CORRELATION_ID,
+    ANNOTATION_REPLY_TO,
+    ANNOTATION_REQUEST_ID,
+    SELECTOR,
+    build_job,
+    request_from_job,
 )
 from handler.core.messages import Message
 from handler.core.request import parse_request

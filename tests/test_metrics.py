@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from handler.core.config import Settings
-from handler.service.metrics import Metrics
-from handler.core.outcome import Outcome, Status
 from handler.core.messages import Message
+from handler.core.outcome import Outcome, Status
 from handler.service.handling import RequestHandler
+from handler.service.metrics import Metrics
 from tests.support.backends import StubBackend
 from tests.support.requester import SEED_REQUEST
 from tests.support.waiting import job_request, wait_until
@@ -57,11 +57,6 @@ def test_each_metrics_object_has_its_own_registry():
     assert second.value("cloud_worker_requests_total", outcome="succeeded") == 0
     assert b"cloud_worker_requests_total" in first.render()[1]
 
-
-@pytest.fixture
-def faults(fakekube):
-    yield fakekube.faults
-    fakekube.faults.clear()
 
 
 @pytest.mark.integration
@@ -111,5 +106,8 @@ def test_the_consumer_serves_metrics_beside_its_probes(handlers, requester):
     assert "cloud_worker_jobs_in_flight 0.0" in text
     relists = next(line for line in text.splitlines() if line.startswith("cloud_worker_watch_relists_total"))
     assert float(relists.split()[1]) >= 2  # jobs and pods listed at start-up
+    # The replied Job has left the watch cache; its final state is kept among the gone.
+    wait_until(lambda: 'cloud_worker_watch_cached_objects{kind="jobs"} 0.0' in scraped(), "the replied job leaves")
+    assert 'cloud_worker_watch_cached_objects{kind="gone"} 1.0' in scraped()
     assert requests.get(base + "/healthz", timeout=5).status_code == 200
     assert requests.get(base + "/readyz", timeout=5).json() == {"ready": True, "broker": True, "kubernetes": True}

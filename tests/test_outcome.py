@@ -3,7 +3,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from handler.core.outcome import (
-    Status, ended_pod, finished_outcome, held_outcome, pod_is_running, stuck_outcome, verdict_is_final,
+    Status,
+    ended_pod,
+    finished_outcome,
+    held_outcome,
+    pod_is_running,
+    stuck_outcome,
+    verdict_is_final,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

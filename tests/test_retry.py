@@ -6,7 +6,8 @@ from handler.core.errors import JobFailedToStart, Transient
 from handler.core.retry import Backoff, retrying
 
 
-def flaky(failures, error=Transient("boom")):
+def flaky(failures, error=None):
+    error = error or Transient("boom")
     calls = []
 
     def fn():

@@ -4,8 +4,6 @@ import uuid
 
 import pytest
 
-from handler.core.bucketurl import parse_bucket_url
-from handler.core.config import Settings
 from handler.adapters.storage import (
     NoSuchBucket,
     S3Credentials,
@@ -14,7 +12,8 @@ from handler.adapters.storage import (
     UnsafeKey,
     open_bucket,
 )
-
+from handler.core.bucketurl import parse_bucket_url
+from handler.core.config import Settings
 
 
 def _bucket(s3_endpoint, url):

@@ -10,12 +10,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from handler.service import tracing
 from handler.core.config import Settings
 from handler.core.manifest import ANNOTATION_TRACEPARENT, ANNOTATION_TRACESTATE
-from handler.core.outcome import Outcome, Status
 from handler.core.messages import Message
+from handler.core.outcome import Outcome, Status
 from handler.core.request import parse_request
+from handler.service import tracing
 from handler.service.handling import RequestHandler
 from tests.support.backends import StubBackend
 from tests.support.requester import SEED_REQUEST

@@ -27,7 +27,9 @@ class ScriptedSource:
 
     def list(self, kind, selector, transform=None):
         self.lists += 1
-        return (list(self.jobs) if kind == "jobs" else []), self.listed_version
+        items = list(self.jobs) if kind == "jobs" else []
+        kept = [transform(i) for i in items] if transform else items
+        return [i for i in kept if i is not None], self.listed_version
 
     def watch(self, kind, selector, version, stopper):
         if kind == "pods":
@@ -61,11 +63,11 @@ def test_a_dropped_stream_resumes_from_the_last_version_seen():
 
 
 def test_410_gone_re_lists_and_watches_from_the_new_list():
-    source = ScriptedSource([job("a", 5, succeeded=1)], [ResourceGone("expired")], listed_version="20")
+    source = ScriptedSource([job("a", 5, active=1)], [ResourceGone("expired")], listed_version="20")
     tracker = run(source)
     assert source.lists >= 3  # jobs + pods at start, then jobs again after 410
     assert source.watch_versions[-1] == "20"
-    assert tracker.snapshot("a").job["status"] == {"succeeded": 1}
+    assert tracker.snapshot("a").job["status"] == {"active": 1}
 
 
 def test_deleted_jobs_leave_the_cache_but_are_remembered_as_seen():
@@ -177,3 +179,111 @@ def test_without_a_stall_limit_a_quiet_watch_is_left_alone():
     source.done.set()
     tracker.stop()
     assert tracker.counters.stalls == 0 and source.opened == 1
+
+
+def ended_pod(name, job_name, version, exit_code=0):
+    obj = pod(name, job_name, version)
+    obj["status"] = {"containerStatuses": [{"name": "job", "state": {"terminated": {"exitCode": exit_code}}}]}
+    return obj
+
+
+def test_objects_are_trimmed_on_the_way_into_the_cache():
+    source = ScriptedSource([dict(job("a", 3), spec={"template": {"spec": {"containers": [{"name": "job"}]}}},
+                                  managedFields=[{"manager": "kube-controller-manager"}])], [])
+    tracker = JobTracker(source, "x=y")
+    tracker._relist("jobs")
+    whole = dict(pod("a-1", "a", 4), spec={"volumes": [{"name": "kube-api-access"}]})
+    tracker._apply("pods", {"type": "ADDED", "object": whole})
+    snap = tracker.snapshot("a")
+    assert "managedFields" not in snap.job and "spec" not in snap.pods[0]
+    assert snap.pods[0]["metadata"]["labels"] == {"job-name": "a"}
+
+
+def test_a_job_that_leaves_the_watch_takes_its_finished_pods_with_it_and_is_known_as_gone():
+    tracker = JobTracker(ScriptedSource([], []), "x=y")
+    tracker._apply("jobs", {"type": "ADDED", "object": job("a", 3)})
+    tracker._apply("pods", {"type": "MODIFIED", "object": ended_pod("a-1", "a", 4)})
+    assert len(tracker.snapshot("a").pods) == 1
+    tracker._apply("jobs", {"type": "DELETED", "object": job("a", 5)})  # replied: out of the selection
+    snap = tracker.snapshot("a")
+    assert snap.job is None and snap.seen and snap.last is not None and snap.pods == []
+    assert tracker.sizes()["pods"] == 0
+
+
+def test_finished_pods_of_jobs_that_left_are_not_kept_but_those_of_jobs_not_seen_yet_are():
+    tracker = JobTracker(ScriptedSource([], []), "x=y")
+    tracker._apply("jobs", {"type": "ADDED", "object": job("old", 1)})
+    tracker._apply("jobs", {"type": "DELETED", "object": job("old", 2)})  # replied: left the selection
+    tracker._apply("pods", {"type": "MODIFIED", "object": ended_pod("old-1", "old", 3)})
+    # The Jobs' stream may lag behind the pods': a Job not seen yet may still come.
+    tracker._apply("pods", {"type": "MODIFIED", "object": ended_pod("new-1", "new", 4)})
+    tracker._apply("jobs", {"type": "ADDED", "object": job("new", 5)})
+    assert tracker.snapshot("old").pods == [] and len(tracker.snapshot("new").pods) == 1
+
+
+class ListedPodsSource(ScriptedSource):
+    def list(self, kind, selector, transform=None):
+        if kind != "pods":
+            return super().list(kind, selector, transform)
+        pods = [ended_pod("waiting-1", "waiting", 3), ended_pod("replied-1", "replied", 4),
+                pod("replied-2", "replied", 5)]
+        return [p for p in map(transform, pods) if p is not None], "10"
+
+
+def test_a_pods_list_keeps_the_pods_of_cached_jobs_and_those_still_running():
+    tracker = JobTracker(ListedPodsSource([job("waiting", 2)], []), "x=y")
+    tracker._relist("jobs")
+    tracker._relist("pods")
+    assert [p["metadata"]["name"] for p in tracker.snapshot("waiting").pods] == ["waiting-1"]
+    assert [p["metadata"]["name"] for p in tracker.snapshot("replied").pods] == ["replied-2"]
+
+
+def test_what_is_kept_of_jobs_no_longer_cached_is_bounded():
+    from handler.service.tracker import GONE_KEEP
+
+    tracker = JobTracker(ScriptedSource([], []), "x=y")
+    for i in range(GONE_KEEP + 500):
+        tracker._apply("jobs", {"type": "ADDED", "object": job(f"j{i}", 2 * i)})
+        tracker._apply("jobs", {"type": "DELETED", "object": job(f"j{i}", 2 * i + 1)})
+    assert tracker.sizes() == {"jobs": 0, "pods": 0, "events": 0, "gone": GONE_KEEP, "remembered": 0}
+    assert not tracker._changed and not tracker._waiters
+    assert tracker.snapshot(f"j{GONE_KEEP + 499}").seen
+
+
+def test_a_remembered_job_is_in_its_snapshots_until_the_watch_brings_it():
+    tracker = JobTracker(ScriptedSource([], []), "x=y")
+    tracker.remember(job("a", 3, succeeded=1))
+    assert tracker.snapshot("a").job is not None
+    tracker._apply("jobs", {"type": "ADDED", "object": job("a", 4)})
+    assert tracker.sizes()["remembered"] == 0 and tracker.snapshot("a").job is not None
+
+
+class SlowPodsSource(ScriptedSource):
+    """Its pods LIST takes until ``release`` is set (a namespace full of finished pods)."""
+
+    def __init__(self):
+        super().__init__([job("a", 3)], [])
+        self.release = threading.Event()
+
+    def list(self, kind, selector, transform=None):
+        if kind == "pods":
+            self.release.wait(5)
+        return super().list(kind, selector, transform)
+
+
+def test_start_up_does_not_wait_for_the_pods_list_but_a_snapshot_of_pods_does():
+    source = SlowPodsSource()
+    tracker = JobTracker(source, "x=y")
+    started = time.monotonic()
+    tracker.start()
+    try:
+        assert time.monotonic() - started < 0.5
+        assert tracker.snapshot("a", pods=False).job is not None
+        threading.Timer(0.3, source.release.set).start()
+        started = time.monotonic()
+        tracker.snapshot("a")
+        assert 0.2 < time.monotonic() - started < 3
+    finally:
+        source.release.set()
+        source.done.set()
+        tracker.stop()

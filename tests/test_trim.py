@@ -51,7 +51,7 @@ def history(tmp_path_factory):
         kube.delete_job(held[1])
         fake.finish("trim", held[2])
         time.sleep(1.0)
-        for request, job in zip(requests, jobs):
+        for request, job in zip(requests, jobs, strict=True):
             current = kube.read_job(job["metadata"]["name"])
             if current is not None and outcome.verdict(current) is not None:
                 kube.patch_job(current["metadata"]["name"], manifest.replied_patch(current, "succeeded",
@@ -65,7 +65,7 @@ def _states(writes):
     """Each Job state with the pods and events of that Job as they were at that moment."""
     pods: dict[str, dict] = {}
     events: dict[str, dict] = {}
-    for plural, kind, obj in writes:
+    for plural, _kind, obj in writes:
         name = obj["metadata"]["name"]
         if plural == "pods":
             pods[name] = obj

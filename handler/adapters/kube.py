@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-from collections.abc import Mapping, Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import urllib3
@@ -300,7 +300,8 @@ class Kube:
         """Every object of ``kind`` ("jobs", "pods" or "events") matching the selector (a field
         selector for events), read page by page, and the list's resourceVersion. Given
         ``transform`` (e.g. ``core.trim``), each page's objects pass through it as the page
-        arrives, so a long list is never held whole."""
+        arrives, and those it returns None for are left out, so a long list is never held
+        whole."""
         for attempt in range(3):
             items: builtins.list[Json] = []
             token = None
@@ -309,7 +310,9 @@ class Kube:
                     body = json.loads(self._call(f"list {kind}", self._lister(kind), self.namespace,
                                                  limit=LIST_PAGE, continue_=token, **self._selecting(kind, selector)))
                     page = body.get("items") or []
-                    items += map(transform, page) if transform is not None else page
+                    if transform is not None:
+                        page = [kept for kept in map(transform, page) if kept is not None]
+                    items += page
                     token = body["metadata"].get("continue")
                     if not token:
                         return items, body["metadata"]["resourceVersion"]

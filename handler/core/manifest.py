@@ -36,6 +36,9 @@ FINALIZER = f"{GROUP}/reply"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_REQUEST = f"{GROUP}/request"
 LABEL_JOB_NAME = f"{GROUP}/job-name"
+#: A hash of the request id: a replied Job has left the watch cache, and ``GET /jobs/<id>``
+#: (or ``cloud-worker status``) then finds it by this label with one LIST.
+LABEL_REQUEST_ID = f"{GROUP}/request-id"
 #: The installation's name (``Settings.instance``), when it has one.
 LABEL_INSTANCE = f"{GROUP}/instance"
 #: Selects every Job (and pod) cloud workers manage; ``selector`` narrows it to one installation.
@@ -75,6 +78,12 @@ def selector(settings: Settings) -> str:
     return f"{SELECTOR},{LABEL_INSTANCE}={settings.instance}" if settings.instance else SELECTOR
 
 
+def request_id_selector(settings: Settings, request_id: str) -> str:
+    """The label selector of a request's Jobs, replied or not (the annotation says which
+    is really it: the label is a hash)."""
+    return f"{selector(settings)},{LABEL_REQUEST_ID}={identity_hash(request_id)}"
+
+
 def waiting_selector(settings: Settings) -> str:
     """The label selector of this installation's Jobs not yet replied to: the ones a
     replica follows. A replied Job leaves the watch (the API server sends it as deleted)."""
@@ -93,6 +102,7 @@ def job_labels(request: WorkRequest, settings: Settings | None = None) -> dict[s
     labels = {
         LABEL_MANAGED_BY: MANAGER,
         LABEL_REQUEST: identity_hash(request.identity),
+        LABEL_REQUEST_ID: identity_hash(request.request_id),
         LABEL_JOB_NAME: sanitise(request.client_job_name)[:63].rstrip("-"),
     }
     if settings is not None and settings.instance:

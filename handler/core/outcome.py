@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 #: The Job's own container, by name: the only container whose state is the outcome.
@@ -73,6 +73,11 @@ class Outcome:
         return replace(self, log_tail=log_tail)
 
 
+def utcnow() -> datetime:
+    """Now, in UTC: the clock every outcome and reply is stamped with (tests pass their own)."""
+    return datetime.now(UTC)
+
+
 def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -89,11 +94,11 @@ def condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
 
 def verdict(job: Mapping[str, Any]) -> tuple[bool, Mapping[str, Any], bool] | None:
     """(succeeded, the condition, whether it is the final one) once the Job has a verdict."""
-    for succeeded, (final, interim) in ((False, FAILURE), (True, SUCCESS)):
+    for succeeded, (final, _interim) in ((False, FAILURE), (True, SUCCESS)):
         cond = condition(job, final)
         if cond is not None:
             return succeeded, cond, True
-    for succeeded, (final, interim) in ((False, FAILURE), (True, SUCCESS)):
+    for succeeded, (_final, interim) in ((False, FAILURE), (True, SUCCESS)):
         cond = condition(job, interim)
         if cond is not None:
             return succeeded, cond, False

@@ -32,8 +32,8 @@ from handler.core.bucketurl import (
 )
 from handler.core.config import Settings
 from handler.core.errors import Rejected
-from handler.core.messages import CANCEL_TYPE, CancelRequest, Message
 from handler.core.images import InvalidImage, check_allowed, parse_image
+from handler.core.messages import CANCEL_TYPE, CancelRequest, Message
 from handler.core.naming import is_valid_client_name, is_valid_job_name, job_name
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents"

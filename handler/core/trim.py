@@ -14,6 +14,7 @@ readers on trimmed and on whole objects and comparing what they say.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,7 +45,10 @@ def trim_job(job: Mapping[str, Any]) -> Json:
     container's image, and its start, completion, active count and conditions."""
     meta = job.get("metadata") or {}
     kept_meta = _pick(meta, _JOB_META)
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(f"{GROUP}/")}
+    if "labels" in kept_meta:
+        kept_meta["labels"] = {sys.intern(k): v for k, v in kept_meta["labels"].items()}
+    # Interned keys: each watch event is parsed apart, and would bring its own copies.
+    annotations = {sys.intern(k): v for k, v in (meta.get("annotations") or {}).items() if k.startswith(f"{GROUP}/")}
     if annotations:
         kept_meta["annotations"] = annotations
     spec = job.get("spec") or {}

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
@@ -34,7 +34,7 @@ from handler.core.events import (
 )
 from handler.core.manifest import cancelled_outcome, request_from_job
 from handler.core.messages import CancelRequest, CancelStatus, Message, Publication
-from handler.core.outcome import Outcome, Status
+from handler.core.outcome import Outcome, Status, utcnow
 from handler.core.request import WorkRequest, is_cancel, parse_cancel, parse_request, request_identity
 from handler.service import logs, tracing
 from handler.service.backends import JobBackend
@@ -68,12 +68,9 @@ class Result:
     reply: CloudEvent | None = None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
 
 class RequestHandler:
-    def __init__(self, settings: Settings, backend: JobBackend, clock: Callable[[], datetime] = _now,
+    def __init__(self, settings: Settings, backend: JobBackend, clock: Callable[[], datetime] = utcnow,
                  metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.backend = backend

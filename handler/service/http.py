@@ -36,16 +36,16 @@ from cloudevents.core.formats.json import JSONFormat
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from handler.service.auth import OPEN_PATHS, BearerTokens, bearer, challenge
-from handler.service.backends import JobBackend
 from handler.core.config import Settings
 from handler.core.errors import Interrupted, Rejected, Transient
 from handler.core.events import reply_event
-from handler.service.health import Heartbeat, Probes
-from handler.service.metrics import Metrics
 from handler.core.messages import Message
 from handler.core.request import PROGRESS_HEADER, STRUCTURED_CONTENT_TYPE, is_cancel, parse_request
+from handler.service.auth import OPEN_PATHS, BearerTokens, bearer, challenge
+from handler.service.backends import JobBackend
 from handler.service.handling import Result
+from handler.service.health import Heartbeat, Probes
+from handler.service.metrics import Metrics
 from handler.service.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from handler.core.outcome import Outcome
 
@@ -90,7 +90,7 @@ class _TrackerCollector:
     def describe(self) -> list:
         return []
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         counters = self.tracker.counters
         yield CounterMetricFamily("cloud_worker_watch_restarts", "Watch streams that broke and were resumed.",
                                   value=counters.restarts)
@@ -98,3 +98,9 @@ class _TrackerCollector:
                                   value=counters.relists)
         yield CounterMetricFamily("cloud_worker_watch_events", "Watch events applied to the cache.",
                                   value=counters.events)
+        cached = GaugeMetricFamily("cloud_worker_watch_cached_objects", "Objects in the watch cache, by kind: jobs and "
+                                   "pods followed, events, and deleted (gone) or adopted replied (remembered) Jobs kept "
+                                   "beside them.", labels=["kind"])
+        for kind, count in self.tracker.sizes().items():
+            cached.add_metric([kind], count)
+        yield cached

@@ -30,6 +30,7 @@ bounded.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
@@ -40,8 +41,8 @@ from typing import Any, Protocol
 
 from handler.core.errors import ResourceGone, WorkerError
 from handler.core.outcome import ended_pod
-from handler.core.trim import JOB_NAME_LABELS, TRIMMERS
 from handler.core.retry import Backoff
+from handler.core.trim import JOB_NAME_LABELS, TRIMMERS
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -58,8 +59,11 @@ SYNC_WAIT = 30.0
 
 
 class WatchSource(Protocol):
-    def list(self, kind: str, selector: str, transform: Any = None) -> tuple[list[Json], str]: ...
-    def watch(self, kind: str, selector: str, resource_version: str, stopper: list) -> Any: ...
+    def list(self, kind: str, selector: str, transform: Any = None) -> tuple[builtins.list[Json], str]:
+        """Every object of ``kind`` matching ``selector``, each passed through ``transform``
+        (None: left out), and the list's resourceVersion."""
+        ...
+    def watch(self, kind: str, selector: str, resource_version: str, stopper: builtins.list[Any]) -> Any: ...
 
 
 @dataclass
@@ -115,14 +119,16 @@ class JobTracker:
         # Pods by their Job's name (a snapshot must not scan every pod), and the change
         # counter and waiters of each Job: an event wakes only the requests following
         # that Job, not every thread in flight.
-        self._pods_by_job: dict[str, dict[str, Json]] = {}
-        self._events_by_job: dict[str, dict[str, Json]] = {}
+        # (keyed by None: pods and events naming no Job, kept apart)
+        self._pods_by_job: dict[str | None, dict[str, Json]] = {}
+        self._events_by_job: dict[str | None, dict[str, Json]] = {}
         self._changes = 0
         self._changed: dict[str, int] = {}
         self._waiters: dict[str, set[threading.Event]] = {}
         self._stopping = False
         self._stopped = threading.Event()  # the watchdog's sleep, not woken by every event
-        self._pods_synced = threading.Event()
+        self._pods_synced = threading.Event()  # cleared from start() until the pods' first LIST
+        self._pods_synced.set()
         self._streams: dict[str, list] = {kind: [] for kind in self.selectors}
         self._heard: dict[str, float] = {kind: time.monotonic() for kind in self.selectors}
         self._threads: list[threading.Thread] = []
@@ -137,6 +143,7 @@ class JobTracker:
         """List the Jobs (and events) now, so no request adopts or creates a Job blind, then
         watch them; the pods are listed on their watch's thread (see the module docstring)."""
         versions: dict[str, str | None] = {"jobs": self._relist("jobs"), "pods": None}
+        self._pods_synced.clear()
         if EVENTS in self.selectors:
             try:
                 versions[EVENTS] = self._relist(EVENTS)
@@ -182,12 +189,12 @@ class JobTracker:
         if pods and not self._pods_synced.is_set():
             self._pods_synced.wait(SYNC_WAIT)
         with self._cond:
-            pods = list(self._pods_by_job.get(job_name, {}).values())
+            own_pods = list(self._pods_by_job.get(job_name, {}).values())
             job = self._objects["jobs"].get(job_name) or self._remembered.get(job_name)
             events = sorted(self._events_by_job.get(job_name, {}).values(),
                             key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
             gone = self._gone.get(job_name)
-            return Snapshot(job, pods, job is not None or gone is not None, job or gone,
+            return Snapshot(job, own_pods, job is not None or gone is not None, job or gone,
                             self._changed.get(job_name, 0), events)
 
     def remember(self, job: Json) -> None:
@@ -271,21 +278,22 @@ class JobTracker:
 
     # --- the watch loop
     def _relist(self, kind: str) -> str:
-        items, version = self.source.list(kind, self.selectors[kind], TRIMMERS[kind])
+        items, version = self.source.list(kind, self.selectors[kind], self._listed(kind))
         with self._cond:
             self._heard[kind] = time.monotonic()
             previous, self._objects[kind] = self._objects[kind], {o["metadata"]["name"]: o for o in items}
             if kind == "jobs":
                 for name in previous.keys() - self._objects[kind].keys():  # deleted while we were not watching
                     self._forget(name, previous[name])
-                touched = previous.keys() | self._objects[kind].keys()
+                touched: set[str | None] = set(previous.keys() | self._objects[kind].keys())
             elif kind == EVENTS:
                 self._events_by_job = {}
                 for name, event in self._objects[kind].items():
                     self._events_by_job.setdefault(event_job_name(event), {})[name] = event
                 touched = {event_job_name(e) for e in (*previous.values(), *self._objects[kind].values())}
             else:
-                self._objects[kind] = {name: pod for name, pod in self._objects[kind].items() if self._keeps(pod)}
+                self._objects[kind] = {name: pod for name, pod in self._objects[kind].items()
+                                       if self._keeps(pod, listing=True)}
                 self._pods_by_job = {}
                 for name, pod in self._objects[kind].items():
                     self._pods_by_job.setdefault(pod_job_name(pod), {})[name] = pod
@@ -347,13 +355,30 @@ class JobTracker:
             if not self._keeps(pod):
                 self._drop_pod(pod_name, name)
 
-    def _keeps(self, pod: Json) -> bool:
-        """A pod is cached while its Job is, or until its container ends (its Job's ADDED
-        may come after it on the other stream). A finished pod of a Job that is not
-        cached (replied) is read again, if ever needed, by the one LIST that completes an
-        exit code (``KubernetesBackend._with_pod_detail``)."""
+    def _listed(self, kind: str) -> Any:
+        """What a LIST keeps of each object, page by page: trimmed, and for pods only those
+        the cache keeps (``_keeps``), so a namespace of finished pods is never held whole."""
+        trim = TRIMMERS[kind]
+        if kind != "pods":
+            return trim
+
+        def keep(pod: Json) -> Json | None:
+            pod = trim(pod)
+            with self._cond:
+                return pod if self._keeps(pod, listing=True) else None
+        return keep
+
+    def _keeps(self, pod: Json, listing: bool = False) -> bool:
+        """Whether to cache a pod: not once its container has ended and its Job has left the
+        cache (replied, or deleted). From a watch event that means a Job seen leaving (in
+        ``_gone``): the Jobs' stream may lag behind the pods', so a Job not seen yet may
+        still come. From the LIST, which follows the Jobs' LIST, it means any Job not
+        cached: a Job both created and finished between the two LISTs loses its pod here,
+        and gets its exit code from the one LIST ``KubernetesBackend._with_pod_detail`` makes."""
         job_name = pod_job_name(pod)
-        return job_name in self._objects["jobs"] or job_name in self._remembered or ended_pod([pod]) is None
+        if job_name in self._objects["jobs"] or job_name in self._remembered or ended_pod([pod]) is None:
+            return True
+        return not listing and job_name not in self._gone
 
     def _drop_pod(self, name: str, job_name: str | None) -> None:
         self._objects["pods"].pop(name, None)
@@ -362,17 +387,20 @@ class JobTracker:
         if not group:
             self._pods_by_job.pop(job_name, None)
 
-    def _run(self, kind: str, version: str | None) -> None:
+    def _run(self, kind: str, listed: str | None) -> None:
         failures = 0
-        while version is None and not self._stopping:  # the first LIST, off the start-up path
+        while listed is None and not self._stopping:  # the first LIST, off the start-up path
             try:
-                version = self._relist(kind)
+                listed = self._relist(kind)
             except WorkerError as exc:
                 failures += 1
                 log.warning("listing %s failed (%s); will retry", kind, exc)
                 time.sleep(self.backoff.delay(min(failures, 6)))
         if kind == "pods":
             self._pods_synced.set()
+        if listed is None:  # stopped before the first LIST came back
+            return
+        version: str = listed
         failures = 0
         while not self._stopping:
             try:

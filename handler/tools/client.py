@@ -35,18 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from handler.adapters.amqp import ClientLink
+from handler.adapters.storage import S3Credentials, open_bucket
 from handler.core.bucketurl import BucketUrl, parse_bucket_url
 from handler.core.config import Settings
 from handler.core.errors import BrokerError, WorkerError
-from handler.core.messages import CANCEL_TYPE, Message
+from handler.core.messages import CANCEL_TYPE, Message, Publication
 from handler.core.request import PROGRESS_HEADER, parse_request
-from handler.adapters.storage import S3Credentials, open_bucket
-from handler.adapters.amqp import ClientLink
-from handler.core.messages import Publication
 
 log = logging.getLogger(__name__)
 
-DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
+#: The handler's own defaults (a local RabbitMQ, the seed's exchange and queue).
+_DEFAULTS = Settings()
+DEFAULT_AMQP_URL = _DEFAULTS.amqp_url
 #: Statuses of the non-terminal (lifecycle) events.
 LIFECYCLE = frozenset({"accepted", "started"})
 #: Seconds to wait for the broker to answer a connect or confirm a publish.
@@ -90,8 +91,8 @@ class Reply:
 
 
 class Client:
-    def __init__(self, amqp_url: str = DEFAULT_AMQP_URL, exchange: str = "mstc.exchange",
-                 routing_key: str = "mstc.queue.work", *, credentials: S3Credentials | None = None,
+    def __init__(self, amqp_url: str = DEFAULT_AMQP_URL, exchange: str = _DEFAULTS.exchange,
+                 routing_key: str = _DEFAULTS.queue, *, credentials: S3Credentials | None = None,
                  environ: Mapping[str, str] | None = None, settings: Settings | None = None) -> None:
         self.amqp_url = amqp_url
         #: What the requests are checked against before anything is uploaded (the handler's defaults).

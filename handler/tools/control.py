@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from handler.core.config import Settings
 from handler.core.errors import NotFound, Transient
@@ -37,6 +37,14 @@ EXIT_FOR_STATUS = {"pending": ExitCode.OK, "running": ExitCode.OK, "succeeded": 
                    "cancelled": ExitCode.CANCELLED}
 #: Seconds between looks at a job that has not started, or whose log stream ended early.
 POLL_SECONDS = 0.5
+
+
+class Writer(Protocol):
+    """Where log lines go: a text stream, or anything with ``write`` (``submit --follow``)."""
+
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> Any: ...
 
 
 def is_job_name(target: str) -> bool:
@@ -84,7 +92,7 @@ def job_name_of(backend: JobBackend, target: str) -> str | None:
     return view.request.job_name if view is not None else None
 
 
-def print_local_log(backend: Any, job_name: str, out: TextIO, follow: bool) -> int:
+def print_local_log(backend: Any, job_name: str, out: Writer, follow: bool) -> int:
     """The local job's log file, and with ``follow`` what is added to it until the job ends."""
     state = backend.state
     record = state.read(job_name)
@@ -110,7 +118,7 @@ def print_local_log(backend: Any, job_name: str, out: TextIO, follow: bool) -> i
             record = state.read(job_name) or record
 
 
-def print_pod_log(settings: Settings, job_name: str, out: TextIO, follow: bool) -> int:
+def print_pod_log(settings: Settings, job_name: str, out: Writer, follow: bool) -> int:
     """The log of the Job's newest pod (container ``job``), and with ``follow`` until the
     container ends. The stream is asked for again when it ends early (a dropped
     connection, a silent job), skipping what was printed."""
@@ -165,12 +173,12 @@ def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _write(out: TextIO, chunk: bytes) -> None:
+def _write(out: Writer, chunk: bytes) -> None:
     out.write(chunk.decode("utf-8", "replace"))
     out.flush()
 
 
-def print_log(backend: JobBackend, settings: Settings, target: str, out: TextIO = sys.stdout,
+def print_log(backend: JobBackend, settings: Settings, target: str, out: Writer = sys.stdout,
               follow: bool = False) -> int:
     name = job_name_of(backend, target)
     if name is None:

@@ -74,8 +74,8 @@ class Demo:
         self.out.flush()
 
     def run(self) -> int:
-        from handler.tools.client import Client
         from handler.adapters.storage import StorageConfigError
+        from handler.tools.client import Client
 
         started = time.monotonic()
         s = self.settings

@@ -87,8 +87,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], stdout: TextIO = sys.stdout,
                   stderr: TextIO = sys.stderr) -> int:
     try:
-        from handler.tools.client import Client, NoReply
         from handler.adapters.storage import StorageConfigError, StorageError
+        from handler.tools.client import Client, NoReply
     except ImportError as exc:
         return _fail(stderr, ExitCode.CONFIG, f"the client needs the S3 library: install mstc-cloud-worker[s3] ({exc})")
     from handler.tools.console import StatusDisplay, describe

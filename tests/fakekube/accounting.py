@@ -19,8 +19,17 @@ import logging
 from dataclasses import dataclass, field
 
 from . import failurepolicy
-from .jobstatus import (BACKOFF_MESSAGE, DEADLINE_MESSAGE, FAILED_INDEXES_MESSAGE, INTERIM, SUCCESS_MESSAGE,
-                        condition, ended, indexes, set_condition)
+from .jobstatus import (
+    BACKOFF_MESSAGE,
+    DEADLINE_MESSAGE,
+    FAILED_INDEXES_MESSAGE,
+    INTERIM,
+    SUCCESS_MESSAGE,
+    condition,
+    ended,
+    indexes,
+    set_condition,
+)
 from .objects import JOBS, being_deleted, controller_uid, timestamp
 from .podadmission import INDEX_ANNOTATION
 from .scheduler import Timer

@@ -118,10 +118,11 @@ class Store:
     def restore(self, resource: Resource, objects: list[dict]) -> None:
         """Store ``objects`` (complete, with uid and namespace) as an API server finds them in
         etcd after a restart: no watch event, so no controller reacts (the benchmarks'
-        namespace full of finished Jobs). History is compacted up to them."""
+        namespace full of finished Jobs). History is compacted up to them. The store takes
+        the objects over (their metadata is written, the rest only read): the caller must not
+        change them after."""
         with self._lock:
             for obj in objects:
-                obj = _copy(obj)
                 meta = obj["metadata"]
                 key = (meta["namespace"], meta["name"])
                 self._rv += 1

@@ -11,8 +11,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from handler.core.messages import CANCEL_TYPE
-from handler.core.messages import Message
+from handler.core.messages import CANCEL_TYPE, Message
 
 #: AMQP field-table keys are short strings: at most 255 bytes.
 header_keys = st.text(min_size=1, max_size=24).filter(lambda k: len(k.encode()) <= 255)

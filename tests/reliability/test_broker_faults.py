@@ -9,8 +9,8 @@ import time
 import pytest
 
 from tests.reliability.conftest import rabbit_env, set_rabbit_env
-from tests.support.waiting import job_request, wait_until
 from tests.support.rabbit import close_handler_connections
+from tests.support.waiting import job_request, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def test_connections_closed_by_the_broker_mid_job_lose_and_duplicate_nothing(han
     cids = [requester.submit(job_request("scenario/succeed:1.5"), correlation_id=f"close-{i}") for i in range(8)]
     closes = 0
     for wanted in (2, 6):
-        wait_until(lambda: len(fakekube.created_jobs(namespace)) >= wanted, f"{wanted} jobs exist", timeout=30)
+        wait_until(lambda wanted=wanted: len(fakekube.created_jobs(namespace)) >= wanted, f"{wanted} jobs exist", timeout=30)
         close_handler_connections()
         closes += 1
     for cid in cids:

@@ -20,9 +20,9 @@ from handler.core.config import Settings
 from handler.core.errors import Rejected, Transient
 from handler.core.messages import Message
 from handler.core.request import KNOWN_FIELDS, parse_request
+from tests.support.rabbit import close_handler_connections
 from tests.support.requester import SEED_REQUEST
 from tests.support.waiting import job_request, wait_until
-from tests.support.rabbit import close_handler_connections
 
 pytestmark = pytest.mark.integration
 

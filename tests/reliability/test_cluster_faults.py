@@ -10,21 +10,12 @@ import time
 
 import pytest
 
-from tests.support.waiting import job_request, wait_until
+from tests.support.waiting import deleting, job_request, wait_until
 
 pytestmark = pytest.mark.integration
 
 REQUESTS = 10
 
-
-@pytest.fixture
-def faults(fakekube):
-    yield fakekube.faults
-    fakekube.faults.clear()
-
-
-def deleting(job):
-    return job["metadata"].get("deletionTimestamp") is not None
 
 
 def test_requests_redelivered_after_their_jobs_ttl_run_once(handlers, requester, fakekube, namespace, figures):

@@ -14,10 +14,9 @@ import pika
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from handler.core.messages import CancelOutcome, CancelStatus
 from handler.core.config import Settings
-from handler.core.messages import TYPE_PREFIX
 from handler.core.manifest import build_job
+from handler.core.messages import TYPE_PREFIX, CancelOutcome, CancelStatus
 from handler.core.outcome import Outcome, Status
 from handler.service.handling import RequestHandler
 from tests.reliability.fuzzing import Fuzzed, messages

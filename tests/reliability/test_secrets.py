@@ -23,10 +23,11 @@ from handler.core.messages import Message
 from handler.core.request import is_valid_traceparent, parse_request
 from tests.reliability.test_fuzz import FUZZ
 from tests.support.handlers import REPO
+from tests.support.rabbit import close_handler_connections
 from tests.support.waiting import job_request, wait_until
 from tests.test_cancel import cancel_body
-from tests.support.rabbit import close_handler_connections
 from tests.test_security import kubelet_expand, unescaped_references
+
 
 @pytest.fixture
 def broker_user(rabbitmq):

@@ -14,9 +14,9 @@ from typing import Any
 
 import pika
 
-from handler.service.backends.kubernetes import KubernetesBackend
 from handler.adapters.amqp import Broker
 from handler.core.config import Settings
+from handler.service.backends.kubernetes import KubernetesBackend
 from handler.service.consumer import Consumer
 from handler.service.handling import RequestHandler
 

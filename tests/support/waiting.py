@@ -22,3 +22,8 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -
 def job_request(image: str, **fields: Any) -> dict[str, Any]:
     """The seed's example request, running ``image`` (a fake-cluster scenario, see tests/fakekube)."""
     return dict(SEED_REQUEST, image=image, **fields)
+
+
+def deleting(obj: dict[str, Any]) -> bool:
+    """The object is marked for deletion (held by a finalizer until released)."""
+    return obj["metadata"].get("deletionTimestamp") is not None

@@ -17,28 +17,51 @@ import dataclasses
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-
-from handler.service import logs
-from handler.service.backends import JobView, Progress
-from handler.core.config import Settings
-from handler.core.events import ACCEPTED, STARTED
-from handler.core.errors import Interrupted, JobExists, JobFailedToStart, NotFound, Transient
 from handler.adapters.kube import Kube
-from handler.core.messages import CancelOutcome, CancelRequest, CancelStatus
+from handler.core.config import Settings
+from handler.core.errors import Interrupted, JobExists, JobFailedToStart, NotFound, Transient
+from handler.core.events import ACCEPTED, STARTED
 from handler.core.manifest import (
-    ANNOTATION_REPLIED, ANNOTATION_REQUEST_ID, LABEL_REQUEST, build_job, cancel_annotations,
-    cancelled_outcome, finalizer_expired, mismatch, owned, release_patch, replied_patch, request_from_job, selector,
-    spec_fingerprint, waiting_selector,
+    ANNOTATION_REPLIED,
+    ANNOTATION_REQUEST_ID,
+    LABEL_REQUEST,
+    build_job,
+    cancel_annotations,
+    cancelled_outcome,
+    finalizer_expired,
+    mismatch,
+    owned,
+    release_patch,
+    replied_patch,
+    request_from_job,
+    request_id_selector,
+    selector,
+    spec_fingerprint,
+    waiting_selector,
 )
+from handler.core.messages import CancelOutcome, CancelRequest, CancelStatus
 from handler.core.naming import distinct_job_name, identity_hash
 from handler.core.outcome import (
-    CONTAINER, FAILED_CREATE, Outcome, Status, current_state, ended_pod, finished_outcome, held_outcome, parse_time, pod_is_running,
-    stuck_outcome, verdict, verdict_is_final,
+    CONTAINER,
+    FAILED_CREATE,
+    Outcome,
+    Status,
+    current_state,
+    ended_pod,
+    finished_outcome,
+    held_outcome,
+    parse_time,
+    pod_is_running,
+    stuck_outcome,
+    utcnow,
+    verdict,
+    verdict_is_final,
 )
 from handler.core.request import WorkRequest
+from handler.service import logs
+from handler.service.backends import JobView, Progress
 from handler.service.tracker import JobTracker, Snapshot, pod_job_name
 
 log = logging.getLogger(__name__)
@@ -57,9 +80,6 @@ EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
 #: Attempts of a conditional PATCH of the finalizer whose list changed in between.
 PATCH_ATTEMPTS = 3
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class KubernetesBackend:
@@ -99,16 +119,37 @@ class KubernetesBackend:
         metrics.watch(self.tracker)
 
     def lookup(self, request_id: str) -> JobView | None:
-        """A request's Job as it is now, from the watch cache (any replica can answer):
-        its state, and once it has ended its outcome with the log tail."""
+        """A request's Job as it is now (any replica can answer): its state, and once it
+        has ended its outcome with the log tail. From the watch cache while the Job waits
+        for its reply; a replied Job has left the cache and is read with one LIST."""
         snap = self._find(request_id)
-        if snap is None or snap.job is None:
-            return None
-        status, outcome = current_state(snap.job, snap.pods, _now(), self.settings.image_pull_grace_seconds,
-                                        snap.events)
+        if snap is not None and snap.job is not None:
+            job, pods, events = snap.job, snap.pods, snap.events
+        else:
+            found = self._read_replied(request_id)
+            if found is None:
+                return None
+            job, pods = found
+            events = []
+        status, outcome = current_state(job, pods, utcnow(), self.settings.image_pull_grace_seconds, events)
         if outcome is not None:
             outcome = outcome.with_log(self.log_tail(outcome))
-        return JobView(request_from_job(snap.job), status, outcome)
+        return JobView(request_from_job(job), status, outcome)
+
+    def _read_replied(self, request_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """A request's newest Job and its pods, read from the API server (not cached)."""
+        try:
+            jobs, _ = self.kube.list("jobs", request_id_selector(self.settings, request_id))
+            jobs = [j for j in jobs if (j["metadata"].get("annotations") or {}).get(ANNOTATION_REQUEST_ID) == request_id]
+            if not jobs:
+                return None
+            job = max(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]))
+            request_label = (job["metadata"].get("labels") or {}).get(LABEL_REQUEST, "")
+            pods, _ = self.kube.list("pods", f"{selector(self.settings)},{LABEL_REQUEST}={request_label}")
+        except (Transient, JobFailedToStart, NotFound) as exc:
+            log.info("could not read the job of request %s: %s", request_id, exc)
+            return None
+        return job, pods
 
     def _find(self, request_id: str) -> Snapshot | None:
         """A request's Job (found by its request-id annotation) and pods, from the watch
@@ -122,7 +163,7 @@ class KubernetesBackend:
     def run(self, request: WorkRequest, stop: threading.Event, progress: Progress | None = None) -> Outcome:
         context = logs.context(request)
         before = self.tracker.snapshot(request.job_name, pods=False)  # the Job alone: no wait for the pods
-        cancelled = cancelled_outcome(before.last, _now()) if before.job is None else None
+        cancelled = cancelled_outcome(before.last, utcnow()) if before.job is None else None
         if cancelled is not None:  # cancelled and deleted while this delivery waited: never run it again
             log.info("request %s was cancelled (job %s deleted): not creating it again", request.request_id,
                      request.job_name, extra=context)
@@ -131,10 +172,10 @@ class KubernetesBackend:
             request = self._create_or_adopt(request, context)
         except JobFailedToStart as exc:
             log.warning("job %s refused by the API server: %s", request.job_name, exc, extra=context)
-            return Outcome(Status.FAILED, exc.reason, exc.message, completion_time=_now())
+            return Outcome(Status.FAILED, exc.reason, exc.message, completion_time=utcnow())
         except NotFound as exc:  # the namespace does not exist
             log.warning("job %s refused by the API server: %s", request.job_name, exc, extra=context)
-            return Outcome(Status.FAILED, "NotFound", str(exc), completion_time=_now())
+            return Outcome(Status.FAILED, "NotFound", str(exc), completion_time=utcnow())
         if progress:
             progress(ACCEPTED, {})
         early_logs: dict[str, str] = {}
@@ -227,6 +268,9 @@ class KubernetesBackend:
         else:
             snap = self._find(target.request_id or "")
             job = snap.job if snap else None
+            if job is None:  # a replied Job has left the watch cache: ask the API server
+                found = self._read_replied(target.request_id or "")
+                job = found[0] if found else None
         if job is not None and not owned(job, self.settings):
             log.warning("cancel of %s names job %s, which this handler did not make: leaving it alone",
                         target.target, job["metadata"]["name"])
@@ -258,7 +302,7 @@ class KubernetesBackend:
 
     def release_expired(self) -> int:
         """Remove our finalizer from every Job it has held past the horizon; how many."""
-        now, released = _now(), 0
+        now, released = utcnow(), 0
         for job in self.tracker.jobs():
             if not finalizer_expired(job, now, self.settings.finalizer_horizon_seconds):
                 continue
@@ -280,12 +324,13 @@ class KubernetesBackend:
         give_up_at = time.monotonic() + request.deadline_seconds + self.settings.deadline_slack_seconds
         started_sent = False
         finished_at: float | None = None
+        final_at: float | None = None  # the final verdict (``Complete``/``Failed``) first seen
         read_before_exit: set[str] = set()  # pods whose log was read before their container ended
         while True:
             if stop.is_set():
                 raise Interrupted(f"stopped while following job {name}")
             snap = self.tracker.snapshot(name)
-            now = _now()
+            now = utcnow()
             recheck_at = None
             cancelled = cancelled_outcome(snap.last, now)
             if cancelled is not None:
@@ -300,9 +345,18 @@ class KubernetesBackend:
                 if done is not None:
                     finished_at = finished_at or time.monotonic()
                     final = verdict_is_final(snap.job)
-                    if done.exit_code is None and snap.pods and \
-                            time.monotonic() - finished_at < (POD_DETAIL_WAIT if final else TERMINATION_WAIT):
-                        if not final and done.pod_name and done.pod_name not in early_logs:
+                    if final:
+                        final_at = final_at or time.monotonic()
+                    # Success means the pods have ended (the controller counted the pod's exit
+                    # first): only their status may lag, on the pods' stream, so their log is
+                    # final and is read once, at the end. A failure's interim verdict (a
+                    # deadline) may come while they still run: read it before they go.
+                    ended = final or done.status is Status.SUCCEEDED
+                    waited = time.monotonic() - (final_at if final_at is not None else finished_at)
+                    # (A success had a pod, even if not one event of it has arrived yet.)
+                    if done.exit_code is None and (snap.pods or done.status is Status.SUCCEEDED) and \
+                            waited < (POD_DETAIL_WAIT if final else TERMINATION_WAIT):
+                        if not ended and done.pod_name and done.pod_name not in early_logs:
                             # The verdict came before the pods ended (a deadline): they are
                             # about to go, and their log with them.
                             early_logs[done.pod_name] = self._pod_log_tail(done.pod_name)

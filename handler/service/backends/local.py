@@ -32,8 +32,6 @@ whose image cannot be pulled does, with a message naming the file.
 
 from __future__ import annotations
 
-from typing import Any
-
 import collections
 import logging
 import os
@@ -46,23 +44,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from handler.service.backends import JobView, Progress
-from handler.core.config import Settings
 from handler.adapters.embedded_s3 import EmbeddedS3, endpoint_configured
-from handler.core.events import ACCEPTED, STARTED
+from handler.core.config import Settings
 from handler.core.errors import Interrupted
+from handler.core.events import ACCEPTED, STARTED
+from handler.core.manifest import build_job, cancel_annotations, container_env, expand_env_value, request_from_job
+from handler.core.messages import CancelOutcome, CancelRequest, CancelStatus
+from handler.core.outcome import Outcome, utcnow
+from handler.core.request import WorkRequest
+from handler.service.backends import JobView, Progress
 from handler.service.backends.localimages import ImageMap, LocalImage, load_image_map
 from handler.service.backends.localstate import LocalState
-from handler.core.manifest import container_env, expand_env_value
-from handler.core.manifest import cancel_annotations
-from handler.core.messages import CancelOutcome, CancelRequest, CancelStatus
 from handler.service.backends.localstatus import Ended, cancelled_outcome, cannot_start_outcome, reported_outcome
-from handler.core.manifest import build_job, request_from_job
-from handler.core.outcome import Outcome
-from handler.core.request import WorkRequest
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +81,6 @@ S3_VARIABLES = (
     "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
 )
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -124,7 +117,7 @@ class LocalBackend:
         self._cond = threading.Condition()
         self._jobs: dict[str, _LocalJob] = {}
         self._closed = False
-        self._counts = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
 
     # --- JobBackend
     def start(self) -> None:
@@ -180,12 +173,13 @@ class LocalBackend:
         if progress:
             progress(ACCEPTED, {})
         started_sent = False
+
+        def something_to_do() -> bool:
+            return job.outcome is not None or stop.is_set() or (job.started and not started_sent)
+
         while True:
             with self._cond:
-                self._cond.wait_for(
-                    lambda: job.outcome is not None or stop.is_set() or (job.started and not started_sent),
-                    timeout=MAX_WAIT,
-                )
+                self._cond.wait_for(something_to_do, timeout=MAX_WAIT)
                 outcome, started = job.outcome, job.started
             if progress and started and not started_sent:
                 started_sent = True
@@ -268,7 +262,7 @@ class LocalBackend:
     def _execute(self, job: _LocalJob) -> None:
         request = job.request
         deadline = time.monotonic() + request.deadline_seconds
-        start_time = _now()
+        start_time = utcnow()
         attempts = 0
         while True:
             attempts += 1
@@ -297,7 +291,7 @@ class LocalBackend:
         """Run the command once, in a fresh working directory, until it exits or the deadline."""
         lines: collections.deque[bytes] = collections.deque(maxlen=max(1, self.settings.log_tail_lines))
         with tempfile.TemporaryDirectory(prefix=f"cloud-worker-{job.request.job_name[:40]}-") as workdir:
-            start = _now()
+            start = utcnow()
             try:
                 process = subprocess.Popen(
                     job.command, cwd=workdir, env=job.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -305,7 +299,7 @@ class LocalBackend:
                 )
             except OSError as exc:
                 log.warning("local job %s cannot start %s: %s", job.request.job_name, job.command[0], exc)
-                return Ended(None, "", start, _now(), cannot_start=f"cannot run {job.command[0]!r}: {exc}")
+                return Ended(None, "", start, utcnow(), cannot_start=f"cannot run {job.command[0]!r}: {exc}")
             with self._cond:
                 job.process, job.started = process, True
                 job.log_head = bytearray()
@@ -325,15 +319,16 @@ class LocalBackend:
             # The container is gone once its main process is: so is everything it started.
             _signal_group(process, signal.SIGKILL)
             reader.join(5)
-            process.stdout.close()
-            end = _now()
+            if process.stdout is not None:
+                process.stdout.close()
+            end = utcnow()
         exit_code = returncode if returncode >= 0 else 128 - returncode
         return Ended(exit_code, self._tail(lines), start, end, timed_out=timed_out)
 
     def _read(self, job: _LocalJob, process: subprocess.Popen[bytes], lines: collections.deque[bytes]) -> None:
         limit = max(1, self.settings.log_tail_bytes)
         keep = self.settings.job_log_max_bytes + 1
-        for line in process.stdout:
+        for line in process.stdout or ():
             lines.append(line[-limit:] if len(line) > limit else line)
             if len(job.log_head) < keep:
                 kept = line[:keep - len(job.log_head)]
@@ -353,7 +348,7 @@ class LocalBackend:
 
     def _unmapped(self, request: WorkRequest) -> Outcome:
         log.warning("request %s: image %s is not mapped by %s", request.request_id, request.image, self.images.source)
-        now = _now()
+        now = utcnow()
         message = (f"image {request.image!r} is not mapped to a command in {self.images.source} "
                    f"(the local backend runs only the images its images file names)")
         return cannot_start_outcome("ErrImagePull", message, _pod_name(request.job_name), now, now)
