@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from handler.core.config import Settings, env_name, setting_fields
-from handler.core.errors import BrokerError, ConfigError, Transient
+from handler.core.errors import BrokerError, ConfigError, JobFailedToStart, NotFound, Transient
 from handler.core.exitcodes import ExitCode
 
 log = logging.getLogger("handler.cli")
@@ -193,6 +193,11 @@ def cmd_consume(args: argparse.Namespace) -> int:
         log.error("the Kubernetes API server cannot be reached: %s (check KUBECONFIG or the in-cluster service "
                   "account)", exc)
         return ExitCode.KUBE_UNREACHABLE
+    except (JobFailedToStart, NotFound) as exc:
+        log.error("the Kubernetes API server refused to list the handler's Jobs in namespace %s: %s (check "
+                  "CLOUD_WORKER_NAMESPACE and that the handler's Role there grants what the chart's role.yaml "
+                  "lists)", settings.namespace, exc)
+        return ExitCode.CONFIG
     broker = Broker(settings)
     heartbeat = Heartbeat()
     health = None

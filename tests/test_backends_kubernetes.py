@@ -159,3 +159,57 @@ def test_a_timed_out_reply_carries_the_pods_exit_code_and_log_tail(handlers, req
     assert data["status"] == "timedout"
     assert data["exitCode"] == 143 and data["podReason"] == "Error"
     assert "starting scenario/sleep:60" in data["logTail"]
+
+
+class _QuietKube:
+    """The adapter's calls a follower may make, answering as if nothing else were there."""
+
+    def pod_log_tail(self, *args):
+        return "the log's tail"
+
+    def read_job(self, name):
+        return None
+
+    def delete_job(self, name):
+        pass
+
+    def list(self, *args, **kwargs):
+        return [], "1"
+
+    def close(self):
+        pass
+
+
+def test_a_job_replied_to_by_another_delivery_keeps_its_verdict_not_job_deleted():
+    """Two deliveries follow one Job (an HTTP retry on another replica, a redelivery after a
+    failed ack); the first records the reply, so the Job leaves the watch (sent as DELETED
+    with its last state) while the second still waits for the pod's exit code."""
+    import threading
+
+    from handler.core.config import Settings
+    from handler.core.request import WorkRequest
+    from handler.service.backends.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend(Settings.from_env({}), kube=_QuietKube())
+    request = WorkRequest("r1", "mid:r1", "j-abc", "j", "img", 1.0, "s3://bucket-a", "s3://bucket-a")
+    job = {"metadata": {"name": "j-abc", "uid": "u", "labels": {}, "annotations": {},
+                        "finalizers": ["cloud-worker.mstc.io/reply"]},
+           "spec": {}, "status": {"startTime": "2025-01-01T00:00:00Z"}}
+    pod = {"metadata": {"name": "j-abc-p", "labels": {"job-name": "j-abc"}, "creationTimestamp": "2025-01-01T00:00:00Z"},
+           "status": {"containerStatuses": [{"name": "job", "state": {"running": {}}}]}}
+    tracker = backend.tracker
+    tracker._apply("jobs", {"type": "ADDED", "object": job})
+    tracker._apply("pods", {"type": "ADDED", "object": pod})
+    outcome = {}
+    follower = threading.Thread(target=lambda: outcome.setdefault(
+        "it", backend._follow(request, threading.Event(), None, {})))
+    follower.start()
+    time.sleep(0.2)
+    deadline = {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded", "message": "deadline",
+                "lastTransitionTime": "2025-01-01T00:01:00Z"}
+    verdict = dict(job, status=dict(job["status"], conditions=[deadline]))
+    tracker._apply("jobs", {"type": "MODIFIED", "object": verdict})
+    time.sleep(0.3)  # the follower now waits for the pod's exit code
+    tracker._apply("jobs", {"type": "DELETED", "object": verdict})
+    follower.join(15)
+    assert (outcome["it"].status.value, outcome["it"].reason) == ("timedout", "DeadlineExceeded")

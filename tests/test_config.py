@@ -55,3 +55,14 @@ def test_redacted_settings_hide_the_broker_password():
     assert redact_url("amqp://user:hunter2@broker/") == "amqp://user:***@broker/"
     assert redact_url("amqp://broker/") == "amqp://broker/"
     assert redact_url("amqp://broker/v@host") == "amqp://broker/v@host"
+
+
+def test_service_link_variables_of_a_cloud_worker_service_are_not_taken_for_misspelt_settings():
+    links = {"CLOUD_WORKER_MSTC_CLOUD_WORKER_SERVICE_HOST": "10.0.0.1", "CLOUD_WORKER_MSTC_CLOUD_WORKER_SERVICE_PORT": "80",
+             "CLOUD_WORKER_MSTC_CLOUD_WORKER_SERVICE_PORT_HTTP": "80", "CLOUD_WORKER_MSTC_CLOUD_WORKER_PORT": "tcp://x:80",
+             "CLOUD_WORKER_MSTC_CLOUD_WORKER_PORT_80_TCP_ADDR": "10.0.0.1"}
+    assert Settings.from_env(links).queue == "mstc.queue.work"
+    with pytest.raises(ConfigError, match="CLOUD_WORKER_QEUE"):
+        Settings.from_env({**links, "CLOUD_WORKER_QEUE": "typo"})
+    with pytest.raises(ConfigError, match="CLOUD_WORKER_HTTP_PROB_PORT"):  # a misspelt port is still a typo
+        Settings.from_env({**links, "CLOUD_WORKER_HTTP_PROB_PORT": "8081"})

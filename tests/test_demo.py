@@ -34,8 +34,11 @@ def test_the_demo_runs_the_seeds_request_end_to_end_and_tidies_up(rabbitmq, tmp_
     assert "accepted, job created (test-job-" in out and "running (test-job-" in out
     assert "reply event (mstc.cloud.worker.job.succeeded.v1):" in out
     assert '"status": "succeeded"' in out and '"exitCode": 0' in out
-    assert "downloaded 1 file(s)" in out and "result.txt" in out
+    assert "downloaded 2 file(s)" in out and "result.txt" in out
     assert (tmp_path / "outputs" / "result.txt").read_text().startswith("2 input files")
+    # and the handler's copy of the Job's log, as the original service left it in the output bucket
+    [log_object] = (tmp_path / "outputs").glob("test-job-*.log")
+    assert "command exited with code 0" in log_object.read_text()
     # Its work queue was its own, and is gone.
     queue = re.search(r"queue (mstc\.demo\.[0-9a-f]+\.work)", out).group(1)
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq))

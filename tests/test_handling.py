@@ -71,8 +71,10 @@ def test_a_transient_failure_of_the_backend_is_left_to_the_transport():
 
 
 def test_giving_up_answers_failed_with_the_last_error_and_keeps_a_dead_letter_copy():
-    result = handler_for().give_up(message(), Transient("503 the API server is restarting"), attempts=5)
+    handler = handler_for()
+    result = handler.give_up(message(), Transient("503 the API server is restarting"), attempts=5)
     reply, copy = result.publications
+    assert handler.backend.cancelled.job_name == result.request.job_name  # its Job must not run on
     data = json.loads(reply.body)["data"]
     assert (data["status"], data["reason"]) == ("failed", "RetriesExhausted")
     assert "503 the API server is restarting" in data["message"] and "5 attempt" in data["message"]
@@ -99,3 +101,11 @@ def test_the_reply_is_recorded_on_the_job_only_when_the_transport_says_so():
     assert not hasattr(handler.backend, "replied")
     handler.replied(result)
     assert handler.backend.replied == (result.request.request_id, "succeeded")
+
+
+def test_an_attempts_header_in_another_case_or_out_of_range_cannot_put_the_last_attempt_off():
+    spoofed = message(headers={"X-Cloud-Worker-Attempts": 0, ATTEMPTS_HEADER: 3})
+    assert attempts_of(spoofed) == 3
+    copy = handler_for().retry_copy(spoofed, "x", "q", attempts=4)
+    assert [k for k in copy.headers if k.lower() == ATTEMPTS_HEADER] == [ATTEMPTS_HEADER]
+    assert attempts_of(message(headers={ATTEMPTS_HEADER: float("inf")})) == 0

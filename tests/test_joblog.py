@@ -108,7 +108,8 @@ def test_a_url_request_to_a_handler_without_credentials_reads_and_writes_nothing
 
 
 def test_a_url_request_with_credentials_gets_its_log_under_the_output_urls_path(s3_endpoint, s3_bucket):
-    settings = Settings.from_env({"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+    settings = Settings.from_env({"AWS_ENDPOINT_URL_S3": s3_endpoint.url, "AWS_ACCESS_KEY_ID": "k",
+                                  "AWS_SECRET_ACCESS_KEY": "s"})
     out = s3_bucket("results/run-1")
     body = {"image": "i", "jobName": "j", "inputBucketUrl": s3_bucket(), "outputBucketUrl": out}
     request = parse_request(Message(json.dumps(body).encode()), settings)
@@ -137,3 +138,64 @@ def test_a_log_reader_that_blows_up_costs_the_log_not_the_reply(s3_endpoint, buc
     upload = upload_job_log(named_request(settings, inputBucket=bucket_name), DONE, Logs(RuntimeError("boom")),
                             settings)
     assert upload.error.endswith("RuntimeError: boom")
+
+
+def test_the_handlers_keys_never_sign_a_request_to_a_host_the_requester_chose(s3_endpoint, bucket_name):
+    """A URL-form request may name any bucket host for its Job; the handler's own keys go
+    only to its own endpoint or to an allowed host, never to one the request picked."""
+    settings = Settings.from_env({"AWS_ENDPOINT_URL_S3": s3_endpoint.url, "AWS_ACCESS_KEY_ID": "handler",
+                                  "AWS_SECRET_ACCESS_KEY": "handler-secret"})
+    elsewhere = parse_request(Message(json.dumps({
+        "image": "mstc/python-test", "jobName": "test-job",
+        "inputBucketUrl": f"http://attacker.example:9000/{bucket_name}"}).encode(), "application/json"), settings)
+    opened = []
+    upload = upload_job_log(elsewhere, DONE, Logs(), settings, opener=lambda url, creds: opened.append(url))
+    assert opened == [] and "attacker.example:9000 is neither" in upload.error
+    allowed = Settings.from_env({"AWS_ENDPOINT_URL_S3": s3_endpoint.url, "AWS_ACCESS_KEY_ID": "handler",
+                                 "AWS_SECRET_ACCESS_KEY": "handler-secret",
+                                 "CLOUD_WORKER_ALLOWED_BUCKET_HOSTS": "ATTACKER.example:9000"})
+
+    class Opened:
+        def put_bytes(self, key, body, content_type):
+            opened.append(key)
+
+    upload = upload_job_log(elsewhere, DONE, Logs(), allowed, opener=lambda url, creds: Opened())
+    assert upload.error is None and opened == [elsewhere.log_key]
+
+
+# minio leaves the connection of an error answer to the garbage collector (its warning, not ours)
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_bucket_host_that_redirects_gets_no_second_request(tmp_path):
+    """An S3 endpoint answering 307 elsewhere: the handler's S3 client does not follow it."""
+    import http.server
+    import threading
+
+    from handler.adapters.storage import S3Credentials, open_bucket
+    from handler.core.bucketurl import parse_bucket_url
+    from handler.core.errors import WorkerError
+
+    hits = []
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 - the http.server protocol
+            hits.append(self.path)
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/internal/admin")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = do_PUT  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        bucket = open_bucket(parse_bucket_url(f"http://127.0.0.1:{server.server_port}/logs"),
+                             S3Credentials("key", "secret"))
+        with pytest.raises(WorkerError):
+            bucket.put_bytes("job.log", b"the log", "text/plain")
+    finally:
+        server.shutdown()
+    assert hits and not any(path.startswith("/internal") for path in hits)

@@ -29,6 +29,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -59,6 +60,12 @@ CALL_TIMEOUT = 60.0
 #: Seconds a delivery stays unacked after its Job's deadline and slack: reading the log
 #: tail, publishing the reply and waiting for its confirm.
 CONSUMER_TIMEOUT_MARGIN = 60
+#: ``connection.close`` code of an operator's ``rabbitmqctl close_connection`` or a broker
+#: shutting down: the connection's trouble, not a refusal of the message being published.
+CONNECTION_FORCED = 320
+#: Seconds the publishing connection may sit idle before it is reopened rather than
+#: trusted: nothing pumps it (no heartbeats), and a middlebox may have dropped it silently.
+PUBLISHER_IDLE_SECONDS = 30.0
 #: The handlers' connections carry this name (tools and tests look for them).
 CONNECTION_NAME = "mstc-cloud-worker"
 
@@ -141,15 +148,25 @@ def consumer_arguments(server_version: Any, settings: Settings) -> dict[str, int
 
 
 class _Call:
+    """One handed-over call: run once on the connection's thread, or failed (the
+    connection was lost, the caller gave up waiting), never both."""
+
     def __init__(self, fn: Callable[[], Any]) -> None:
         self.fn = fn
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        self._claim = threading.Lock()
+        self._claimed = False
+
+    def _take(self) -> bool:
+        with self._claim:
+            taken, self._claimed = not self._claimed, True
+            return taken
 
     def run(self) -> None:
-        if self.done.is_set():
-            return  # failed already (the connection was lost while it waited)
+        if not self._take():
+            return  # failed already: the caller was told, so it must not happen now
         try:
             self.result = self.fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
@@ -157,7 +174,7 @@ class _Call:
         self.done.set()
 
     def fail(self, error: BaseException) -> None:
-        if not self.done.is_set():
+        if self._take():
             self.error = error
             self.done.set()
 
@@ -169,7 +186,7 @@ class Link:
 
     def __init__(self, connection: pika.BlockingConnection) -> None:
         self.connection = connection
-        self._owner = threading.get_ident()
+        self._owner: int | None = threading.get_ident()
         self._lock = threading.Lock()
         self._pending: set[_Call] = set()
         self._lost: BrokerError | None = None
@@ -177,6 +194,11 @@ class Link:
     def adopt(self) -> None:
         """The calling thread drives the connection from now on."""
         self._owner = threading.get_ident()
+
+    def hand_over(self) -> None:
+        """No thread drives the connection until one ``adopt``s it: calls made meanwhile
+        wait for it rather than run on the caller's thread."""
+        self._owner = None
 
     @property
     def is_open(self) -> bool:
@@ -199,6 +221,7 @@ class Link:
                 raise BrokerError(f"{what}: the broker connection is gone ({describe(exc)})") from exc
             if not pending.done.wait(timeout):
                 pending.fail(BrokerError(f"{what}: the connection's thread did not answer within {timeout:g} s"))
+                pending.done.wait()  # it started just now: its own result stands
         finally:
             with self._lock:
                 self._pending.discard(pending)
@@ -281,6 +304,12 @@ def _publish(channel: BlockingChannel, pub: Publication) -> None:
         raise ReplyUndeliverable(f"no queue for routing key {pub.routing_key!r}") from exc
     except pika.exceptions.NackError as exc:
         raise ReplyRefused(f"the broker refused the message to {pub.routing_key!r}") from exc
+    except (pika.exceptions.ChannelClosedByBroker, pika.exceptions.ConnectionClosedByBroker) as exc:
+        if isinstance(exc, pika.exceptions.ConnectionClosedByBroker) and exc.reply_code == CONNECTION_FORCED:
+            raise BrokerError(f"publishing to {pub.routing_key!r}: {describe(exc)}") from exc
+        # Closed in answer to this very publish (a forged direct reply-to name: 541): a refusal.
+        raise ReplyRefused(f"the broker closed the connection rather than take the message to "
+                           f"{pub.routing_key!r}: {describe(exc)}") from exc
     except PIKA_ERRORS as exc:
         raise BrokerError(f"publishing to {pub.routing_key!r}: {describe(exc)}") from exc
 
@@ -296,6 +325,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._used = 0.0
 
     def publish(self, pub: Publication) -> None:
         with self._lock:
@@ -305,9 +335,12 @@ class Publisher:
             except (BrokerError, ReplyRefused):
                 self._drop()  # a refusal may have closed the channel; start afresh next time
                 raise
+            finally:
+                self._used = time.monotonic()
 
     def _open_channel(self) -> BlockingChannel:
-        if self._channel is not None and self._channel.is_open:
+        fresh = time.monotonic() - self._used < PUBLISHER_IDLE_SECONDS
+        if fresh and self._channel is not None and self._channel.is_open:
             return self._channel
         self._drop()
         self._connection = connect(self.settings.amqp_url, f"{CONNECTION_NAME}-publisher", heartbeat=0,
@@ -349,13 +382,14 @@ class Broker:
     def connect(self) -> None:
         connection = connect(self.settings.amqp_url, CONNECTION_NAME)
         try:
-            self._channel = self._declare_topology(connection)
-            self._channel.basic_qos(prefetch_count=self.settings.concurrency)
+            channel = self._declare_topology(connection)
+            channel.basic_qos(prefetch_count=self.settings.concurrency)
         except PIKA_ERRORS as exc:
             Link(connection).close()
             raise BrokerError(f"declaring {self.settings.queue}: {describe(exc)}") from exc
-        self._link = Link(connection)
+        # The generation first: a settle racing this sees a new generation or the old link, never a mix.
         self.generation += 1
+        self._channel, self._link = channel, Link(connection)
         properties = connection._impl.server_properties or {}  # noqa: SLF001 - pika keeps them there
         version = properties.get("version") or ""
         self.server_version = version.decode("ascii", "replace") if isinstance(version, bytes) else str(version)
@@ -482,6 +516,7 @@ class ClientLink:
         self.timeout = timeout
         self._on_reply, self._on_lost = on_reply, on_lost
         self._link = Link(connection)
+        self._link.hand_over()  # driven by the thread below from its first pump on
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cloud-worker-client", daemon=True)
         self._thread.start()

@@ -127,7 +127,8 @@ def open_bucket(url: BucketUrl, creds: S3Credentials) -> Bucket:
         maxsize=10,
         cert_reqs="CERT_REQUIRED",
         ca_certs=creds.ca_bundle or certifi.where(),
-        retries=urllib3.Retry(total=RETRIES, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        # No redirects: a bucket host's 3xx must not send a signed request, with its body, elsewhere.
+        retries=urllib3.Retry(total=RETRIES, redirect=False, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
     try:
         client = Minio(

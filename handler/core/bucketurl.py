@@ -288,3 +288,21 @@ def _redact(url: str) -> str:
     if "@" in authority:
         authority = "***@" + authority.rpartition("@")[2]
     return f"{scheme}{sep}{authority}{slash}{tail}"
+
+
+def trusted_with_keys(url: BucketUrl, settings: Settings) -> bool:
+    """The handler may sign requests to ``url``'s endpoint with its own bucket keys: it is
+    the handler's own S3 endpoint (``Settings.s3_endpoint_url``), or an entry of
+    ``CLOUD_WORKER_ALLOWED_BUCKET_HOSTS``. ``s3://`` URLs go to the operator's endpoint.
+    Any other host a request names gets no signature of the handler's keys."""
+    if url.endpoint is None:
+        return True
+    own = urlsplit(settings.s3_endpoint_url)
+    default = 443 if url.secure else 80
+    host, port = split_host_port(url.endpoint)
+    own_host, own_port = split_host_port(own.netloc.rpartition("@")[2])
+    own_default = 443 if own.scheme.lower() == "https" else 80
+    if (host, port or default) == (own_host, own_port or own_default):
+        return True
+    allowed = {split_host_port(entry) for entry in settings.allowed_bucket_hosts}
+    return (host, port) in allowed or (port in (None, default) and (host, None) in allowed)

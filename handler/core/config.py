@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,16 @@ from typing import Any
 from handler.core.errors import ConfigError
 
 PREFIX = "CLOUD_WORKER_"
+#: The variables Kubernetes' service links give a pod for a Service whose name starts
+#: with ``cloud-worker`` (``CLOUD_WORKER_X_SERVICE_HOST``, ``..._PORT_8080_TCP_ADDR``): not
+#: settings, and not typos either, so they are left alone.
+SERVICE_LINK = re.compile(r"[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)")
+#: ``<SERVICE>_PORT`` itself is told from a misspelt ``..._PORT`` setting by its value.
+SERVICE_LINK_URL = re.compile(r"(tcp|udp|sctp)://\S+")
+
+
+def _is_service_link(name: str, value: str) -> bool:
+    return bool(SERVICE_LINK.fullmatch(name) or (name.endswith("_PORT") and SERVICE_LINK_URL.fullmatch(value)))
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 #: Namespace used outside a cluster: the one the development manifests create.
 FALLBACK_NAMESPACE = "mstc-dev"
@@ -404,7 +415,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
         """Build settings from an environment mapping, then apply already-typed overrides (CLI flags)."""
         known = {env_name(f) for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
+        unknown = sorted(k for k in environ
+                         if k.startswith(PREFIX) and k not in known and not _is_service_link(k, environ[k]))
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)} (see the README's configuration table)")
         values: dict[str, Any] = {}

@@ -51,10 +51,16 @@ TICK = 0.1
 #: Tries of one reply the broker refuses, and the delay before the second (doubled after).
 REPLY_ATTEMPTS = 3
 REPLY_RETRY_DELAY = 0.5
+#: Pause before a delivery whose reply could not be published goes back to the queue.
+REQUEUE_DELAY = 5.0
 #: Longest delay before a request's next attempt, in seconds.
 MAX_RETRY_DELAY = 60.0
 #: Connection attempts at start-up before giving up with ExitCode.BROKER_UNREACHABLE.
 STARTUP_ATTEMPTS = 6
+
+
+class _PublishingFailed(Exception):
+    """The publishing connection failed every attempt (not a refusal of the message)."""
 
 
 @dataclass
@@ -187,6 +193,8 @@ class Consumer:
             if self._stopping.is_set() or self._idle_expired():
                 self._stopping.set()
                 break
+        else:  # the broker cancelled the consumer (queue deleted, a node of a cluster lost)
+            raise BrokerError(f"the broker cancelled the consumer of {self.settings.queue}")
         self.broker.stop_consuming()
         self._drain()
         self.broker.close()
@@ -250,9 +258,15 @@ class Consumer:
                 result = self._retry_or_give_up(item, exc)
                 if result is None:
                     return
-            self._finish(delivery, result)
+            try:
+                self._finish(delivery, result)
+            except _PublishingFailed as exc:
+                self._requeue_later(item, exc)
         except BrokerError as exc:
             log.warning("could not settle delivery %s (%s): the broker redelivers it", delivery.delivery_tag, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: never leave the delivery unsettled
+            log.exception("unexpected error settling delivery %s", delivery.delivery_tag)
+            self._requeue_later(item, exc)
         finally:
             with self._lock:
                 self._inflight.pop(id(item), None)
@@ -265,7 +279,7 @@ class Consumer:
         only once the ack is in (a Job released earlier might be gone before a
         redelivery could adopt it)."""
         for pub in result.publications:
-            self._publish(pub)
+            self._publish(pub)  # confirmed, or given up for good (the requester gone, the broker refusing)
         self.broker.settle(delivery, Settle.ACK)
         self.handler.replied(result)
         self.metrics.replied(result.outcome)
@@ -279,7 +293,11 @@ class Consumer:
             log.info("lifecycle event to %s not delivered: %s", pub.routing_key, exc)
 
     def _publish(self, pub: Publication) -> None:
-        """Publish with confirms; a refused one is retried, then dropped (never raises)."""
+        """Publish with confirms. A reply the broker refuses (a nack, or the connection
+        closed in answer to it) is retried, then dropped: retrying longer would not change
+        the broker's mind, and it must not hold the delivery. A publishing connection in
+        trouble (blocked, lost) raises ``_PublishingFailed`` after the same attempts: the
+        request is put back, and its redelivery adopts the Job and replies again."""
         delay = REPLY_RETRY_DELAY
         for attempt in range(1, REPLY_ATTEMPTS + 1):
             try:
@@ -292,15 +310,30 @@ class Consumer:
                 return
             except BrokerError as exc:  # ReplyRefused too
                 if attempt == REPLY_ATTEMPTS:
-                    kind = "refused" if isinstance(exc, ReplyRefused) else "connection lost"
-                    log.error("reply to %s dropped after %d attempts (%s: %s); the request is settled anyway",
-                              pub.routing_key, attempt, kind, exc)
+                    if not isinstance(exc, ReplyRefused):
+                        raise _PublishingFailed(f"publishing to {pub.routing_key}: {exc}") from exc
+                    log.error("reply to %s dropped after %d attempts (%s); the request is settled anyway",
+                              pub.routing_key, attempt, exc)
                     self.metrics.replies_dropped.labels("refused").inc()
                     self.stats.replies_dropped += 1
                     return
                 log.warning("reply to %s not confirmed (%s); trying again in %.1f s", pub.routing_key, exc, delay)
                 time.sleep(delay)
                 delay *= 2
+
+    def _requeue_later(self, item: _InFlight, error: BaseException) -> None:
+        """Give the delivery back to the broker after a pause (never at once: no hot loop);
+        its redelivery finds the Job by name and replies."""
+        delivery = item.delivery
+        log.warning("delivery %s not finished (%s): requeueing it in %.0f s", delivery.delivery_tag, error,
+                    REQUEUE_DELAY)
+        if item.stop.wait(REQUEUE_DELAY):
+            return  # shutting down: left unacked, the broker redelivers it
+        try:
+            self.broker.settle(delivery, Settle.REQUEUE)
+            self.stats.requeued += 1
+        except BrokerError as exc:
+            log.info("delivery %s is back with the broker anyway: %s", delivery.delivery_tag, exc)
 
     def _retry_or_give_up(self, item: _InFlight, error: Exception) -> Result | None:
         """Put the request back for a later attempt (None), or, after the last one, the

@@ -22,7 +22,7 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from handler.core.config import Settings
-from handler.core.errors import Interrupted, Rejected, Transient
+from handler.core.errors import Interrupted, Rejected, Transient, WorkerError
 from handler.core.events import (
     ACCEPTED,
     EncodedEvent,
@@ -47,12 +47,17 @@ ATTEMPTS_HEADER = "x-cloud-worker-attempts"
 
 
 def attempts_of(message: Message) -> int:
-    """Attempts a message has had before this one (0 for a first delivery)."""
-    value = next((v for k, v in message.headers.items() if isinstance(k, str) and k.lower() == ATTEMPTS_HEADER), 0)
-    try:
-        return max(0, min(int(value), 1000))
-    except (TypeError, ValueError):
-        return 0
+    """Attempts a message has had before this one (0 for a first delivery): the largest
+    count under any spelling of the header, so a requester's own copy of it can only
+    bring the last attempt closer, never put it off."""
+    counts = [0]
+    for key, value in message.headers.items():
+        if isinstance(key, str) and key.lower() == ATTEMPTS_HEADER:
+            try:
+                counts.append(max(0, min(int(value), 1000)))
+            except (TypeError, ValueError, OverflowError):
+                continue  # not a count (a string, an infinite float): as if absent
+    return max(counts)
 
 
 @dataclass(frozen=True)
@@ -178,11 +183,24 @@ class RequestHandler:
         pubs = self._replies(encode(event), request.reply_to, request.correlation_id)
         pubs += self._dead_letter(message, {"x-failed-reason": "RetriesExhausted",
                                             "x-failed-message": str(error)[:1024], ATTEMPTS_HEADER: attempts})
+        self._stop_job(request, f"gave up after {attempts} attempt(s)")
         return Result(outcome.status.value, pubs, request=request, outcome=outcome, reply=event)
+
+    def _stop_job(self, request: WorkRequest, reason: str) -> None:
+        """Best effort: the requester was told ``failed``, so its Job (if one was created)
+        must not run on and write outputs nobody waits for."""
+        target = CancelRequest(request_id=request.request_id, job_name=request.job_name, reason=reason,
+                               event_id=request.identity, event_source=self.settings.event_source)
+        try:
+            outcome = self.backend.cancel(target)
+            log.info("request %s: %s", request.request_id, outcome.message, extra=logs.context(request))
+        except WorkerError as exc:
+            log.warning("request %s: could not stop its job %s: %s", request.request_id, request.job_name, exc,
+                        extra=logs.context(request))
 
     def retry_copy(self, message: Message, exchange: str, routing_key: str, attempts: int) -> Publication:
         """The message as it came, to be published again for its next attempt."""
-        headers = {str(k): v for k, v in message.headers.items()}
+        headers = {str(k): v for k, v in message.headers.items() if str(k).lower() != ATTEMPTS_HEADER}
         headers[ATTEMPTS_HEADER] = attempts
         return Publication(exchange, routing_key, message.body, message.content_type or "", message.correlation_id,
                            headers, message_id=message.message_id, reply_to=message.reply_to)

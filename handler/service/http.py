@@ -248,6 +248,8 @@ class HttpFace:
             log.info("request %s: stopped following its job; it runs on and GET reads it from the Job", request_id)
         except Exception:
             log.exception("request %s: following its job failed; GET reads it from the Job", request_id)
+            with self._lock:
+                self._followed.pop(identity, None)  # so that posting it again follows it again
         finally:
             with self._lock:
                 self._running.pop(identity, None)

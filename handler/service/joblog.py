@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from handler.core.bucketurl import BucketUrl, InvalidBucketUrl, parse_bucket_url
+from handler.core.bucketurl import BucketUrl, InvalidBucketUrl, parse_bucket_url, trusted_with_keys
 from handler.core.config import Settings
 from handler.core.errors import WorkerError
 from handler.core.events import LogUpload
@@ -90,6 +90,10 @@ def upload_job_log(request: WorkRequest, outcome: Outcome, source: LogSource, se
         return LogUpload(key, request.output_bucket_url, error=f"no output bucket to write the log to: {exc}")
     whole = BucketUrl(parsed.scheme, parsed.endpoint, parsed.secure, parsed.bucket)
     shown = object_url(whole, key)
+    if not trusted_with_keys(whole, settings):
+        return LogUpload(key, shown, error=f"the handler writes the Job's log only to its own S3 endpoint "
+                                           f"({settings.s3_endpoint_url}) or to CLOUD_WORKER_ALLOWED_BUCKET_HOSTS, "
+                                           f"and {whole.endpoint} is neither")
     limit = settings.job_log_max_bytes
     try:
         body, truncated = log_body(source.job_log(request, outcome, limit + 1), outcome, limit)

@@ -426,12 +426,16 @@ class JobTracker:
 
     def _watchdog(self) -> None:
         """Restart any watch silent for longer than ``stall_seconds``: stopping its stream
-        ends the watch call quietly, and its loop resumes from the last version seen."""
+        ends the watch call quietly, and its loop resumes from the last version seen.
+
+        Not the events watch: the API server keeps no watch cache for events, so their watch
+        gets no bookmarks, and a quiet namespace is silent there for good reason."""
         interval = min(self.stall_seconds / 4, 5.0)
         while not self._stopped.wait(interval):
             with self._cond:
                 now = time.monotonic()
-                stalled = [kind for kind, heard in self._heard.items() if now - heard > self.stall_seconds]
+                stalled = [kind for kind, heard in self._heard.items()
+                           if kind in KINDS and now - heard > self.stall_seconds]
                 for kind in stalled:
                     self._heard[kind] = now
             for kind in stalled:

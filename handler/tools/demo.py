@@ -12,6 +12,7 @@ demo says how to start it and exits 4.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -98,6 +99,10 @@ class Demo:
             except StorageConfigError as exc:
                 self.err.write(f"cloud-worker demo: S3 is not usable: {exc}\n")
                 return ExitCode.CONFIG
+            # The handler gets the bucket credentials too: it writes the Job's log to the output bucket.
+            self.settings = dataclasses.replace(
+                self.settings, aws_endpoint_url_s3=s3_url, aws_access_key_id=s3_env.get("AWS_ACCESS_KEY_ID", ""),
+                aws_secret_access_key=s3_env.get("AWS_SECRET_ACCESS_KEY", ""))
             self._start_handler(s3_env)
             inputs = self._write_inputs()
             with Client(s.amqp_url, s.exchange, s.queue, credentials=credentials) as client:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handler.core.config import Settings
-from handler.core.errors import Rejected, Transient
+from handler.core.errors import BrokerError, Rejected, Transient
 from handler.core.messages import Message
 from handler.core.request import KNOWN_FIELDS, parse_request
 from tests.support.rabbit import close_handler_connections
@@ -193,3 +193,28 @@ def test_numeric_extremes_in_any_field_are_answered_or_rejected_never_raised(fie
         parse_request(Message(body, "application/json"), Settings.from_env({}))
     except Rejected:
         pass
+
+
+def test_a_reply_the_publishing_connection_cannot_send_is_never_acked_unanswered(
+        handlers, requester, fakekube, namespace, queue_name, monkeypatch, figures):
+    """Blocked (a memory alarm) or lost, the publishing connection fails every attempt: the
+    request goes back to the queue, and its redelivery adopts the Job and replies."""
+    monkeypatch.setattr("handler.service.consumer.REQUEUE_DELAY", 0.3)
+    monkeypatch.setattr("handler.service.consumer.REPLY_RETRY_DELAY", 0.05)
+    handler = handlers.start()
+    publisher = handler.consumer.broker.publisher
+    real_publish, failed = publisher.publish, []
+
+    def blocked_for_three_attempts(pub):
+        if b'"succeeded"' in pub.body and len(failed) < 3:
+            failed.append(pub.correlation_id)
+            raise BrokerError("publishing: ConnectionBlockedTimeout (a memory alarm)")
+        real_publish(pub)
+
+    publisher.publish = blocked_for_three_attempts
+    cid = requester.submit(job_request("scenario/succeed:0.2"))
+    assert requester.wait_reply(cid, timeout=30)["data"]["status"] == "succeeded"
+    assert_queue_drained(queue_name)
+    assert len(failed) == 3 and handler.consumer.stats.requeued == 1 and handler.consumer.stats.replies_dropped == 0
+    assert len(fakekube.created_jobs(namespace)) == 1  # the redelivery adopted the Job
+    figures.update(replies_lost=0, requeued=1, jobs=1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from handler.core.messages import CancelOutcome, CancelStatus
+
 
 class StubBackend:
     """Creates the Job (reporting ``accepted``) after ``create_delay`` seconds and ends it
@@ -23,7 +25,9 @@ class StubBackend:
     def start(self) -> None: ...
 
     def cancel(self, target):
-        raise AssertionError("the stub backend runs no cancellable Job")
+        """Nothing runs for long here: a cancel finds nothing to stop (and is recorded)."""
+        self.cancelled = target
+        return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for {target.target}")
 
     def mark_replied(self, request, status) -> None:
         self.replied = (request.request_id, status)

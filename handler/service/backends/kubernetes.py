@@ -338,6 +338,10 @@ class KubernetesBackend:
                     self._delete(name)  # marked but not deleted: the canceller died in between
                 return cancelled
             if snap.job is None and snap.seen:
+                # Gone from the cache: replied to by another delivery of this request (a
+                # replied Job leaves the watch) keeps the verdict it had; else deleted.
+                if snap.last is not None and (done := finished_outcome(snap.last, snap.pods)) is not None:
+                    return done if done.exit_code is not None else self._with_pod_detail(request, snap.last, done)
                 return Outcome(Status.FAILED, "JobDeleted", f"job {name} was deleted before it finished",
                                completion_time=now)
             if snap.job is not None:
