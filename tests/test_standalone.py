@@ -2,7 +2,7 @@
 
 The working tree's files as a clone would have them (tracked, plus untracked but not
 ignored, so work not yet committed counts; no .venv, no .tools) are copied into an empty
-temporary folder with nothing beside it (no ``../shared``), and the KEDA and chart tests
+temporary folder with nothing beside it (no team folder of schemas), and the KEDA and chart tests
 run there with this interpreter. They must all pass, none skipped, and as many as here:
 a schema, scenario or template the repository only finds outside itself fails this test.
 """
