@@ -353,18 +353,21 @@ class KubernetesBackend:
                         final_at = final_at or time.monotonic()
                     # Success means the pods have ended (the controller counted the pod's exit
                     # first): only their status may lag, on the pods' stream, so their log is
-                    # final and is read once, at the end. A failure's interim verdict (a
-                    # deadline) may come while they still run: read it before they go.
+                    # final and is read once. A failure's interim verdict (a deadline) may
+                    # come while they still run: read it before they go.
                     ended = final or done.status is Status.SUCCEEDED
                     waited = time.monotonic() - (final_at if final_at is not None else finished_at)
                     # (A success had a pod, even if not one event of it has arrived yet.)
                     if done.exit_code is None and (snap.pods or done.status is Status.SUCCEEDED) and \
                             waited < (POD_DETAIL_WAIT if final else TERMINATION_WAIT):
-                        if not ended and done.pod_name and done.pod_name not in early_logs:
-                            # The verdict came before the pods ended (a deadline): they are
-                            # about to go, and their log with them.
+                        if done.pod_name and done.pod_name not in early_logs:
+                            # Ended: the log is final, so read it now rather than after the
+                            # pod's status comes (the read covers most of that wait). Not
+                            # ended (a deadline): the pods are about to go, and their log
+                            # with them; read again once they have exited.
                             early_logs[done.pod_name] = self._pod_log_tail(done.pod_name)
-                            read_before_exit.add(done.pod_name)
+                            if not ended:
+                                read_before_exit.add(done.pod_name)
                         self.tracker.wait(min(MAX_WAIT, POD_DETAIL_WAIT / 5 if final else MAX_WAIT), name,
                                           snap.version)
                         continue
