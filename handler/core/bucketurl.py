@@ -167,7 +167,7 @@ def check_bucket_host(url_or_endpoint: str | BucketUrl, settings: Settings) -> N
             raise BucketHostNotAllowed(
                 f"bucket host {shown!r} is a link-local or cloud metadata address ({address}); Jobs never fetch "
                 "from one")
-    if allowed and (host, port) not in {split_host_port(entry) for entry in allowed}:
+    if allowed and not _in_allowed_hosts(host, port, settings):
         raise BucketHostNotAllowed(
             f"bucket host {shown!r} is not one of this handler's bucket hosts (CLOUD_WORKER_ALLOWED_BUCKET_HOSTS)")
 
@@ -304,5 +304,9 @@ def trusted_with_keys(url: BucketUrl, settings: Settings) -> bool:
     own_default = 443 if own.scheme.lower() == "https" else 80
     if (host, port or default) == (own_host, own_port or own_default):
         return True
-    allowed = {split_host_port(entry) for entry in settings.allowed_bucket_hosts}
-    return (host, port) in allowed or (port in (None, default) and (host, None) in allowed)
+    return _in_allowed_hosts(host, port, settings)
+
+
+def _in_allowed_hosts(host: str, port: int | None, settings: Settings) -> bool:
+    """``host[:port]`` is an entry of ``CLOUD_WORKER_ALLOWED_BUCKET_HOSTS`` (exact, case-insensitive)."""
+    return (host, port) in {split_host_port(entry) for entry in settings.allowed_bucket_hosts}
