@@ -304,6 +304,8 @@ class Consumer:
                 self.broker.publish(pub)
                 return
             except ReplyUndeliverable as exc:
+                if not pub.may_be_unroutable:  # a dead-letter copy: its queue must exist, or nothing is kept
+                    raise _PublishingFailed(f"no queue {pub.routing_key!r} to keep the copy in: {exc}") from exc
                 log.warning("reply to %s dropped: %s (the requester is gone)", pub.routing_key, exc)
                 self.metrics.replies_dropped.labels("unroutable").inc()
                 self.stats.replies_dropped += 1

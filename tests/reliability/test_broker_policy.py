@@ -218,3 +218,21 @@ def test_a_reply_the_publishing_connection_cannot_send_is_never_acked_unanswered
     assert len(failed) == 3 and handler.consumer.stats.requeued == 1 and handler.consumer.stats.replies_dropped == 0
     assert len(fakekube.created_jobs(namespace)) == 1  # the redelivery adopted the Job
     figures.update(replies_lost=0, requeued=1, jobs=1)
+
+
+def test_a_rejected_request_whose_dead_letter_queue_vanished_is_kept_until_the_copy_lands(
+        handlers, requester, queue_name, monkeypatch):
+    """The dead-letter copy is the only record of a rejected request: it is acked only once
+    the copy is confirmed, so a dead-letter queue deleted under the handler loses nothing."""
+    monkeypatch.setattr("handler.service.consumer.REQUEUE_DELAY", 0.3)
+    dlq = f"test.{uuid.uuid4().hex[:8]}.dead"
+    handler = handlers.start(dead_letter_queue=dlq)
+    wait_until(lambda: handler.consumer.broker.is_open, "the handler declared its queues")
+    requester.channel.queue_delete(dlq)
+    cid = requester.submit(dict(SEED_REQUEST, timeOut=-5))
+    wait_until(lambda: handler.consumer.stats.requeued >= 1, "the rejected request goes back to the queue")
+    assert handler.consumer.stats.rejected == 0  # not settled without its copy
+    requester.channel.queue_declare(dlq, durable=True)
+    wait_until(lambda: requester.queue_depth(dlq) == 1, "the copy lands once the queue is back", timeout=15)
+    assert requester.wait_reply(cid)["data"]["reason"] == "InvalidTimeout"
+    assert_queue_drained(queue_name)
