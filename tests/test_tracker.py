@@ -6,6 +6,7 @@ import time
 
 from handler.core.errors import ResourceGone, Transient
 from handler.core.retry import Backoff
+from handler.service.metrics import Metrics
 from handler.service.tracker import JobTracker
 
 
@@ -169,6 +170,9 @@ def test_a_watch_silent_past_the_stall_limit_is_restarted_long_before_its_read_t
     source.done.set()
     tracker.stop()
     assert tracker.counters.stalls >= 2 and source.opened >= 3
+    metrics = Metrics()
+    metrics.watch(tracker)
+    assert metrics.value("cloud_worker_watch_stalls_total") == tracker.counters.stalls
 
 
 def test_without_a_stall_limit_a_quiet_watch_is_left_alone():

@@ -98,6 +98,8 @@ class _TrackerCollector:
                                   value=counters.relists)
         yield CounterMetricFamily("cloud_worker_watch_events", "Watch events applied to the cache.",
                                   value=counters.events)
+        yield CounterMetricFamily("cloud_worker_watch_stalls", "Watches restarted because they sent neither an event "
+                                  "nor a bookmark for CLOUD_WORKER_WATCH_STALL_SECONDS.", value=counters.stalls)
         cached = GaugeMetricFamily("cloud_worker_watch_cached_objects", "Objects in the watch cache, by kind: jobs and "
                                    "pods followed, events, and deleted (gone) or adopted replied (remembered) Jobs kept "
                                    "beside them.", labels=["kind"])
