@@ -74,7 +74,7 @@ def test_giving_up_answers_failed_with_the_last_error_and_keeps_a_dead_letter_co
     handler = handler_for()
     result = handler.give_up(message(), Transient("503 the API server is restarting"), attempts=5)
     reply, copy = result.publications
-    assert handler.backend.cancelled.job_name == result.request.job_name  # its Job must not run on
+    assert handler.backend.stopped[0] == result.request  # its own Job must not run on
     data = json.loads(reply.body)["data"]
     assert (data["status"], data["reason"]) == ("failed", "RetriesExhausted")
     assert "503 the API server is restarting" in data["message"] and "5 attempt" in data["message"]

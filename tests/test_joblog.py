@@ -199,3 +199,49 @@ def test_a_bucket_host_that_redirects_gets_no_second_request(tmp_path):
     finally:
         server.shutdown()
     assert hits and not any(path.startswith("/internal") for path in hits)
+
+
+class SilentEndpoint:
+    """An S3 endpoint that accepts connections and reads requests, and never answers."""
+
+    def __init__(self):
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections.append(conn)  # kept open, never read from or answered
+
+    def close(self):
+        self.server.close()
+        for conn in self.connections:
+            conn.close()
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_bucket_host_that_never_answers_costs_the_reply_its_upload_deadline_only():
+    """minio's read timeout is 120 s and urllib3 retried read timeouts: a silent host held
+    the reply for minutes, past the broker's consumer timeout for a long Job."""
+    import time
+
+    endpoint = SilentEndpoint()
+    try:
+        settings = Settings.from_env({"MINIO_SERVICE_HOST": "127.0.0.1", "MINIO_SERVICE_PORT": str(endpoint.port),
+                                      "CLOUD_WORKER_LOG_UPLOAD_TIMEOUT_SECONDS": "1.5"})
+        started = time.monotonic()
+        upload = upload_job_log(named_request(settings), DONE, Logs(), settings)
+        took = time.monotonic() - started
+    finally:
+        endpoint.close()
+    assert 1.4 < took < 3.0, took
+    assert "took longer than 1.5 s" in upload.error and upload.key.startswith("17-test-job-")
+    assert endpoint.connections  # it was tried, and given up on time

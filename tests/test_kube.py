@@ -204,3 +204,28 @@ def test_a_permanent_refusal_is_not_retried_and_keeps_the_servers_message(fakeku
     assert fakekube.request_count("POST", "jobs") - before == 1
     assert caught.value.reason == reason and "(fault)" in caught.value.message
     kube.close()
+
+
+@pytest.mark.integration
+def test_a_delete_or_annotation_meant_for_one_job_leaves_a_namesake_alone(fakekube, namespace, tmp_path):
+    """With the uid of the Job read, the API server refuses to touch a Job of the same name
+    made since (a delete precondition, a JSON patch test): the caller hears NotFound."""
+    from handler.core.errors import NotFound
+    from handler.core.retry import Backoff
+
+    kube = kube_at(tmp_path, fakekube.url, namespace, Backoff(base=0.01, cap=0.05, attempts=3))
+    created = kube.create_job(a_job("namesake", namespace))
+    stale_uid = "00000000-0000-0000-0000-000000000000"
+    with pytest.raises(NotFound):
+        kube.patch_job_annotations("namesake", {"cloud-worker.mstc.io/cancelled": "not this one"}, uid=stale_uid)
+    with pytest.raises(NotFound):
+        kube.delete_job("namesake", uid=stale_uid)
+    job = kube.read_job("namesake")
+    assert job is not None and not job["metadata"].get("deletionTimestamp")
+    assert "cloud-worker.mstc.io/cancelled" not in job["metadata"]["annotations"]
+    marked = kube.patch_job_annotations("namesake", {"cloud-worker.mstc.io/cancelled": "this one"},
+                                        uid=created["metadata"]["uid"])
+    assert marked["metadata"]["annotations"]["cloud-worker.mstc.io/cancelled"] == "this one"
+    kube.delete_job("namesake", uid=created["metadata"]["uid"])
+    assert kube.read_job("namesake")["metadata"].get("deletionTimestamp")  # held by the reply finalizer
+    kube.close()

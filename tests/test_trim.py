@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from handler.adapters.kube import Kube
-from handler.core import manifest, outcome
+from handler.core import manifest, outcome, unanswered
 from handler.core.config import Settings
 from handler.core.messages import Message
 from handler.core.request import parse_request
@@ -101,6 +101,8 @@ def _readings(settings, requests, job, pods, events):
         said[f"held+{later}"] = outcome.held_outcome(job, pods, events, now, 20)
         said[f"expired+{later}"] = manifest.finalizer_expired(job, now, 60)
         said[f"cancelled+{later}"] = manifest.cancelled_outcome(job, now)
+        said[f"unanswered+{later}"] = unanswered.unanswered_outcome(job, pods, now, 10)
+        said[f"claim+{later}"] = unanswered.claim_patch(job, now)
     return said
 
 

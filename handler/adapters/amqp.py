@@ -1,24 +1,25 @@
-"""The RabbitMQ adapter: the only module that imports ``pika``.
+"""The RabbitMQ adapter's consuming side, its topology, and the client's link: with
+``amqp_wire`` and ``publisher``, the only modules that import ``pika``.
 
 pika's ``BlockingConnection`` belongs to the thread that drives it. ``Link`` hides
 that rule (dramatiq's RabbitMQ broker does the same): the owning thread pumps the
 connection, any other thread hands work over with ``call(fn)`` and blocks for the
 result, and a lost connection fails every pending call at once. Every exception pika
-can raise on a connection or channel (``AMQPError``, socket errors, and the
-``ValueError``/``AssertionError``/``RuntimeError`` some of its internals raise once
-the connection is gone) becomes a ``BrokerError`` here, with its cause kept.
+can raise on a connection or channel becomes a ``BrokerError`` here, with its cause kept.
 
 ``Broker`` is the handler's side: it consumes the work queue on one connection and
-publishes replies on a second one, with publisher confirms and ``mandatory``. A
-publish the broker punishes by closing the connection (a forged direct reply-to name
-answers 541) then costs only the publishing connection, never the deliveries in
-flight; ``settle`` publishes a request's replies and only then acks, nacks or rejects
-it. ``ClientLink`` is the client's side: one connection, the work queue and an
-exclusive reply queue, driven by a background thread.
+publishes on a second one (``publisher.Publisher``). ``settle`` acks, nacks or rejects a
+delivery; an ack is followed by a synchronous round trip on the same channel, so that
+when ``settle`` returns the broker has processed the ack (AMQP 0-9-1 does not confirm
+acks, and the broker handles a channel's methods in order). ``ClientLink`` is the
+client's side: one connection, the work queue and an exclusive reply queue, driven by a
+background thread.
 
-The work queue is declared exactly as the seed's Python client declares it (durable,
-no arguments) and bound to the direct exchange by its own name, or the broker would
-refuse one of the two declarations.
+Queues are used as they exist (a passive declare first, as for the exchange), whatever
+their type; a missing one is created with ``Settings.queue_type``: classic with no
+arguments, exactly as the seed's Python client declares the work queue, or quorum. A
+403 or 406 while declaring is the operator's to fix (``ConfigError``), never "the
+broker is unreachable".
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,6 +38,16 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from handler.adapters.amqp_wire import (
+    CONNECTION_FORCED,
+    CONNECTION_NAME,
+    PIKA_ERRORS,
+    connect,
+    describe,
+    message,
+    properties,
+)
+from handler.adapters.publisher import Publisher
 from handler.core.config import Settings, redact_url
 from handler.core.errors import BrokerError, ConfigError, ReplyRefused, ReplyUndeliverable
 from handler.core.messages import Message, Publication
@@ -45,29 +55,16 @@ from handler.core.messages import Message, Publication
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Everything pika raises on a connection or channel that is failing or gone. Besides
-#: its own ``AMQPError`` tree and socket errors, pika raises ``ValueError`` ("Timeout
-#: closed before call"), ``AssertionError`` and ``RuntimeError`` from its internals when
-#: the connection closed under a call; none of them may escape the consume loop.
-PIKA_ERRORS: tuple[type[BaseException], ...] = (
-    pika.exceptions.AMQPError, OSError, ValueError, AssertionError, RuntimeError, AttributeError,
-)
-#: AMQP heartbeat, in seconds: short enough to notice a dead broker within a minute
-#: even while every worker thread is busy following a Job.
-HEARTBEAT = 30
 #: Seconds a cross-thread call waits for the connection's thread.
 CALL_TIMEOUT = 60.0
-#: Seconds a delivery stays unacked after its Job's deadline and slack: reading the log
-#: tail, publishing the reply and waiting for its confirm.
+#: Seconds a delivery stays unacked besides its Job's deadline and slack, its log upload
+#: and its publishes: reading the log tail, the API calls around the Job.
 CONSUMER_TIMEOUT_MARGIN = 60
-#: ``connection.close`` code of an operator's ``rabbitmqctl close_connection`` or a broker
-#: shutting down: the connection's trouble, not a refusal of the message being published.
-CONNECTION_FORCED = 320
-#: Seconds the publishing connection may sit idle before it is reopened rather than
-#: trusted: nothing pumps it (no heartbeats), and a middlebox may have dropped it silently.
-PUBLISHER_IDLE_SECONDS = 30.0
-#: The handlers' connections carry this name (tools and tests look for them).
-CONNECTION_NAME = "mstc-cloud-worker"
+#: Tries of one publish the broker refuses or does not confirm (see ``consumer``).
+REPLY_ATTEMPTS = 3
+#: Reply codes of a declaration the operator must fix: access refused, and a queue or
+#: exchange that exists with other properties.
+DECLARE_REFUSALS = (403, 406)
 
 
 class Settle(enum.Enum):
@@ -78,38 +75,9 @@ class Settle(enum.Enum):
     REJECT = "reject"
 
 
-def connect(url: str, name: str, *, heartbeat: int = HEARTBEAT, timeout: float | None = None) -> pika.BlockingConnection:
-    """A new connection, or ``ConfigError`` (bad URL) / ``BrokerError`` (unreachable)."""
-    try:
-        params = pika.URLParameters(url)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{redact_url(url)!r} is not a valid AMQP URL: {exc}") from exc
-    params.heartbeat = heartbeat
-    params.blocked_connection_timeout = 60
-    params.client_properties = {"connection_name": name}
-    if timeout is not None:
-        params.connection_attempts = 1
-        params.socket_timeout = params.stack_timeout = timeout
-    try:
-        return pika.BlockingConnection(params)
-    except PIKA_ERRORS as exc:
-        raise BrokerError(f"cannot connect to the broker at {redact_url(url)}: {describe(exc)}") from exc
-
-
-def describe(exc: BaseException) -> str:
-    """A pika error as one readable phrase (its repr is a tuple of codes)."""
-    if isinstance(exc, pika.exceptions.ConnectionClosed | pika.exceptions.ChannelClosed):
-        return f"{exc.reply_code} {exc.reply_text}"
-    if isinstance(exc, pika.exceptions.AMQPConnectionError) and exc.args:
-        return f"{type(exc).__name__}: {exc.args[0]!r}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def declare_work_queue(connection: pika.BlockingConnection, exchange: str, queue_name: str) -> BlockingChannel:
-    """Declare the exchange (if missing) and the work queue, bind them; an open channel.
-
-    The exchange is used as whoever declared it first did, and created durable and
-    direct (as Spring AMQP's ``DirectExchange`` does) when nobody has."""
+def declare_exchange(connection: pika.BlockingConnection, exchange: str) -> BlockingChannel:
+    """Use the exchange as whoever declared it first did; create it durable and direct (as
+    Spring AMQP's ``DirectExchange`` does) when nobody has. An open channel."""
     channel = connection.channel()
     try:
         channel.exchange_declare(exchange, passive=True)
@@ -118,9 +86,72 @@ def declare_work_queue(connection: pika.BlockingConnection, exchange: str, queue
             raise
         channel = connection.channel()  # a 404 closes the channel: declare on a new one
         channel.exchange_declare(exchange, exchange_type="direct", durable=True)
-    channel.queue_declare(queue_name, durable=True)
-    channel.queue_bind(queue_name, exchange, routing_key=queue_name)
     return channel
+
+
+def queue_arguments(queue_type: str, delivery_limit: int) -> dict[str, Any] | None:
+    """The arguments a queue the handler creates is declared with: none for a classic
+    queue (as the original clients declare the work queue), the type and the delivery
+    limit for a quorum queue."""
+    if queue_type == "quorum":
+        return {"x-queue-type": "quorum", "x-delivery-limit": delivery_limit}
+    return None
+
+
+def ensure_queue(connection: pika.BlockingConnection, name: str, arguments: dict[str, Any] | None) -> BlockingChannel:
+    """Use queue ``name`` as it exists (whatever its type and arguments), or create it
+    durable with ``arguments``. An open channel; pika errors pass through."""
+    channel = connection.channel()
+    try:
+        channel.queue_declare(name, passive=True)
+        return channel
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise
+    channel = connection.channel()
+    channel.queue_declare(name, durable=True, arguments=arguments)
+    return channel
+
+
+def declare_work_queue(connection: pika.BlockingConnection, exchange: str, queue_name: str,
+                       arguments: dict[str, Any] | None = None) -> BlockingChannel:
+    """The exchange, the work queue (as it exists, or created with ``arguments``) and the
+    binding by the queue's own name; an open channel. ``ConfigError`` for a declaration
+    the broker refuses (403, 406), naming the queue and the broker's reason."""
+    try:
+        declare_exchange(connection, exchange).close()
+        channel = ensure_queue(connection, queue_name, arguments)
+        channel.queue_bind(queue_name, exchange, routing_key=queue_name)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        raise refusal(exc, f"exchange {exchange!r} and queue {queue_name!r}") from exc
+    return channel
+
+
+def refusal(exc: BaseException, what: str) -> BaseException:
+    """A declaration error as the caller should see it: 403/406 are ``ConfigError``s
+    (the broker's text names the argument that differs), anything else passes."""
+    if isinstance(exc, pika.exceptions.ChannelClosedByBroker) and exc.reply_code in DECLARE_REFUSALS:
+        fix = ("give the handler's broker user configure, write and read permissions on them, or declare them "
+               "beforehand" if exc.reply_code == 403 else
+               "the broker's text names the argument that differs: declare the queue with it, or let the handler "
+               "use the queue as it exists")
+        return ConfigError(f"the broker refused to declare {what}: {exc.reply_code} {exc.reply_text} ({fix})")
+    return exc
+
+
+def queue_type_differs(connection: pika.BlockingConnection, name: str, queue_type: str) -> str | None:
+    """The broker's words when queue ``name`` exists as another type than ``queue_type``
+    (asked with a declaration on a channel of its own); None when it is that type."""
+    channel = connection.channel()
+    try:
+        channel.queue_declare(name, durable=True, arguments={"x-queue-type": queue_type})
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code not in DECLARE_REFUSALS:
+            raise
+        # Another argument differing (a TTL, a delivery limit) is the queue's own business.
+        return exc.reply_text if "x-queue-type" in exc.reply_text else None
+    channel.close()
+    return None
 
 
 def consumer_timeout_supported(version: Any) -> bool:
@@ -133,9 +164,10 @@ def consumer_timeout_supported(version: Any) -> bool:
 
 
 def longest_delivery_seconds(settings: Settings) -> float:
-    """How long one delivery may stay unacked: the longest Job a request may ask for,
-    the slack past its deadline, and the time to reply."""
-    return settings.max_timeout_minutes * 60 + settings.deadline_slack_seconds + CONSUMER_TIMEOUT_MARGIN
+    """How long one delivery may stay unacked: the longest Job a request may ask for, the
+    slack past its deadline, the log upload, every attempt of its reply, and the rest."""
+    return (settings.max_timeout_minutes * 60 + settings.deadline_slack_seconds + settings.log_upload_timeout_seconds
+            + REPLY_ATTEMPTS * settings.publish_timeout_seconds + CONSUMER_TIMEOUT_MARGIN)
 
 
 def consumer_arguments(server_version: Any, settings: Settings) -> dict[str, int] | None:
@@ -273,33 +305,11 @@ class Delivery:
     generation: int
 
 
-def _message(props: pika.BasicProperties, body: bytes) -> Message:
-    return Message(
-        body=body,
-        content_type=props.content_type,
-        headers=dict(props.headers or {}),
-        message_id=props.message_id,
-        correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
-    )
-
-
-def _properties(pub: Publication) -> pika.BasicProperties:
-    return pika.BasicProperties(
-        content_type=pub.content_type or None,
-        correlation_id=pub.correlation_id,
-        message_id=pub.message_id,
-        reply_to=pub.reply_to,
-        headers=dict(pub.headers) or None,
-        delivery_mode=pika.DeliveryMode.Persistent,
-        expiration=str(math.ceil(pub.expiration_seconds * 1000)) if pub.expiration_seconds else None,
-    )
-
-
 def _publish(channel: BlockingChannel, pub: Publication) -> None:
-    """Publish with confirms and ``mandatory`` on a confirming channel; our errors."""
+    """Publish with confirms and ``mandatory`` on a confirming channel (the client's
+    requests); our errors."""
     try:
-        channel.basic_publish(pub.exchange, pub.routing_key, pub.body, _properties(pub), mandatory=True)
+        channel.basic_publish(pub.exchange, pub.routing_key, pub.body, properties(pub), mandatory=True)
     except pika.exceptions.UnroutableError as exc:
         raise ReplyUndeliverable(f"no queue for routing key {pub.routing_key!r}") from exc
     except pika.exceptions.NackError as exc:
@@ -312,58 +322,6 @@ def _publish(channel: BlockingChannel, pub: Publication) -> None:
                            f"{pub.routing_key!r}: {describe(exc)}") from exc
     except PIKA_ERRORS as exc:
         raise BrokerError(f"publishing to {pub.routing_key!r}: {describe(exc)}") from exc
-
-
-class Publisher:
-    """A connection of its own for publishing (replies, dead-letter copies, retries),
-    used by any thread under a lock and reopened on demand. Heartbeats are off: it is
-    idle between publishes and nobody pumps it, so a dead one is found (and replaced)
-    by the next publish."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
-        self._used = 0.0
-
-    def publish(self, pub: Publication) -> None:
-        with self._lock:
-            channel = self._open_channel()
-            try:
-                _publish(channel, pub)
-            except (BrokerError, ReplyRefused):
-                self._drop()  # a refusal may have closed the channel; start afresh next time
-                raise
-            finally:
-                self._used = time.monotonic()
-
-    def _open_channel(self) -> BlockingChannel:
-        fresh = time.monotonic() - self._used < PUBLISHER_IDLE_SECONDS
-        if fresh and self._channel is not None and self._channel.is_open:
-            return self._channel
-        self._drop()
-        self._connection = connect(self.settings.amqp_url, f"{CONNECTION_NAME}-publisher", heartbeat=0,
-                                   timeout=10.0)
-        try:
-            self._channel = self._connection.channel()
-            self._channel.confirm_delivery()
-        except PIKA_ERRORS as exc:
-            self._drop()
-            raise BrokerError(f"opening a publishing channel: {describe(exc)}") from exc
-        return self._channel
-
-    def _drop(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        try:
-            if connection is not None and connection.is_open:
-                connection.close()
-        except PIKA_ERRORS as exc:
-            log.debug("while closing the publisher: %s", describe(exc))
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
 
 
 class Broker:
@@ -380,18 +338,23 @@ class Broker:
 
     # --- connection (on the consuming thread)
     def connect(self) -> None:
+        """Connect, declare the topology and set the prefetch. ``ConfigError`` for a
+        declaration the broker refuses, ``BrokerError`` for trouble reaching it."""
         connection = connect(self.settings.amqp_url, CONNECTION_NAME)
         try:
             channel = self._declare_topology(connection)
             channel.basic_qos(prefetch_count=self.settings.concurrency)
+        except ConfigError:
+            Link(connection).close()
+            raise
         except PIKA_ERRORS as exc:
             Link(connection).close()
             raise BrokerError(f"declaring {self.settings.queue}: {describe(exc)}") from exc
         # The generation first: a settle racing this sees a new generation or the old link, never a mix.
         self.generation += 1
         self._channel, self._link = channel, Link(connection)
-        properties = connection._impl.server_properties or {}  # noqa: SLF001 - pika keeps them there
-        version = properties.get("version") or ""
+        server = connection._impl.server_properties or {}  # noqa: SLF001 - pika keeps them there
+        version = server.get("version") or ""
         self.server_version = version.decode("ascii", "replace") if isinstance(version, bytes) else str(version)
         self._consumer_arguments = consumer_arguments(self.server_version, self.settings)
         log.info("connected to %s (RabbitMQ %s), consuming %s; delivery timeout: %s",
@@ -400,10 +363,24 @@ class Broker:
                  if self._consumer_arguments else "the broker's consumer_timeout (x-consumer-timeout needs 3.12+)")
 
     def _declare_topology(self, connection: pika.BlockingConnection) -> BlockingChannel:
+        """The exchange and work queue, and the dead-letter queue; queues that exist are
+        used as they are (a type other than ``queue_type`` is only worth a line in the log)."""
         s = self.settings
-        channel = declare_work_queue(connection, s.exchange, s.queue)
+        arguments = queue_arguments(s.queue_type, s.delivery_limit)
+        channel = declare_work_queue(connection, s.exchange, s.queue, arguments)
+        queues = [s.queue]
         if s.dead_letter_queue:
-            channel.queue_declare(s.dead_letter_queue, durable=True)
+            try:
+                ensure_queue(connection, s.dead_letter_queue, arguments).close()
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                raise refusal(exc, f"the dead-letter queue {s.dead_letter_queue!r}") from exc
+            queues.append(s.dead_letter_queue)
+        if self.generation == 0:  # once per process: the type does not change under a running handler
+            for name in queues:
+                differs = queue_type_differs(connection, name, s.queue_type)
+                if differs:
+                    log.info("queue %s is not of CLOUD_WORKER_QUEUE_TYPE=%s; it is used as it is (%s)", name,
+                             s.queue_type, differs)
         return channel
 
     @property
@@ -439,7 +416,7 @@ class Broker:
                 if method is None:
                     yield None
                 else:
-                    yield Delivery(_message(props, body), method.delivery_tag, method.redelivered, self.generation)
+                    yield Delivery(message(props, body), method.delivery_tag, method.redelivered, self.generation)
         except PIKA_ERRORS as exc:
             raise link.lost(exc) from exc
 
@@ -479,16 +456,20 @@ class Broker:
 
     def settle(self, delivery: Delivery, how: Settle) -> None:
         """Ack, requeue or reject (without requeue) a delivery on the connection that
-        delivered it; ``BrokerError`` if that connection is gone (the broker has taken the
-        delivery back and will redeliver it)."""
+        delivered it. An ack returns once the broker has processed it: a synchronous
+        ``basic.qos`` follows it on the same channel, and the broker handles a channel's
+        methods in order. ``BrokerError`` if the connection is gone (the broker has taken
+        the delivery back and redelivers it) or went before that answer (the ack may or
+        may not have been processed)."""
         link, channel = self._require()
         if delivery.generation != self.generation:
             raise BrokerError("the delivery belongs to a closed connection; the broker redelivers it")
-        tag = delivery.delivery_tag
+        tag, prefetch = delivery.delivery_tag, self.settings.concurrency
 
         def on_connection_thread() -> None:
             if how is Settle.ACK:
                 channel.basic_ack(tag)
+                channel.basic_qos(prefetch_count=prefetch)  # the round trip that confirms the ack
             else:
                 channel.basic_nack(tag, requeue=how is Settle.REQUEUE)
 
@@ -510,6 +491,9 @@ class ClientLink:
             self.channel.confirm_delivery()
             self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
             self.channel.basic_consume(self.reply_queue, self._on_message, auto_ack=True)
+        except ConfigError:
+            Link(connection).close()
+            raise
         except PIKA_ERRORS as exc:
             Link(connection).close()
             raise BrokerError(f"cannot set up the client's queues: {describe(exc)}") from exc

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from handler.core.config import Settings
 from handler.core.errors import ConfigError, JobExists, JobFailedToStart, NotFound, ResourceGone, Transient
+from handler.core.manifest import pointer
 from handler.core.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,9 @@ class _BatchV1(_Endpoints):
     def read_namespaced_job(self, name: str, namespace: str, **kw: Any) -> Any:
         return self._request("GET", "/namespaces/{namespace}/jobs/{name}", {"namespace": namespace, "name": name}, **kw)
 
-    def delete_namespaced_job(self, name: str, namespace: str, **kw: Any) -> Any:
+    def delete_namespaced_job(self, name: str, namespace: str, body: Json | None = None, **kw: Any) -> Any:
         return self._request("DELETE", "/namespaces/{namespace}/jobs/{name}", {"namespace": namespace, "name": name},
-                             **kw)
+                             body, **kw)
 
     def patch_namespaced_job(self, name: str, namespace: str, body: Json, **kw: Any) -> Any:
         return self._request("PATCH", "/namespaces/{namespace}/jobs/{name}", {"namespace": namespace, "name": name},
@@ -225,17 +226,22 @@ class Kube:
         except NotFound:
             return None
 
-    def delete_job(self, name: str) -> None:
+    def delete_job(self, name: str, uid: str | None = None) -> None:
         """Delete with foreground propagation: the pods stop now, while the Job itself, held
         by the handler's reply finalizer, keeps its status until its reply is confirmed (a
-        background deletion would leave the pods running until then). A missing Job is fine."""
+        background deletion would leave the pods running until then). A missing Job is fine.
+        With ``uid``, only that very Job: a namesake made since is left alone, and the
+        answer is ``NotFound`` (the Job meant is gone)."""
+        options: Json = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground"}
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
         try:
-            self._call(
-                f"delete job {name}", self.batch.delete_namespaced_job, name, self.namespace,
-                propagation_policy="Foreground",
-            )
+            self._call(f"delete job {name}", self.batch.delete_namespaced_job, name, self.namespace, options)
         except NotFound:
-            pass  # already gone: what the caller wanted
+            if uid is not None:
+                raise
+        except JobExists as exc:  # 409: the precondition failed
+            raise NotFound(f"job {name} is not the one meant (uid {uid}): {exc}") from exc
 
     def patch_job(self, name: str, operations: list[Json]) -> Json:
         """Apply a JSON patch (RFC 6902); its ``test`` operations make it conditional. A failed
@@ -245,14 +251,25 @@ class Kube:
             _content_type="application/json-patch+json",
         ))
 
-    def patch_job_annotations(self, name: str, annotations: Mapping[str, str | None]) -> Json:
+    def patch_job_annotations(self, name: str, annotations: Mapping[str, str | None], uid: str | None = None) -> Json:
         """Set (or, with None, remove) annotations with one JSON merge patch: no read, no
         resourceVersion, so it cannot conflict. The client would otherwise send a dict as
-        a JSON patch (its first content type), which the API server refuses."""
-        return json.loads(self._call(
-            f"annotate job {name}", self.batch.patch_namespaced_job, name, self.namespace,
-            {"metadata": {"annotations": annotations}}, _content_type="application/merge-patch+json",
-        ))
+        a JSON patch (its first content type), which the API server refuses. With ``uid``,
+        only that very Job (a JSON patch that tests it): ``NotFound`` for a namesake."""
+        if uid is None:
+            return json.loads(self._call(
+                f"annotate job {name}", self.batch.patch_namespaced_job, name, self.namespace,
+                {"metadata": {"annotations": annotations}}, _content_type="application/merge-patch+json",
+            ))
+        operations: list[Json] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+        for key, value in annotations.items():
+            path = f"/metadata/annotations/{pointer(key)}"
+            operations.append({"op": "remove", "path": path} if value is None
+                              else {"op": "add", "path": path, "value": value})
+        try:
+            return self.patch_job(name, operations)
+        except JobFailedToStart as exc:  # 422: the test failed
+            raise NotFound(f"job {name} is not the one meant (uid {uid}): {exc}") from exc
 
     def pod_log_tail(self, pod: str, container: str, lines: int, limit_bytes: int) -> str:
         raw = self._call(

@@ -114,21 +114,29 @@ class S3Credentials:
                    endpoint_url=settings.aws_endpoint_url_s3 or settings.aws_endpoint_url or None)
 
 
-def open_bucket(url: BucketUrl, creds: S3Credentials) -> Bucket:
-    """A ``Bucket`` for ``url``. No request is made until the first operation."""
+def open_bucket(url: BucketUrl, creds: S3Credentials, timeout: float | None = None) -> Bucket:
+    """A ``Bucket`` for ``url``. No request is made until the first operation. With
+    ``timeout`` (seconds), every request must be done within it, and a request that timed
+    out reading is not tried again (a slow endpoint stays slow; the handler's own uploads
+    have a deadline, not a job's transfers)."""
     if url.endpoint is not None:
         endpoint, secure = url.endpoint, url.secure
     elif creds.endpoint_url is not None:
         endpoint, secure = _endpoint_from_url(creds.endpoint_url)
     else:
         endpoint, secure = AWS_ENDPOINT, True
+    if timeout is None:
+        limits = urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
+    else:
+        limits = urllib3.Timeout(connect=min(CONNECT_TIMEOUT_SECONDS, timeout), read=timeout, total=timeout)
     http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS),
+        timeout=limits,
         maxsize=10,
         cert_reqs="CERT_REQUIRED",
         ca_certs=creds.ca_bundle or certifi.where(),
         # No redirects: a bucket host's 3xx must not send a signed request, with its body, elsewhere.
-        retries=urllib3.Retry(total=RETRIES, redirect=False, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        retries=urllib3.Retry(total=RETRIES, redirect=False, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504],
+                              read=0 if timeout is not None else None),
     )
     try:
         client = Minio(

@@ -105,6 +105,28 @@ class Settings:
     dead_letter_queue: str = _setting(
         "", "Durable queue that receives a copy of every rejected request. Empty: no copy is kept.", commands=CONSUME
     )
+    queue_type: str = _setting(
+        "classic",
+        "Type of the queues the handler creates (the work queue and the dead-letter queue, when missing): classic "
+        "(declared with no arguments, exactly as the original clients declare it) or quorum (RabbitMQ's replicated "
+        "type for data safety, with x-delivery-limit). Queues that exist are used as they are, whatever their type.",
+        choices=("classic", "quorum"), commands=CONSUME,
+    )
+    delivery_limit: int = _setting(
+        20,
+        "x-delivery-limit of a quorum work queue the handler creates: deliveries of one message (redeliveries after "
+        "a lost connection, a crash, a shutdown) before the broker dead-letters it to the dead-letter queue (or drops "
+        "it without one). Retries are fresh copies and do not count. 20 rides out any run of restarts yet stops a "
+        "message that kills every handler it reaches.",
+        int, commands=CONSUME,
+    )
+    publish_timeout_seconds: float = _setting(
+        10.0,
+        "Seconds one publish (a reply, a dead-letter or retry copy) waits for the broker's confirm before the "
+        "publishing connection is given up and the publish tried again on a new one. A healthy broker confirms in "
+        "milliseconds; a silent connection would otherwise hold the reply until the kernel gives up (~15 min).",
+        float,
+    )
     reply_exchange: str = _setting(
         "", "Exchange for replies to requests without reply_to. Empty: the default exchange.", commands=CONSUME
     )
@@ -216,6 +238,13 @@ class Settings:
     aws_secret_access_key: str = _setting(
         "", "Secret key that goes with AWS_ACCESS_KEY_ID.", env="AWS_SECRET_ACCESS_KEY", secret=True
     )
+    log_upload_timeout_seconds: float = _setting(
+        30.0,
+        "Seconds the handler spends at most writing a Job's log to its output bucket, all attempts together, "
+        "before it replies without it (the reply then says logUploadError). Counted in the time a delivery may "
+        "stay unacked.",
+        float,
+    )
     job_log_max_bytes: int = _setting(
         10 * 1024 * 1024,
         "Largest Job log uploaded to the output bucket, in bytes; a longer log is cut there and ends with a "
@@ -280,6 +309,14 @@ class Settings:
         "Seconds a finished (or deleted) Job may keep the handler's finalizer, waiting for its reply to be "
         "confirmed, before any handler removes it so the cluster can delete the Job. A day covers a broker or "
         "handler outage over a weekend night; every request is answered or redelivered long before.",
+        float,
+    )
+    unanswered_after_seconds: float = _setting(
+        120.0,
+        "Seconds a Job may have ended (or been deleted) without a confirmed reply before any handler answers it "
+        "from the Job itself: its request left the queue unanswered (it expired after going back to the queue, "
+        "or its handler was killed). Longer than a live handler takes to reply (log upload and publish retries "
+        "included), so it rarely answers twice. 0: never.",
         float,
     )
     instance: str = _setting(
@@ -406,6 +443,14 @@ class Settings:
             problems.append("CLOUD_WORKER_HTTP_ASYNC_LIMIT must be at least 1")
         if any(not 1 <= code <= 255 for code in self.job_fail_fast_exit_codes):
             problems.append("CLOUD_WORKER_JOB_FAIL_FAST_EXIT_CODES must list exit codes from 1 to 255")
+        if self.delivery_limit < 1:
+            problems.append("CLOUD_WORKER_DELIVERY_LIMIT must be at least 1")
+        if self.publish_timeout_seconds <= 0:
+            problems.append("CLOUD_WORKER_PUBLISH_TIMEOUT_SECONDS must be positive")
+        if self.log_upload_timeout_seconds <= 0:
+            problems.append("CLOUD_WORKER_LOG_UPLOAD_TIMEOUT_SECONDS must be positive")
+        if self.unanswered_after_seconds < 0:
+            problems.append("CLOUD_WORKER_UNANSWERED_AFTER_SECONDS must not be negative")
         if self.backend not in BACKENDS:
             problems.append(f"CLOUD_WORKER_BACKEND must be one of {', '.join(BACKENDS)}")
         if problems:

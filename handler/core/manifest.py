@@ -322,7 +322,8 @@ def mismatch(job: Mapping[str, Any], request: WorkRequest) -> str | None:
 
 # --- the reply finalizer (module docstring)
 
-def _pointer(key: str) -> str:
+def pointer(key: str) -> str:
+    """``key`` as one JSON pointer (RFC 6901) segment."""
     return key.replace("~", "~0").replace("/", "~1")
 
 
@@ -339,7 +340,7 @@ def release_patch(job: Mapping[str, Any], annotations: Mapping[str, str] | None 
     meta = job["metadata"]
     ops: list[dict[str, Any]] = []
     if identity is not None:
-        ops.append({"op": "test", "path": f"/metadata/annotations/{_pointer(ANNOTATION_IDENTITY)}", "value": identity})
+        ops.append({"op": "test", "path": f"/metadata/annotations/{pointer(ANNOTATION_IDENTITY)}", "value": identity})
     current = list(meta.get("finalizers") or [])
     if FINALIZER in current:
         ops.append({"op": "test", "path": "/metadata/finalizers", "value": current})
@@ -348,7 +349,7 @@ def release_patch(job: Mapping[str, Any], annotations: Mapping[str, str] | None 
         if meta.get("annotations") is None:
             ops.append({"op": "add", "path": "/metadata/annotations", "value": dict(annotations)})
         else:
-            ops += [{"op": "add", "path": f"/metadata/annotations/{_pointer(k)}", "value": v}
+            ops += [{"op": "add", "path": f"/metadata/annotations/{pointer(k)}", "value": v}
                     for k, v in annotations.items()]
     return ops
 
@@ -360,7 +361,7 @@ def replied_patch(job: Mapping[str, Any], status: str, identity: str) -> list[di
     if job["metadata"].get("labels") is None:
         ops.append({"op": "add", "path": "/metadata/labels", "value": {LABEL_REPLIED: status}})
     else:
-        ops.append({"op": "add", "path": f"/metadata/labels/{_pointer(LABEL_REPLIED)}", "value": status})
+        ops.append({"op": "add", "path": f"/metadata/labels/{pointer(LABEL_REPLIED)}", "value": status})
     return ops
 
 

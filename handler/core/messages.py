@@ -39,6 +39,9 @@ class Message:
     message_id: str | None = None
     correlation_id: str | None = None
     reply_to: str | None = None
+    #: The AMQP ``expiration`` the publisher set, in seconds: the broker drops the message if
+    #: it sits in the queue that long, also after it was delivered once and went back.
+    expiration_seconds: float | None = None
     #: When the message arrived (``time.monotonic``), for the receipt-to-Job-created metric.
     received_at: float = field(default_factory=time.monotonic, compare=False, repr=False)
 

@@ -25,8 +25,9 @@ Json = dict[str, Any]
 #: The pod labels that name a pod's Job (the tracker indexes pods by them).
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 #: Job metadata read by ``manifest`` (labels, our annotations, our finalizer, the
-#: timestamps the janitor and ``latest``-pickers compare) and by the watch (version).
-_JOB_META = ("name", "uid", "creationTimestamp", "deletionTimestamp", "labels", "finalizers")
+#: timestamps the janitor and ``latest``-pickers compare), the watch (version) and the
+#: claim of an unanswered Job (``unanswered.claim_patch`` tests the version it read).
+_JOB_META = ("name", "uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "labels", "finalizers")
 _JOB_STATUS = ("startTime", "completionTime", "active")
 _CONDITION = ("type", "status", "reason", "message", "lastTransitionTime")
 _POD_META = ("name", "creationTimestamp")

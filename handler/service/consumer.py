@@ -3,17 +3,18 @@
 The loop's thread owns the consuming connection (``amqp.Broker``); each delivery runs
 on a worker thread (``concurrency`` of them, the prefetch count too), which publishes
 its replies (confirmed, on the broker's publishing connection) and then settles the
-delivery. Shutdown follows arq's wait-for-completion: on SIGTERM stop taking messages,
-give in-flight work a grace, leave the rest unacked for redelivery (the next handler
-adopts the still-running Job), close channel then connection. A second signal exits at
-once. A lost connection abandons in-flight work the same way and reconnects.
+delivery, once: a delivery settled is never settled again, and after its ack anything
+that goes wrong is only logged. Shutdown follows arq's wait-for-completion: on SIGTERM
+stop taking messages, give in-flight work a grace, leave the rest unacked for
+redelivery (the next handler adopts the still-running Job), close channel then
+connection. A second signal exits at once. A lost connection abandons in-flight work
+the same way and reconnects.
 
 What happens when something fails (the README's "When things fail" table):
 
-- A reply the broker refuses (nack, or a publish that costs the connection) is tried
-  ``REPLY_ATTEMPTS`` times with a delay, then dropped with a log line and
-  ``cloud_worker_replies_dropped_total``; a reply to a queue that no longer exists is
-  dropped at once. Either way the delivery is settled: a reply never holds it.
+- Publishing follows ``replies.Replies``: a reply the broker refuses is retried, then
+  dropped; a reply to a queue that no longer exists is dropped at once; a publishing
+  connection in trouble puts the request back after ``REQUEUE_DELAY``.
 - A transient failure (API server, S3), or an unexpected error once the Job may exist,
   puts the request back as a republished copy after a growing delay, counting attempts
   in its ``x-cloud-worker-attempts`` header (classic queues only say "redelivered");
@@ -21,6 +22,13 @@ What happens when something fails (the README's "When things fail" table):
   Never a requeue at once, so never a hot loop.
 - An unexpected error before any Job exists is the handler's bug: ``RequestHandler``
   answers ``rejected`` (``InternalError``) with a dead-letter copy.
+- The Job's finalizer is released only once the broker has processed the ack
+  (``Broker.settle``); if the connection goes before that, the Job is marked replied but
+  kept, so a redelivery adopts it rather than running the work again.
+- A worker stuck past its delivery's longest possible time stops the loop's heartbeat,
+  so ``/healthz`` fails and the pod is restarted.
+- A request that leaves the queue unanswered (expired after going back, its handler
+  killed) is answered from its Job by ``unanswered.Sweep``.
 """
 
 from __future__ import annotations
@@ -33,40 +41,48 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from handler.adapters.amqp import Broker, Delivery, Settle, longest_delivery_seconds
+from handler.adapters.amqp import REPLY_ATTEMPTS, Broker, Delivery, Settle, longest_delivery_seconds
 from handler.core.config import Settings
-from handler.core.errors import BrokerError, Interrupted, ReplyRefused, ReplyUndeliverable, Transient
+from handler.core.errors import BrokerError, ConfigError, Interrupted, ReplyUndeliverable, Transient
 from handler.core.exitcodes import ExitCode
-from handler.core.messages import Publication
 from handler.core.retry import Backoff
 from handler.service.handling import RequestHandler, Result, attempts_of
 from handler.service.health import Heartbeat
 from handler.service.metrics import Metrics
+from handler.service.replies import REPLY_RETRY_DELAY, PublishingFailed, Replies
+from handler.service.unanswered import Sweep
 
 log = logging.getLogger(__name__)
 
 #: How often the loop looks at its stop flag and stamps its heartbeat, in seconds. Short,
 #: because it is how long SIGTERM takes to stop an idle loop; an idle tick costs ~50 µs.
 TICK = 0.1
-#: Tries of one reply the broker refuses, and the delay before the second (doubled after).
-REPLY_ATTEMPTS = 3
-REPLY_RETRY_DELAY = 0.5
 #: Pause before a delivery whose reply could not be published goes back to the queue.
 REQUEUE_DELAY = 5.0
 #: Longest delay before a request's next attempt, in seconds.
 MAX_RETRY_DELAY = 60.0
 #: Connection attempts at start-up before giving up with ExitCode.BROKER_UNREACHABLE.
 STARTUP_ATTEMPTS = 6
+#: Seconds past its bound a worker may run before the loop takes it as stuck.
+STUCK_GRACE = 60.0
 
 
-class _PublishingFailed(Exception):
-    """The publishing connection failed every attempt (not a refusal of the message)."""
+def reply_seconds(settings: Settings) -> float:
+    """The longest a worker may take from its request's end to its ack: every attempt of
+    every publication (a reply and a dead-letter copy), the waits between them, the ack."""
+    per_publication = REPLY_ATTEMPTS * settings.publish_timeout_seconds + REPLY_RETRY_DELAY * 2 ** REPLY_ATTEMPTS
+    return 2 * per_publication + REQUEUE_DELAY + 60
 
 
 @dataclass
 class _InFlight:
     delivery: Delivery
     stop: threading.Event = field(default_factory=threading.Event)
+    #: How the delivery was settled (None: not yet). Set before the broker is asked, so a
+    #: delivery whose settle failed half-way is never settled a second time.
+    settled: Settle | None = None
+    #: ``time.monotonic()`` by which the worker must be done with its current step.
+    busy_until: float = 0.0
 
 
 @dataclass
@@ -80,6 +96,7 @@ class Stats:
     reconnects: int = 0
     cancels: int = 0
     replies_dropped: int = 0
+    acks_unconfirmed: int = 0
 
     def count(self, status: str) -> None:
         attr = {"succeeded": "succeeded", "rejected": "rejected"}.get(status, "failed")
@@ -104,6 +121,9 @@ class Consumer:
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="job")
         self._taken = 0
         self._last_work = time.monotonic()
+        self._stuck_reported: set[int] = set()
+        self.replies = Replies(broker.publish, self.metrics, on_dropped=self._count_dropped)
+        self.sweep = Sweep(settings, handler, self.replies)
 
     # --- control
     def stop(self) -> None:
@@ -138,8 +158,13 @@ class Consumer:
                     self.broker.connect()
                     if not connected_once:
                         self._check_consumer_timeout()
+                        self.sweep.start()
                     connected_once, attempt = True, 0
                     self._consume()
+                except ConfigError as exc:
+                    self._abandon_all()
+                    log.error("%s", exc)
+                    return ExitCode.CONFIG
                 except BrokerError as exc:
                     self._abandon_all()
                     self.broker.close()
@@ -160,6 +185,7 @@ class Consumer:
                                     STARTUP_ATTEMPTS, delay)
                     self._stopping.wait(delay)
         finally:
+            self.sweep.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self.broker.close()
             self.broker.close_publisher()
@@ -185,7 +211,7 @@ class Consumer:
     # --- the loop, on the connection's thread
     def _consume(self) -> None:
         for delivery in self.broker.deliveries(inactivity_timeout=TICK):
-            self.heartbeat.beat()
+            self._beat()
             if delivery is not None:
                 self._start(delivery)
                 if self.settings.once:
@@ -222,10 +248,24 @@ class Consumer:
                     self.broker.pump(0.1)
                 return
             self.broker.pump(TICK)
+            self._beat()
+
+    def _beat(self) -> None:
+        """Stamp the heartbeat, unless a worker is stuck: then ``/healthz`` goes stale and
+        the pod is restarted (its deliveries go back to the queue, its Jobs are adopted)."""
+        now = time.monotonic()
+        with self._lock:
+            stuck = [item for item in self._inflight.values() if now > item.busy_until + STUCK_GRACE]
+        for item in stuck:
+            if id(item) not in self._stuck_reported:
+                self._stuck_reported.add(id(item))
+                log.error("the worker of delivery %s is stuck %.0f s past its bound: letting /healthz fail so the "
+                          "process is restarted", item.delivery.delivery_tag, now - item.busy_until)
+        if not stuck:
             self.heartbeat.beat()
 
     def _start(self, delivery: Delivery) -> None:
-        item = _InFlight(delivery)
+        item = _InFlight(delivery, busy_until=time.monotonic() + longest_delivery_seconds(self.settings))
         with self._lock:
             self._inflight[id(item)] = item
         if not self._taken:  # the benchmarks time cold start (process start → here) by this line
@@ -249,93 +289,83 @@ class Consumer:
         try:
             result: Result | None
             try:
-                result = self.handler.process(delivery.message, item.stop, emit=self._emit)
+                result = self.handler.process(delivery.message, item.stop, emit=self.replies.emit)
             except Interrupted:
-                log.info("delivery %s left unacked: the broker redelivers it and the Job is adopted",
-                         delivery.delivery_tag)
+                log.info("delivery %s left unacked: the broker redelivers it and the Job is adopted%s",
+                         delivery.delivery_tag, _expiry_note(delivery))
                 return
             except Exception as exc:  # noqa: BLE001 - transient trouble, or a bug once the Job may exist
                 result = self._retry_or_give_up(item, exc)
                 if result is None:
                     return
+            item.busy_until = time.monotonic() + reply_seconds(self.settings)
             try:
-                self._finish(delivery, result)
-            except _PublishingFailed as exc:
+                self._finish(item, result)
+            except PublishingFailed as exc:
                 self._requeue_later(item, exc)
-        except BrokerError as exc:
-            log.warning("could not settle delivery %s (%s): the broker redelivers it", delivery.delivery_tag, exc)
         except Exception as exc:  # noqa: BLE001 - a bug of ours: never leave the delivery unsettled
-            log.exception("unexpected error settling delivery %s", delivery.delivery_tag)
-            self._requeue_later(item, exc)
+            if item.settled is not None:
+                log.exception("unexpected error after delivery %s was settled (%s); nothing more to do",
+                              delivery.delivery_tag, item.settled.value)
+            else:
+                log.exception("unexpected error handling delivery %s", delivery.delivery_tag)
+                self._requeue_later(item, exc)
         finally:
             with self._lock:
                 self._inflight.pop(id(item), None)
+            self._stuck_reported.discard(id(item))
             self._last_work = time.monotonic()
             if self.settings.once or self._stopping.is_set():
                 self.broker.wake()
 
-    def _finish(self, delivery: Delivery, result: Result) -> None:
-        """Publish what finishes the request, then ack it; record the reply on the Job
-        only once the ack is in (a Job released earlier might be gone before a
-        redelivery could adopt it)."""
-        for pub in result.publications:
-            self._publish(pub)  # confirmed, or given up for good (the requester gone, the broker refusing)
-        self.broker.settle(delivery, Settle.ACK)
-        self.handler.replied(result)
-        self.metrics.replied(result.outcome)
-        self.stats.count(result.status)
-
-    def _emit(self, pub: Publication) -> None:
-        """A lifecycle event: one try; losing one is not worth holding the request."""
+    def _settle(self, item: _InFlight, how: Settle) -> bool:
+        """Settle the delivery, once; whether the broker took it (for an ack: processed it).
+        A delivery whose connection is gone is back with the broker already."""
+        delivery = item.delivery
+        if item.settled is not None:
+            log.error("delivery %s was settled already (%s); not settling it again (%s)", delivery.delivery_tag,
+                      item.settled.value, how.value)
+            return False
+        item.settled = how
         try:
-            self.broker.publish(pub)
-        except (BrokerError, ReplyUndeliverable) as exc:
-            log.info("lifecycle event to %s not delivered: %s", pub.routing_key, exc)
+            self.broker.settle(delivery, how)
+            return True
+        except BrokerError as exc:
+            log.warning("could not %s delivery %s (%s): the broker redelivers it if it had not processed it",
+                        how.value, delivery.delivery_tag, exc)
+            return False
 
-    def _publish(self, pub: Publication) -> None:
-        """Publish with confirms. A reply the broker refuses (a nack, or the connection
-        closed in answer to it) is retried, then dropped: retrying longer would not change
-        the broker's mind, and it must not hold the delivery. A publishing connection in
-        trouble (blocked, lost) raises ``_PublishingFailed`` after the same attempts: the
-        request is put back, and its redelivery adopts the Job and replies again."""
-        delay = REPLY_RETRY_DELAY
-        for attempt in range(1, REPLY_ATTEMPTS + 1):
-            try:
-                self.broker.publish(pub)
-                return
-            except ReplyUndeliverable as exc:
-                if not pub.may_be_unroutable:  # a dead-letter copy: its queue must exist, or nothing is kept
-                    raise _PublishingFailed(f"no queue {pub.routing_key!r} to keep the copy in: {exc}") from exc
-                log.warning("reply to %s dropped: %s (the requester is gone)", pub.routing_key, exc)
-                self.metrics.replies_dropped.labels("unroutable").inc()
-                self.stats.replies_dropped += 1
-                return
-            except BrokerError as exc:  # ReplyRefused too
-                if attempt == REPLY_ATTEMPTS:
-                    if not isinstance(exc, ReplyRefused):
-                        raise _PublishingFailed(f"publishing to {pub.routing_key}: {exc}") from exc
-                    log.error("reply to %s dropped after %d attempts (%s); the request is settled anyway",
-                              pub.routing_key, attempt, exc)
-                    self.metrics.replies_dropped.labels("refused").inc()
-                    self.stats.replies_dropped += 1
-                    return
-                log.warning("reply to %s not confirmed (%s); trying again in %.1f s", pub.routing_key, exc, delay)
-                time.sleep(delay)
-                delay *= 2
+    def _finish(self, item: _InFlight, result: Result) -> None:
+        """Publish what finishes the request, then ack it; record the reply on the Job once
+        the ack is in. Only an ack the broker confirmed lets the Job go: after an ack
+        whose fate is unknown the Job is kept (marked replied), so a redelivery adopts it
+        instead of running the work again."""
+        for pub in result.publications:
+            self.replies.send(pub, item.stop)  # confirmed, or given up for good (the requester gone, the broker refusing)
+        acked = self._settle(item, Settle.ACK)
+        if not acked:
+            self.stats.acks_unconfirmed += 1
+        try:  # after the ack, nothing may settle the delivery again: failures are only logged
+            self.handler.replied(result, release=acked)
+            self.metrics.replied(result.outcome)
+            self.stats.count(result.status)
+        except Exception:  # noqa: BLE001 - the requester has its answer; the Job is kept at worst
+            log.exception("delivery %s is answered and acked, but recording the reply failed",
+                          item.delivery.delivery_tag)
+
+    def _count_dropped(self) -> None:
+        self.stats.replies_dropped += 1
 
     def _requeue_later(self, item: _InFlight, error: BaseException) -> None:
         """Give the delivery back to the broker after a pause (never at once: no hot loop);
         its redelivery finds the Job by name and replies."""
         delivery = item.delivery
-        log.warning("delivery %s not finished (%s): requeueing it in %.0f s", delivery.delivery_tag, error,
-                    REQUEUE_DELAY)
+        log.warning("delivery %s not finished (%s): requeueing it in %.0f s%s", delivery.delivery_tag, error,
+                    REQUEUE_DELAY, _expiry_note(delivery))
         if item.stop.wait(REQUEUE_DELAY):
             return  # shutting down: left unacked, the broker redelivers it
-        try:
-            self.broker.settle(delivery, Settle.REQUEUE)
+        if self._settle(item, Settle.REQUEUE):
             self.stats.requeued += 1
-        except BrokerError as exc:
-            log.info("delivery %s is back with the broker anyway: %s", delivery.delivery_tag, exc)
 
     def _retry_or_give_up(self, item: _InFlight, error: Exception) -> Result | None:
         """Put the request back for a later attempt (None), or, after the last one, the
@@ -353,12 +383,21 @@ class Consumer:
             return None  # shutting down: left unacked, the broker redelivers it
         copy = self.handler.retry_copy(delivery.message, self.settings.exchange, self.settings.queue, attempt)
         try:
-            self.broker.publish(copy)
+            self.broker.publish(copy)  # one try: a copy refused or lost must never let the original go
         except (BrokerError, ReplyUndeliverable) as exc:
             log.warning("could not put delivery %s back (%s): requeueing it", delivery.delivery_tag, exc)
-            self.broker.settle(delivery, Settle.REQUEUE)
+            self._settle(item, Settle.REQUEUE)
         else:
-            self.broker.settle(delivery, Settle.ACK)
+            self._settle(item, Settle.ACK)
         self.stats.requeued += 1
         self.metrics.retries.inc()
         return None
+
+
+def _expiry_note(delivery: Delivery) -> str:
+    """For a log line: what becomes of a delivery left for the broker that carries an expiration."""
+    expiration = delivery.message.expiration_seconds
+    if expiration is None:
+        return ""
+    return (f" (it expires {expiration:g} s after it was published; if it does before a handler takes it again, "
+            "its Job is answered from the cluster once it ends)")

@@ -130,11 +130,32 @@ class RequestHandler:
         pubs = self._replies(encode(event), request.reply_to, request.correlation_id)
         return Result(outcome.status.value, pubs, request=request, outcome=outcome, reply=event)
 
-    def replied(self, result: Result) -> None:
+    def replied(self, result: Result, release: bool = True) -> None:
         """The terminal reply of ``result`` is confirmed: record it on the Job, so a handler
-        adopting the Job later knows (a backend without a durable record has no such step)."""
+        adopting the Job later knows (a backend without a durable record has no such step),
+        and with ``release`` let the Job go; without it the Job is kept for a redelivery
+        that may still come (the request's ack was not confirmed, or nobody holds it)."""
         if result.request is not None and result.outcome is not None:
-            self.backend.mark_replied(result.request, result.status)
+            self.backend.mark_replied(result.request, result.status, release=release)
+
+    def unanswered(self) -> list[Result]:
+        """The replies to Jobs whose requests left the queue unanswered (``core.unanswered``),
+        each Job claimed for this replica; publish them, then record them with
+        ``replied(result, release=False)``."""
+        results = []
+        for request, outcome in self.backend.unanswered(self.settings.unanswered_after_seconds):
+            log.warning("request %s: job %s %s %.0f s ago and nobody answered it: answering it from the Job",
+                        request.request_id, request.job_name, outcome.status.value,
+                        (self.clock() - outcome.completion_time).total_seconds() if outcome.completion_time else 0,
+                        extra=logs.context(request))
+            self.metrics.finished(outcome)
+            self.metrics.unanswered.inc()
+            event = reply_event(request, outcome, source=self.settings.event_source, namespace=self.backend.namespace,
+                                now=self.clock(), log_upload=upload_job_log(request, outcome, self.backend,
+                                                                            self.settings))
+            pubs = self._replies(encode(event), request.reply_to, request.correlation_id)
+            results.append(Result(outcome.status.value, pubs, request=request, outcome=outcome, reply=event))
+        return results
 
     def _cancel(self, message: Message) -> Result:
         """A cancel event: cancel the Job it names, tell the Job's requester ``cancelled``
@@ -188,11 +209,10 @@ class RequestHandler:
 
     def _stop_job(self, request: WorkRequest, reason: str) -> None:
         """Best effort: the requester was told ``failed``, so its Job (if one was created)
-        must not run on and write outputs nobody waits for."""
-        target = CancelRequest(request_id=request.request_id, job_name=request.job_name, reason=reason,
-                               event_id=request.identity, event_source=self.settings.event_source)
+        must not run on and write outputs nobody waits for. Its own Job only: a Job of the
+        same name made for another request is never touched."""
         try:
-            outcome = self.backend.cancel(target)
+            outcome = self.backend.stop(request, reason)
             log.info("request %s: %s", request.request_id, outcome.message, extra=logs.context(request))
         except WorkerError as exc:
             log.warning("request %s: could not stop its job %s: %s", request.request_id, request.job_name, exc,

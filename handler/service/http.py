@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -299,6 +300,14 @@ def _headers() -> dict[str, str]:
     return dict(request.headers.items())
 
 
+def _stop_reading(sock: socket.socket) -> None:
+    """End the connection from our side once its response is out: gunicorn reads EOF next."""
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass  # the client went first
+
+
 def create_app(settings: Settings | None = None, backend: JobBackend | None = None,
                metrics: Metrics | None = None) -> Flask:
     """The Flask app. Without settings they come from the environment (the gunicorn
@@ -331,6 +340,18 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
         return _json({"status": "unauthorized", "message": "this route needs an Authorization: Bearer <token> header"
                       + (" with a token this handler accepts" if given else "")},
                      401, {"WWW-Authenticate": challenge(invalid=given)})
+
+    @app.after_request
+    def no_keep_alive_after_an_error(response: Response) -> Response:
+        """An error may leave the request's body unread (a 401, 404, 405, 413, 415 answer
+        before it): gunicorn's gthread worker would then read the leftover on a request
+        thread and wait there, without a timeout, for the client's next request, so a few
+        clients holding their connections open would hold every thread. The connection of
+        an error is closed once the response is out."""
+        sock = request.environ.get("gunicorn.socket")
+        if response.status_code >= 400 and sock is not None:
+            response.call_on_close(lambda: _stop_reading(sock))
+        return response
 
     @app.post("/")
     def post() -> Response:

@@ -17,6 +17,7 @@ returned as ``LogUpload.error`` and the reply says so (``data.logUploadError``).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -94,10 +95,34 @@ def upload_job_log(request: WorkRequest, outcome: Outcome, source: LogSource, se
         return LogUpload(key, shown, error=f"the handler writes the Job's log only to its own S3 endpoint "
                                            f"({settings.s3_endpoint_url}) or to CLOUD_WORKER_ALLOWED_BUCKET_HOSTS, "
                                            f"and {whole.endpoint} is neither")
-    limit = settings.job_log_max_bytes
+    limit, budget = settings.job_log_max_bytes, settings.log_upload_timeout_seconds
+    open_ = opener or (lambda url, creds: open_bucket(url, creds, timeout=budget))
+    written: list[LogUpload] = []
+
+    def write() -> None:
+        written.append(_write(request, outcome, source, open_(whole, credentials), key, shown, limit))
+
+    # The whole step (reading the log, every attempt of the PUT) has one deadline: a bucket
+    # host that accepts connections and never answers must not hold the reply, nor the
+    # delivery past the broker's consumer timeout. Past it the upload is left to finish
+    # (or fail) on its own thread.
+    worker = threading.Thread(target=write, name=f"log-upload-{request.job_name}", daemon=True)
+    worker.start()
+    worker.join(budget)
+    if not written:
+        log.warning("request %s: writing the log of job %s to %s took longer than %g s: replying without it",
+                    request.request_id, request.job_name, shown, budget)
+        return LogUpload(key, shown, error=f"writing the Job's log to {shown} took longer than {budget:g} s "
+                                           "(CLOUD_WORKER_LOG_UPLOAD_TIMEOUT_SECONDS)")
+    return written[0]
+
+
+def _write(request: WorkRequest, outcome: Outcome, source: LogSource, bucket: Bucket, key: str, shown: str,
+           limit: int) -> LogUpload:
+    """Read the Job's log from ``source`` and put it in ``bucket``; never raises."""
     try:
         body, truncated = log_body(source.job_log(request, outcome, limit + 1), outcome, limit)
-        (opener or open_bucket)(whole, credentials).put_bytes(key, body, CONTENT_TYPE)
+        bucket.put_bytes(key, body, CONTENT_TYPE)
     except WorkerError as exc:
         log.warning("request %s: could not write the log of job %s to %s: %s", request.request_id,
                     request.job_name, shown, exc)

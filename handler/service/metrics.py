@@ -54,6 +54,9 @@ class Metrics:
         self.replies_dropped = Counter(
             "cloud_worker_replies_dropped", "Replies not delivered, by reason: unroutable (the requester's queue is "
             "gone) or refused (the broker nacked or closed every attempt).", ["reason"], registry=r)
+        self.unanswered = Counter(
+            "cloud_worker_unanswered_jobs", "Jobs answered from the cluster because their request left the queue "
+            "unanswered (it expired after going back to the queue, or its handler was killed).", registry=r)
         self.retries = Counter(
             "cloud_worker_request_retries", "Requests put back for another attempt after a transient failure or "
             "an unexpected error once their Job existed.", registry=r)

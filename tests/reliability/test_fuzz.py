@@ -52,7 +52,10 @@ class StubBackend:
     def cancel(self, target):
         return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for {target.target}")
 
-    def mark_replied(self, request, status):
+    def stop(self, request, reason):
+        return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for request {request.request_id}")
+
+    def mark_replied(self, request, status, release=True):
         pass
 
     def wake(self):

@@ -29,8 +29,17 @@ class StubBackend:
         self.cancelled = target
         return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for {target.target}")
 
-    def mark_replied(self, request, status) -> None:
+    def stop(self, request, reason):
+        """The request's own Job, stopped (recorded): nothing runs for long here either."""
+        self.stopped = (request, reason)
+        return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for request {request.request_id}")
+
+    def mark_replied(self, request, status, release=True) -> None:
         self.replied = (request.request_id, status)
+        self.released = release
+
+    def unanswered(self, after_seconds):
+        return []
 
     def wake(self) -> None: ...
 

@@ -19,13 +19,15 @@ SEED_REQUEST = {
 
 
 class Requester:
-    def __init__(self, amqp_url: str, queue: str, exchange: str = "mstc.exchange") -> None:
+    def __init__(self, amqp_url: str, queue: str, exchange: str = "mstc.exchange",
+                 queue_arguments: dict | None = None) -> None:
         self.queue = queue
         self.exchange = exchange
         self.connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         self.channel = self.connection.channel()
-        # The seed client's declaration, verbatim: durable, no arguments.
-        self.channel.queue_declare(queue=queue, durable=True)
+        # The seed client's declaration, verbatim: durable, no arguments (a quorum queue
+        # must be declared with its own, or RabbitMQ refuses the declaration).
+        self.channel.queue_declare(queue=queue, durable=True, arguments=queue_arguments)
         self.channel.exchange_declare(exchange, exchange_type="direct", durable=True)
         self.channel.queue_bind(queue, exchange, routing_key=queue)
         self.reply_queue = self.channel.queue_declare(queue="", exclusive=True).method.queue
@@ -34,13 +36,13 @@ class Requester:
 
     def publish(self, body: Any, *, correlation_id: str | None = "auto", reply_to: str | None = "auto",
                 content_type: str | None = "application/json", headers: dict | None = None,
-                message_id: str | None = None) -> str | None:
+                message_id: str | None = None, expiration: str | None = None) -> str | None:
         if correlation_id == "auto":
             correlation_id = uuid.uuid4().hex
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         props = pika.BasicProperties(
             content_type=content_type, correlation_id=correlation_id, message_id=message_id, headers=headers,
-            reply_to=self.reply_queue if reply_to == "auto" else reply_to, delivery_mode=2,
+            reply_to=self.reply_queue if reply_to == "auto" else reply_to, delivery_mode=2, expiration=expiration,
         )
         self.channel.basic_publish(self.exchange, self.queue, raw, props)
         return correlation_id
@@ -77,6 +79,15 @@ class Requester:
                 return found[0]
             self.collect(0.1)
         raise AssertionError(f"no terminal reply for {correlation_id} within {timeout} s; got {self.replies}")
+
+    def wait_replies(self, correlation_id: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """The first ``count`` terminal replies for ``correlation_id``."""
+        deadline = time.monotonic() + timeout
+        while len(self.terminal_replies_for(correlation_id)) < count and time.monotonic() < deadline:
+            self.collect(0.1)
+        found = self.terminal_replies_for(correlation_id)
+        assert len(found) >= count, f"{len(found)} of {count} replies for {correlation_id} within {timeout} s"
+        return found[:count]
 
     def queue_depth(self, queue: str | None = None) -> int:
         return self.channel.queue_declare(queue=queue or self.queue, passive=True).method.message_count

@@ -48,8 +48,17 @@ class JobBackend(Protocol):
         """Stop the Job ``target`` names, so that its follower replies ``cancelled``.
         Raises ``Transient`` when the cancel should be retried."""
 
-    def mark_replied(self, request: WorkRequest, status: str) -> None:
-        """Record, where the backend keeps durable state, that the terminal reply went out."""
+    def stop(self, request: WorkRequest, reason: str) -> CancelOutcome:
+        """Stop this request's own Job, if it has one (never a namesake made for another
+        request), as a cancel would. Raises ``Transient`` when it should be retried."""
+
+    def mark_replied(self, request: WorkRequest, status: str, release: bool = True) -> None:
+        """Record, where the backend keeps durable state, that the terminal reply went out;
+        with ``release``, let the Job go. Never raises."""
+
+    def unanswered(self, after_seconds: float) -> list[tuple[WorkRequest, Outcome]]:
+        """Jobs that ended ``after_seconds`` ago or more and that nobody answered, claimed for
+        this process to answer (a backend whose Jobs die with their handler has none)."""
 
     def wake(self) -> None:
         """Make waiting ``run`` calls look at ``stop`` now."""

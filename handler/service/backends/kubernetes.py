@@ -13,6 +13,7 @@ releases the finalizer of Jobs whose reply never came within the horizon.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 
 from handler.adapters.kube import Kube
 from handler.core.config import Settings
-from handler.core.errors import Interrupted, JobExists, JobFailedToStart, NotFound, Transient
+from handler.core.errors import Interrupted, JobExists, JobFailedToStart, NotFound, Transient, WorkerError
 from handler.core.events import ACCEPTED, STARTED
 from handler.core.manifest import (
     ANNOTATION_REPLIED,
@@ -60,6 +61,7 @@ from handler.core.outcome import (
     verdict_is_final,
 )
 from handler.core.request import WorkRequest
+from handler.core.unanswered import claim_patch, held_reply_patch, unanswered_outcome
 from handler.service import logs
 from handler.service.backends import JobView, Progress
 from handler.service.tracker import JobTracker, Snapshot, pod_job_name
@@ -95,6 +97,9 @@ class KubernetesBackend:
                                   jobs_selector=waiting_selector(settings))
         self._closing = threading.Event()
         self._janitor: threading.Thread | None = None
+        # Jobs this replica follows now (a Counter: two deliveries of one request may follow one Job).
+        self._following: collections.Counter[str] = collections.Counter()
+        self._following_lock = threading.Lock()
 
     def start(self) -> None:
         self.tracker.start()
@@ -179,7 +184,15 @@ class KubernetesBackend:
         if progress:
             progress(ACCEPTED, {})
         early_logs: dict[str, str] = {}
-        outcome = self._follow(request, stop, progress, early_logs)
+        with self._following_lock:
+            self._following[request.job_name] += 1
+        try:
+            outcome = self._follow(request, stop, progress, early_logs)
+        finally:
+            with self._following_lock:
+                self._following[request.job_name] -= 1
+                if self._following[request.job_name] <= 0:
+                    del self._following[request.job_name]
         if outcome.pod_name in early_logs:
             return outcome.with_log(early_logs[outcome.pod_name])
         return outcome.with_log(self.log_tail(outcome))
@@ -239,24 +252,62 @@ class KubernetesBackend:
                 return job
         return None
 
-    def mark_replied(self, request: WorkRequest, status: str) -> None:
-        """Record on the Job that its terminal reply was confirmed and let the Job go (remove
-        the reply finalizer), in one PATCH. Best effort: the Job may be gone already; one
-        left holding is released by a redelivery or, at worst, the janitor."""
+    def mark_replied(self, request: WorkRequest, status: str, release: bool = True) -> None:
+        """Record on the Job that its terminal reply was confirmed and, with ``release``,
+        let the Job go (remove the reply finalizer), in one PATCH. Without it the Job is
+        kept, still watched, so a redelivery that may yet come adopts it; the finalizer
+        horizon lets it go. Best effort: the Job may be gone already; one left holding is
+        released by a redelivery or, at worst, the janitor. Never raises."""
         try:
             job = self._job_of(request)
             for _ in range(PATCH_ATTEMPTS):
                 if job is None:
                     return
                 name = job["metadata"]["name"]
+                patch = replied_patch(job, status, request.identity) if release else \
+                    held_reply_patch(job, status, request.identity)
                 try:
-                    self.kube.patch_job(name, replied_patch(job, status, request.identity))
+                    self.kube.patch_job(name, patch)
                     return
                 except JobFailedToStart:  # a test failed: its finalizers changed meanwhile
                     job = self.kube.read_job(name)
             log.warning("could not mark job %s replied: it kept changing", request.job_name)
-        except (Transient, JobFailedToStart, NotFound) as exc:
+        except (WorkerError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # A 409, a body that is not JSON, a Job edited into another shape: the reply is
+            # out either way, and the Job is let go by a redelivery or the janitor.
             log.info("could not mark job %s replied: %s", request.job_name, exc)
+
+    def unanswered(self, after_seconds: float) -> list[tuple[WorkRequest, Outcome]]:
+        """The Jobs that ended (or were deleted) ``after_seconds`` ago or more without a
+        reply, that this replica does not follow, each claimed for this replica (see
+        ``core.unanswered``), with the request to answer and its outcome."""
+        now, found = utcnow(), []
+        with self._following_lock:
+            following = set(self._following)
+        for job in self.tracker.jobs():
+            name = job["metadata"]["name"]
+            if name in following or not owned(job, self.settings):
+                continue
+            snap = self.tracker.snapshot(name, pods=False)
+            outcome = unanswered_outcome(job, snap.pods, now, after_seconds)
+            if outcome is None:
+                continue
+            try:
+                claimed = self.kube.patch_job(name, claim_patch(job, now))
+            except (Transient, JobFailedToStart, NotFound) as exc:  # changed meanwhile: another replica, or gone
+                log.info("not answering job %s now: %s", name, exc)
+                continue
+            found.append((request_from_job(claimed), outcome.with_log(self.log_tail(outcome))))
+        return found
+
+    def stop(self, request: WorkRequest, reason: str) -> CancelOutcome:
+        """Stop this request's own Job (found as ``_job_of`` finds it: under its usual or
+        its distinct name, and only one recording this request and its work), never a
+        namesake of another request. Raises ``Transient`` (retry)."""
+        job = self._job_of(request)
+        if job is None:
+            return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for request {request.request_id}")
+        return self._cancel_job(job, reason)
 
     def cancel(self, target: CancelRequest) -> CancelOutcome:
         """Mark the named Job cancelled, then delete it (foreground: its pods stop now; the
@@ -277,16 +328,21 @@ class KubernetesBackend:
             job = None
         if job is None:
             return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no Job for {target.target}")
-        name = job["metadata"]["name"]
+        return self._cancel_job(job, target.reason)
+
+    def _cancel_job(self, job: dict, reason: str) -> CancelOutcome:
+        """Mark ``job`` cancelled and delete it, that very Job (by its uid: a namesake made
+        in between is left alone); a finished one is left as it is."""
+        name, uid = job["metadata"]["name"], job["metadata"].get("uid")
         annotations = job["metadata"].get("annotations") or {}
         if verdict(job) is not None or ANNOTATION_REPLIED in annotations:
             return CancelOutcome(CancelStatus.FINISHED, job, f"job {name} had already finished")
         try:
-            marked = self.kube.patch_job_annotations(name, cancel_annotations(target.reason))
-            self.kube.delete_job(name)
+            marked = self.kube.patch_job_annotations(name, cancel_annotations(reason), uid=uid)
+            self.kube.delete_job(name, uid=uid)
         except NotFound:
             return CancelOutcome(CancelStatus.NOT_FOUND, None, f"job {name} is gone")
-        log.info("cancelled job %s (%s)", name, target.reason)
+        log.info("cancelled job %s (%s)", name, reason)
         return CancelOutcome(CancelStatus.CANCELLED, marked, f"job {name} cancelled")
 
     # --- the finalizer janitor

@@ -210,8 +210,21 @@ class LocalBackend:
     def instrument(self, metrics: Any) -> None:
         """No counters of its own: the registry is in this process."""
 
-    def mark_replied(self, request: WorkRequest, status: str) -> None:
+    def mark_replied(self, request: WorkRequest, status: str, release: bool = True) -> None:
         """Nothing to record: local jobs live in this process's memory, not in a cluster."""
+
+    def unanswered(self, after_seconds: float) -> list[tuple[WorkRequest, Outcome]]:
+        """None: a local job ends with its handler, so no job outlives the one following it."""
+        return []
+
+    def stop(self, request: WorkRequest, reason: str) -> CancelOutcome:
+        """Stop the request's own running job (the one made for its identity), as a cancel does."""
+        with self._cond:
+            job = self._jobs.get(request.job_name)
+            if job is None or job.request.identity != request.identity:
+                return CancelOutcome(CancelStatus.NOT_FOUND, None, f"no local job for request {request.request_id}")
+        return self.cancel(CancelRequest(request_id=None, job_name=request.job_name, reason=reason,
+                                         event_id=request.identity, event_source=""))
 
     def job_log(self, request: WorkRequest, outcome: Outcome, limit_bytes: int) -> bytes | None:
         """The job's (last attempt's) output from its start, at most ``limit_bytes`` bytes,
