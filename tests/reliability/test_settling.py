@@ -11,6 +11,7 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from handler.core.manifest import ANNOTATION_REPLIED, FINALIZER
+from handler.service.consumer import REQUEUE_DELAY
 from tests.reliability.test_broker_policy import assert_queue_drained
 from tests.support.rabbit import close_handler_connections
 from tests.support.tcpproxy import SilentableProxy
@@ -36,7 +37,7 @@ def test_an_error_after_the_ack_is_only_logged_and_costs_no_other_request(handle
     cid = requester.submit(job_request("scenario/succeed:0.2"))
     assert requester.wait_reply(cid)["data"]["status"] == "succeeded"
     monkeypatch.setattr(handler.consumer.handler, "replied", real_replied)
-    time.sleep(1)  # a second settle would have closed the channel by now
+    time.sleep(REQUEUE_DELAY + 1)  # a nack of the acked tag would have closed the channel by now
     fakekube.finish(namespace, fakekube.created_jobs(namespace)[0])
     assert requester.wait_reply(other)["data"]["status"] == "succeeded"
     assert_queue_drained(requester.queue)
