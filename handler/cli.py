@@ -330,7 +330,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     settings = _tool_settings(args)
     logging.getLogger("handler.adapters.amqp").setLevel(logging.ERROR)  # its "connection lost" is ours to say
     try:
-        with Client(settings.amqp_url, settings.exchange, settings.queue) as client:
+        with Client(settings.amqp_url, settings.exchange, settings.queue,
+                    cancel_routing_key=settings.cancel_queue_name) as client:
             answer = client.cancel(args.target, args.reason, by_job_name=control.is_job_name(args.target),
                                    wait_seconds=args.wait_seconds)
     except BrokerError as exc:

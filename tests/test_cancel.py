@@ -4,9 +4,11 @@ deleting a running Job, with ``cancelled`` told to the requester and the cancell
 import json
 import logging
 import signal
+import time
 import uuid
 from datetime import UTC, datetime
 
+import pika
 import pytest
 
 from handler.core.config import Settings
@@ -191,3 +193,70 @@ def test_a_cancelled_request_redelivered_after_its_job_is_gone_does_not_run_agai
     assert len(fakekube.created_jobs(namespace)) == 1
     assert "adopting it" in caplog.text
     wait_until(lambda: fakekube.jobs(namespace) == [], "the replied job is let go")
+
+
+# --- the cancel lane: answered however busy the handler is, never acting late
+
+def client_for(rabbitmq, queue_name):
+    from handler.tools.client import Client
+
+    return Client(rabbitmq, "mstc.exchange", queue_name)
+
+
+@pytest.mark.integration
+def test_a_cancel_is_answered_while_every_slot_is_busy(handlers, requester, fakekube, namespace, rabbitmq,
+                                                       queue_name):
+    handlers.start()  # concurrency 1: one slot, taken by the held job
+    cid = requester.submit(job_request("scenario/hold"))
+    wait_until(lambda: fakekube.pods(namespace), "the job's pod runs")
+    waiting = requester.submit(job_request("scenario/succeed:0.1"))  # queued behind it
+    with client_for(rabbitmq, queue_name) as client:
+        answer = client.cancel(cid, "changed my mind", wait_seconds=10)
+    assert answer["data"]["status"] == "cancelled"
+    assert requester.wait_reply(cid)["data"]["status"] == "cancelled"
+    assert requester.wait_reply(waiting)["data"]["status"] == "succeeded"  # the slot freed, the queue moved on
+
+
+@pytest.mark.integration
+def test_a_request_sent_to_the_cancel_queue_is_rejected_not_run(handlers, requester, fakekube, namespace, queue_name):
+    handler = handlers.start()
+    wait_until(lambda: handler.consumer.broker.is_open, "the handler consumes both lanes")
+    requester.channel.basic_publish("mstc.exchange", f"{queue_name}.cancel", json.dumps(job_request("x")).encode(),
+                                    pika.BasicProperties(correlation_id="misrouted", reply_to=requester.reply_queue))
+    reply = requester.wait_reply("misrouted")
+    assert (reply["data"]["status"], reply["data"]["reason"]) == ("rejected", "NotACancel")
+    assert fakekube.created_jobs(namespace) == []
+
+
+@pytest.mark.integration
+def test_a_cancel_nobody_answered_in_time_never_acts_later(handlers, requester, fakekube, namespace, rabbitmq,
+                                                           queue_name):
+    from handler.tools.client import NoReply
+
+    first = handlers.start()
+    cid = requester.submit(job_request("scenario/hold"))
+    wait_until(lambda: fakekube.pods(namespace), "the job's pod runs")
+    first.stop()  # nobody consumes now; the request goes back to the queue, its Job runs on
+    with client_for(rabbitmq, queue_name) as client, pytest.raises(NoReply):
+        client.cancel(cid, wait_seconds=1)
+    time.sleep(1.5)  # past the cancel's expiration
+    handlers.start()
+    job_name = fakekube.created_jobs(namespace)[0]
+    fakekube.finish(namespace, job_name)
+    assert requester.wait_reply(cid)["data"]["status"] == "succeeded"  # never cancelled
+    assert requester.queue_depth(f"{queue_name}.cancel") == 0
+
+
+@pytest.mark.integration
+def test_a_busy_local_handler_answers_a_cancel_and_stops_the_running_job(handlers, requester, rabbitmq, queue_name,
+                                                                         tmp_path):
+    images = tmp_path / "images.toml"
+    images.write_text('[images."local/sleep"]\ncommand = ["sleep", "60"]\n')
+    proc = handlers.spawn(backend="local", local_images=str(images))
+    cid = requester.submit(job_request("local/sleep"))
+    time.sleep(2)  # the one slot takes it
+    with client_for(rabbitmq, queue_name) as client:
+        answer = client.cancel(cid, "stop it", wait_seconds=20)
+    assert answer["data"]["status"] == "cancelled", handlers.log_of()
+    assert requester.wait_reply(cid)["data"]["status"] == "cancelled"
+    assert proc.poll() is None

@@ -24,6 +24,7 @@ broker is unreachable".
 
 from __future__ import annotations
 
+import collections
 import enum
 import json
 import logging
@@ -65,6 +66,19 @@ REPLY_ATTEMPTS = 3
 #: Reply codes of a declaration the operator must fix: access refused, and a queue or
 #: exchange that exists with other properties.
 DECLARE_REFUSALS = (403, 406)
+
+
+class Lane(enum.Enum):
+    """The queues the handler consumes, each with a prefetch of its own: the work queue
+    (as many deliveries as requests it runs at once) and the cancel queue, so that a
+    cancel is never stuck behind the requests it may be about."""
+
+    WORK = "work"
+    CANCEL = "cancel"
+
+
+#: Cancel events one handler holds at once (they take an API call or two each).
+CANCEL_PREFETCH = 4
 
 
 class Settle(enum.Enum):
@@ -115,8 +129,8 @@ def ensure_queue(connection: pika.BlockingConnection, name: str, arguments: dict
 
 def declare_work_queue(connection: pika.BlockingConnection, exchange: str, queue_name: str,
                        arguments: dict[str, Any] | None = None) -> BlockingChannel:
-    """The exchange, the work queue (as it exists, or created with ``arguments``) and the
-    binding by the queue's own name; an open channel. ``ConfigError`` for a declaration
+    """The exchange, a queue bound to it by its own name (the work queue, the cancel queue:
+    as it exists, or created with ``arguments``); an open channel. ``ConfigError`` for a declaration
     the broker refuses (403, 406), naming the queue and the broker's reason."""
     try:
         declare_exchange(connection, exchange).close()
@@ -303,6 +317,8 @@ class Delivery:
     redelivered: bool
     #: Which connection delivered it: a tag is meaningless on any other connection.
     generation: int
+    #: The lane it came on: ``Lane.WORK`` (requests) or ``Lane.CANCEL`` (cancel events).
+    lane: Lane = Lane.WORK
 
 
 def _publish(channel: BlockingChannel, pub: Publication) -> None:
@@ -334,6 +350,7 @@ class Broker:
         self._link: Link | None = None
         self._channel: BlockingChannel | None = None
         self._consumer_arguments: dict[str, int] | None = None
+        self._consumer_tags: list[str] = []
         self.publisher = Publisher(settings)
 
     # --- connection (on the consuming thread)
@@ -343,7 +360,6 @@ class Broker:
         connection = connect(self.settings.amqp_url, CONNECTION_NAME)
         try:
             channel = self._declare_topology(connection)
-            channel.basic_qos(prefetch_count=self.settings.concurrency)
         except ConfigError:
             Link(connection).close()
             raise
@@ -368,7 +384,8 @@ class Broker:
         s = self.settings
         arguments = queue_arguments(s.queue_type, s.delivery_limit)
         channel = declare_work_queue(connection, s.exchange, s.queue, arguments)
-        queues = [s.queue]
+        declare_work_queue(connection, s.exchange, s.cancel_queue_name, arguments).close()
+        queues = [s.queue, s.cancel_queue_name]
         if s.dead_letter_queue:
             try:
                 ensure_queue(connection, s.dead_letter_queue, arguments).close()
@@ -407,27 +424,49 @@ class Broker:
 
     # --- consuming (on the connection's thread only)
     def deliveries(self, inactivity_timeout: float) -> Iterator[Delivery | None]:
-        """Deliveries as they come; ``None`` after each ``inactivity_timeout`` seconds of quiet.
-        A lost connection raises ``BrokerError`` and fails every pending ``call``."""
+        """Deliveries of both lanes as they come; ``None`` after each ``inactivity_timeout``
+        seconds of quiet. Ends when the broker cancels a consumer (its queue deleted, a
+        node lost). A lost connection raises ``BrokerError`` and fails every pending ``call``."""
         link, channel = self._require()
+        arrived: collections.deque[Delivery] = collections.deque()
+        cancelled: list[Any] = []
+        generation = self.generation
+
+        def on_message(lane: Lane) -> Callable[..., None]:
+            def take(_channel: Any, method: Any, props: pika.BasicProperties, body: bytes) -> None:
+                arrived.append(Delivery(message(props, body), method.delivery_tag, method.redelivered, generation,
+                                        lane))
+            return take
+
+        s = self.settings
+        lanes = ((Lane.WORK, s.queue, s.concurrency, self._consumer_arguments),
+                 (Lane.CANCEL, s.cancel_queue_name, CANCEL_PREFETCH, None))
         try:
-            for method, props, body in channel.consume(self.settings.queue, inactivity_timeout=inactivity_timeout,
-                                                       arguments=self._consumer_arguments):
-                if method is None:
+            channel.add_on_cancel_callback(cancelled.append)
+            self._consumer_tags = []
+            for lane, queue, prefetch, arguments in lanes:
+                channel.basic_qos(prefetch_count=prefetch)  # per consumer: it applies to the next basic.consume
+                self._consumer_tags.append(channel.basic_consume(queue, on_message(lane), arguments=arguments))
+            while not cancelled:
+                if not arrived:
+                    link.connection.process_data_events(time_limit=inactivity_timeout)
+                if not arrived:
                     yield None
-                else:
-                    yield Delivery(message(props, body), method.delivery_tag, method.redelivered, self.generation)
+                while arrived and not cancelled:
+                    yield arrived.popleft()
         except PIKA_ERRORS as exc:
             raise link.lost(exc) from exc
 
     def stop_consuming(self) -> None:
-        """Stop deliveries; what was delivered and not yet acked stays ours until close."""
+        """Stop deliveries on both lanes; what was delivered and not yet acked stays ours until close."""
         link, channel = self._require()
         try:
-            if channel.is_open:
-                channel.cancel()
+            for tag in self._consumer_tags:
+                if channel.is_open:
+                    channel.basic_cancel(tag)
         except PIKA_ERRORS as exc:
             raise link.lost(exc) from exc
+        self._consumer_tags = []
 
     def pump(self, seconds: float) -> None:
         """Run I/O and handed-over calls for a while (after consuming stopped)."""

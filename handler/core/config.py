@@ -102,6 +102,13 @@ class Settings:
         "clients declare it.",
         commands=CONSUME + CANCEL,
     )
+    cancel_queue: str = _setting(
+        "",
+        "Queue of cancel events, bound to the exchange by its own name and consumed beside the work queue on a "
+        "lane of its own, so that a cancel is answered however busy the handler is. Empty: the work queue's name "
+        "followed by .cancel.",
+        commands=CONSUME + CANCEL,
+    )
     dead_letter_queue: str = _setting(
         "", "Durable queue that receives a copy of every rejected request. Empty: no copy is kept.", commands=CONSUME
     )
@@ -476,6 +483,10 @@ class Settings:
         if not values.get("namespace"):
             values["namespace"] = _default_namespace()
         return cls(**values)
+
+    @property
+    def cancel_queue_name(self) -> str:
+        return self.cancel_queue or f"{self.queue}.cancel"
 
     @property
     def job_resources_spec(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from handler.adapters.amqp import REPLY_ATTEMPTS, Broker, Delivery, Settle, longest_delivery_seconds
+from handler.adapters.amqp import REPLY_ATTEMPTS, Broker, Delivery, Lane, Settle, longest_delivery_seconds
 from handler.core.config import Settings
 from handler.core.errors import BrokerError, ConfigError, Interrupted, ReplyUndeliverable, Transient
 from handler.core.exitcodes import ExitCode
@@ -63,6 +63,8 @@ REQUEUE_DELAY = 5.0
 MAX_RETRY_DELAY = 60.0
 #: Connection attempts at start-up before giving up with ExitCode.BROKER_UNREACHABLE.
 STARTUP_ATTEMPTS = 6
+#: Threads answering cancels, beside the Jobs' (a cancel costs an API call or two).
+CANCEL_THREADS = 2
 #: Seconds past its bound a worker may run before the loop takes it as stuck.
 STUCK_GRACE = 60.0
 
@@ -119,6 +121,8 @@ class Consumer:
         self._lock = threading.Lock()
         self._inflight: dict[int, _InFlight] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="job")
+        # Cancels have threads of their own: one is answered however many Jobs are followed.
+        self._cancel_pool = ThreadPoolExecutor(max_workers=CANCEL_THREADS, thread_name_prefix="cancel")
         self._taken = 0
         self._last_work = time.monotonic()
         self._stuck_reported: set[int] = set()
@@ -187,6 +191,7 @@ class Consumer:
         finally:
             self.sweep.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._cancel_pool.shutdown(wait=True, cancel_futures=True)
             self.broker.close()
             self.broker.close_publisher()
             log.info("consumer stopped: %s", self.stats)
@@ -214,7 +219,7 @@ class Consumer:
             self._beat()
             if delivery is not None:
                 self._start(delivery)
-                if self.settings.once:
+                if self.settings.once and delivery.lane is Lane.WORK:
                     break
             if self._stopping.is_set() or self._idle_expired():
                 self._stopping.set()
@@ -268,10 +273,13 @@ class Consumer:
         item = _InFlight(delivery, busy_until=time.monotonic() + longest_delivery_seconds(self.settings))
         with self._lock:
             self._inflight[id(item)] = item
+        self.stats.received += 1
+        if delivery.lane is Lane.CANCEL:
+            self._cancel_pool.submit(self._handle, item)
+            return
         if not self._taken:  # the benchmarks time cold start (process start → here) by this line
             log.info("first delivery received")
         self._taken += 1
-        self.stats.received += 1
         self._pool.submit(self._handle, item)
 
     def _abandon_all(self) -> None:
@@ -289,7 +297,10 @@ class Consumer:
         try:
             result: Result | None
             try:
-                result = self.handler.process(delivery.message, item.stop, emit=self.replies.emit)
+                if delivery.lane is Lane.CANCEL:
+                    result = self.handler.process_cancel(delivery.message)
+                else:
+                    result = self.handler.process(delivery.message, item.stop, emit=self.replies.emit)
             except Interrupted:
                 log.info("delivery %s left unacked: the broker redelivers it and the Job is adopted%s",
                          delivery.delivery_tag, _expiry_note(delivery))

@@ -33,7 +33,7 @@ from handler.core.events import (
     reply_event,
 )
 from handler.core.manifest import cancelled_outcome, request_from_job
-from handler.core.messages import CancelRequest, CancelStatus, Message, Publication
+from handler.core.messages import CANCEL_TYPE, CancelRequest, CancelStatus, Message, Publication
 from handler.core.outcome import Outcome, Status, utcnow
 from handler.core.request import WorkRequest, is_cancel, parse_cancel, parse_request, request_identity
 from handler.service import logs, tracing
@@ -129,6 +129,15 @@ class RequestHandler:
                             now=self.clock(), log_upload=upload_job_log(request, outcome, self.backend, self.settings))
         pubs = self._replies(encode(event), request.reply_to, request.correlation_id)
         return Result(outcome.status.value, pubs, request=request, outcome=outcome, reply=event)
+
+    def process_cancel(self, message: Message) -> Result:
+        """A message of the cancel lane: a cancel event, answered at once; anything else is
+        ``rejected`` (a request sent to the cancel queue is not run from there)."""
+        if not is_cancel(message):
+            return self._rejected(message, Rejected(
+                "type", "NotACancel", f"the cancel queue takes cancel events ({CANCEL_TYPE}) only; send requests to "
+                f"the work queue {self.settings.queue}"))
+        return self._cancel(message)
 
     def replied(self, result: Result, release: bool = True) -> None:
         """The terminal reply of ``result`` is confirmed: record it on the Job, so a handler

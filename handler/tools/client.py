@@ -39,7 +39,7 @@ from handler.adapters.amqp import ClientLink
 from handler.adapters.storage import S3Credentials, open_bucket
 from handler.core.bucketurl import BucketUrl, parse_bucket_url
 from handler.core.config import Settings
-from handler.core.errors import BrokerError, WorkerError
+from handler.core.errors import BrokerError, ReplyUndeliverable, WorkerError
 from handler.core.messages import CANCEL_TYPE, Message, Publication
 from handler.core.request import PROGRESS_HEADER, parse_request
 
@@ -93,12 +93,15 @@ class Reply:
 class Client:
     def __init__(self, amqp_url: str = DEFAULT_AMQP_URL, exchange: str = _DEFAULTS.exchange,
                  routing_key: str = _DEFAULTS.queue, *, credentials: S3Credentials | None = None,
-                 environ: Mapping[str, str] | None = None, settings: Settings | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, settings: Settings | None = None,
+                 cancel_routing_key: str | None = None) -> None:
         self.amqp_url = amqp_url
         #: What the requests are checked against before anything is uploaded (the handler's defaults).
         self.settings = settings or Settings()
         self.exchange = exchange
         self.routing_key = routing_key
+        #: The handlers' cancel queue (CLOUD_WORKER_CANCEL_QUEUE): a lane of its own, answered however busy they are.
+        self.cancel_routing_key = cancel_routing_key or f"{routing_key}.cancel"
         self._credentials = credentials
         self._environ = environ
         self._link: _Link | None = None
@@ -194,16 +197,25 @@ class Client:
                  "datacontenttype": "application/json", "data": data}
         link = self._current_link()
         mailbox = link.open_mailbox(event_id)
+        body = json.dumps(event).encode()
         try:
-            link.publish(json.dumps(event).encode(), event_id, with_reply=True,
-                         content_type="application/cloudevents+json", progress=False)
+            # Expiring with the wait: a cancel nobody answered in time is dropped by the broker,
+            # never acted on later, when nobody expects it.
+            try:
+                link.publish(body, event_id, with_reply=True, content_type="application/cloudevents+json",
+                             progress=False, routing_key=self.cancel_routing_key, expiration_seconds=wait_seconds)
+            except ReplyUndeliverable:  # no cancel queue: handlers older than the cancel lane
+                log.info("no queue %s: sending the cancel to the work queue", self.cancel_routing_key)
+                link.publish(body, event_id, with_reply=True, content_type="application/cloudevents+json",
+                             progress=False, expiration_seconds=wait_seconds)
             log.info("cancel of %s sent (event %s)", target, event_id)
             give_up = None if wait_seconds is None else time.monotonic() + wait_seconds
             while True:
                 left = None if give_up is None else give_up - time.monotonic()
                 if left is not None and left <= 0:
                     raise NoReply(f"no answer to the cancel of {target} within {wait_seconds:g} s (is a handler "
-                                  "consuming the queue? a busy one answers once a slot is free)")
+                                  f"consuming {self.cancel_routing_key}?); it was dropped unanswered and will not "
+                                  "act later")
                 try:
                     item = mailbox.get(timeout=left)
                 except queue.Empty:
@@ -283,9 +295,9 @@ class _Link:
             self._mailboxes.pop(correlation_id, None)
 
     def publish(self, body: bytes, request_id: str, with_reply: bool, expiration_seconds: float | None = None,
-                content_type: str = "application/json", progress: bool = True) -> None:
+                content_type: str = "application/json", progress: bool = True, routing_key: str | None = None) -> None:
         self.amqp.publish(Publication(
-            self.amqp.exchange, self.amqp.routing_key, body, content_type, request_id,
+            self.amqp.exchange, routing_key or self.amqp.routing_key, body, content_type, request_id,
             {PROGRESS_HEADER: "true"} if with_reply and progress else {}, message_id=request_id,
             reply_to=self.amqp.reply_queue if with_reply else None, expiration_seconds=expiration_seconds))
 

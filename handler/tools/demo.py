@@ -199,7 +199,8 @@ class Demo:
     def _delete_queue(self) -> None:
         from handler.adapters.amqp import delete_queue
 
-        delete_queue(self.settings.amqp_url, self.settings.queue)
+        for queue in (self.settings.queue, self.settings.cancel_queue_name):
+            delete_queue(self.settings.amqp_url, queue)
 
 
 def broker_advice(amqp_url: str, error: Exception) -> str:

@@ -106,6 +106,6 @@ class HandlerFactory:
                 handle.stop()
         connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
         channel = connection.channel()
-        for queue in {self.queue, *self.extra_queues}:
+        for queue in {self.queue, f"{self.queue}.cancel", *self.extra_queues}:
             channel.queue_delete(queue)
         connection.close()
