@@ -231,7 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
     _log_settings(settings)
-    if not reachable(settings):
+    if not reachable(settings, os.environ):
         log.error("the Kubernetes API server cannot be reached (check KUBECONFIG or the in-cluster service account)")
         return ExitCode.KUBE_UNREACHABLE
     busy = _port_in_use(settings.http_port)
@@ -283,12 +283,18 @@ def _tool_settings(args: argparse.Namespace) -> Settings:
     return _settings(args)
 
 
+def _backend_chosen(args: argparse.Namespace) -> bool:
+    """The user named the backend (``--backend`` or CLOUD_WORKER_BACKEND); else the tools find it."""
+    return getattr(args, "backend", None) is not None or "CLOUD_WORKER_BACKEND" in os.environ
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from handler.service.runtime import open_for_inspection
     from handler.tools import control
 
     settings = _tool_settings(args)
     try:
-        backend = control.inspecting_backend(settings, os.environ)
+        backend = open_for_inspection(settings, os.environ, args.request_id, chosen=_backend_chosen(args))
     except Transient as exc:
         return _fail(args, ExitCode.KUBE_UNREACHABLE, f"the Kubernetes API server cannot be reached: {exc} (check "
                      "KUBECONFIG or --kubeconfig)")
@@ -304,13 +310,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from handler.service.runtime import open_for_inspection
     from handler.tools import control
 
     settings = _tool_settings(args)
     try:
-        backend = control.inspecting_backend(settings, os.environ)
+        backend = open_for_inspection(settings, os.environ, args.target, chosen=_backend_chosen(args))
         try:
-            code = control.print_log(backend, settings, args.target, sys.stdout, follow=args.follow)
+            code = control.print_log(backend, args.target, sys.stdout, follow=args.follow)
         finally:
             backend.close()
     except Transient as exc:

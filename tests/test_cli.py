@@ -293,6 +293,9 @@ def test_status_logs_and_cancel_reach_a_local_job_and_submit_exits_cancelled(loc
     assert doc["requestId"] == request_id and re.fullmatch(r"talk-[0-9a-f]{10}", doc["jobName"])
     wait_until(lambda: "line 3\n" in cloud_worker("logs", request_id, env=env).stdout, "the log grows")
     assert cloud_worker("logs", doc["jobName"], env=env).stdout.startswith("line 0\nline 1\n")  # by job name too
+    unsaid = {k: v for k, v in env.items() if k != "CLOUD_WORKER_BACKEND"}  # found by the handler running here
+    assert json.loads(cloud_worker("status", request_id, env=unsaid).stdout)["jobName"] == doc["jobName"]
+    assert cloud_worker("logs", request_id, env=unsaid).stdout.startswith("line 0\n")
 
     follower = subprocess.Popen([sys.executable, "-m", "handler.cli", "logs", "-f", request_id], cwd=REPO, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -327,9 +330,11 @@ def test_the_tools_say_when_there_is_no_such_request(local_consumer):
 
 
 @pytest.mark.integration
-def test_submit_follow_streams_the_log_while_it_waits(local_consumer, s3_endpoint, tmp_path):
+def test_submit_follow_finds_the_local_handler_and_streams_the_log_while_it_waits(local_consumer, s3_endpoint,
+                                                                                  tmp_path):
     bucket = s3_endpoint.bucket_url(f"cli-{uuid.uuid4().hex[:8]}")
-    submitting, _ = start_submit(local_consumer, tmp_path, "--image", "mstc/python-test", "--job-name", "followed",
+    unsaid = {k: v for k, v in local_consumer.items() if k != "CLOUD_WORKER_BACKEND"}
+    submitting, _ = start_submit(unsaid, tmp_path, "--image", "mstc/python-test", "--job-name", "followed",
                                  "--bucket-url", bucket, "--follow")
     code, _, err = finish(submitting, 60)
     assert code == 0, err

@@ -188,16 +188,21 @@ class LogFollower:
 
     def _run(self) -> None:
         from handler.core.errors import WorkerError
+        from handler.service.runtime import open_for_inspection
         from handler.tools import control
 
         try:
-            backend = control.inspecting_backend(self.settings, self.environ)
+            backend = open_for_inspection(self.settings, self.environ, self.request_id,
+                                          chosen="CLOUD_WORKER_BACKEND" in self.environ)
             try:
                 for _ in range(60):  # the handler says "accepted" just before the job is written down
                     if backend.lookup(self.request_id) is not None:
                         break
                     threading.Event().wait(0.5)
-                control.print_log(backend, self.settings, self.request_id, self, follow=True)
+                if control.print_log(backend, self.request_id, self, follow=True) == ExitCode.NOT_FOUND:
+                    self.display.line(f"cannot follow the job's log: request {self.request_id} has no job in "
+                                      f"{backend.namespace!r} (CLOUD_WORKER_BACKEND, CLOUD_WORKER_NAMESPACE and "
+                                      "CLOUD_WORKER_LOCAL_STATE_DIR say where to look)")
             finally:
                 backend.close()
         except (WorkerError, OSError) as exc:

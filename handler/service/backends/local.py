@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,14 +117,25 @@ class LocalBackend:
         self._cond = threading.Condition()
         self._jobs: dict[str, _LocalJob] = {}
         self._closed = False
+        self._started = False
         self._counts: collections.Counter[str] = collections.Counter()
 
     # --- JobBackend
     def start(self) -> None:
         self.state.claim()
+        self._started = True
         log.info("local backend: jobs written down in %s", self.state.root)
         log.info("local backend: %d image(s) mapped by %s: %s", len(self.images.names()), self.images.source,
                  ", ".join(self.images.names()))
+
+    def inspect(self) -> None:
+        """Nothing to open: ``lookup`` and ``log_stream`` read the state folder as they go."""
+
+    def reachable(self) -> bool:
+        return True
+
+    def log_stream(self, job_name: str, follow: bool) -> Iterator[bytes]:
+        return self.state.log_stream(job_name, follow)
 
     def ready(self) -> bool:
         return not self._closed
@@ -149,7 +160,8 @@ class LocalBackend:
         for closer in self._closers:
             closer()
         self.state.release()
-        log.info("local backend closed: %s", dict(self._counts) or "no jobs")
+        if self._started:
+            log.info("local backend closed: %s", dict(self._counts) or "no jobs")
 
     def run(self, request: WorkRequest, stop: threading.Event, progress: Progress | None = None) -> Outcome:
         name = request.job_name
