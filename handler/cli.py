@@ -75,7 +75,7 @@ COMMANDS = {
 SUBMIT_DESCRIPTION = """\
 Upload the inputs, send a work request, wait for the reply and download the outputs.
 
-The request id is printed at once (cancel with `cloud-worker cancel <request id>`).
+The request id is printed once the request is sent (cancel with `cloud-worker cancel <request id>`).
 Progress goes to stderr (a live status line on a terminal, plain lines otherwise);
 the reply event goes to stdout as JSON, so `cloud-worker submit ... | jq .data` works.
 The request is checked as the handler checks it before anything is uploaded."""

@@ -217,7 +217,7 @@ def test_submit_to_an_s3_endpoint_that_is_down_is_one_line_and_exit_9(tmp_path, 
     assert done.returncode == ExitCode.STORAGE, done.stderr
     assert "Traceback" not in done.stderr and "Retrying" not in done.stderr and "urllib3" not in done.stderr
     [line] = [x for x in done.stderr.splitlines() if x.startswith("cloud-worker submit:")]
-    assert "endpoint unreachable" in line
+    assert "is unreachable (connection refused)" in line
 
 
 def test_a_missing_bucket_suggests_create_buckets(tmp_path, rabbitmq, s3_endpoint):
@@ -265,12 +265,12 @@ def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
 
 
 def start_submit(env, tmp_path, *args: str) -> tuple[subprocess.Popen, str]:
-    """``cloud-worker submit`` in the background; returns it and the request id it printed at once."""
+    """``cloud-worker submit`` in the background; returns it and the request id it printed once it was sent."""
     (tmp_path / "in.txt").write_text("x")
     proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "submit", "--input", str(tmp_path / "in.txt"),
                              "--create-buckets", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    seen = [proc.stderr.readline(), proc.stderr.readline()]  # "uploading inputs", then the id, before any upload
+    seen = [proc.stderr.readline() for _ in range(3)]  # "uploading inputs", "inputs uploaded", then the id
     match = re.search(r"^request ([0-9a-f]{32}) \(cancel it with: cloud-worker cancel \1\)$", "".join(seen), re.M)
     if not match:
         proc.kill()

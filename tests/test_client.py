@@ -114,7 +114,7 @@ def test_inputs_land_under_the_requests_own_prefix_and_the_outputs_come_back(loc
         f"runs/{rid}/input/a.txt", f"runs/{rid}/input/extra.csv", f"runs/{rid}/input/sub/b.txt",
         f"runs/{rid}/output/result.txt",
     ], bucket
-    assert states == ["checked", "uploaded", "published", "accepted", "started", "succeeded"]
+    assert states == ["checked", "uploading", "uploaded", "published", "accepted", "started", "succeeded"]
     assert [e["type"] for e in reply.events] == [ACCEPTED, STARTED]
     assert reply.downloaded == ((tmp_path / "out" / "result.txt").resolve(),)
     result = (tmp_path / "out" / "result.txt").read_text()

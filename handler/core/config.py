@@ -426,7 +426,7 @@ class Settings:
                 try:
                     values[f.name] = f.metadata["parse"](environ[name])
                 except ValueError as exc:
-                    raise ConfigError(f"{name}={environ[name]!r}: {exc}") from exc
+                    raise ConfigError(f"{name}={environ[name]!r}: {_expected(f.metadata['parse'], exc)}") from exc
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         if not values.get("namespace"):
             values["namespace"] = _default_namespace()
@@ -469,6 +469,15 @@ class Settings:
         if named_buckets:
             return self.minio_root_user or "minioadmin", self.minio_root_password or "minioadmin"
         return None
+
+
+def _expected(parse: Callable[[str], Any], exc: ValueError) -> str:
+    """What a value should have been, in words a person acts on (not Python's
+    ``invalid literal for int() with base 10``)."""
+    words = {int: "expected a whole number, such as 4", float: "expected a number, such as 2.5",
+             _int_csv: "expected whole numbers separated by commas, such as 2,64",
+             _json_text: 'expected a JSON object, such as {"limits": {"memory": "512Mi"}}'}
+    return words.get(parse, str(exc))
 
 
 def env_name(f: dataclasses.Field[Any]) -> str:
