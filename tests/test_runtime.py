@@ -125,3 +125,18 @@ def test_a_local_jobs_log_is_streamed_and_followed_until_it_ends(tmp_path):
     assert state.knows(name) and not state.knows("another-job")
     with pytest.raises(NotFound):
         list(state.log_stream("another-job", follow=False))
+
+
+def test_a_handler_without_bucket_credentials_says_at_start_up_that_log_objects_will_be_missing(caplog):
+    from handler.service.runtime import Runtime
+    from tests.support.backends import StubBackend
+
+    with caplog.at_level("WARNING", logger="handler.service.runtime"):
+        Runtime.open(Settings.from_env({}), {}, backend=StubBackend(None))
+    assert any("no bucket credentials" in r.getMessage() and "logUploadError" in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="handler.service.runtime"):
+        Runtime.open(Settings.from_env({"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}), {},
+                     backend=StubBackend(None))
+    assert not any("no bucket credentials" in r.getMessage() for r in caplog.records)

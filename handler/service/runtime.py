@@ -97,6 +97,11 @@ class Runtime:
         if backend is None:
             backend = open_backend(settings, environ)
             backend.start()
+        if settings.s3_keys(named_buckets=False) is None:
+            log.warning("no bucket credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or MINIO_ROOT_USER/"
+                        "MINIO_ROOT_PASSWORD): the Job's log object is written only for requests that name their "
+                        "buckets (with the original's minioadmin keys); the replies to the others say so "
+                        "(logUploadError)")
         metrics = metrics or Metrics()
         backend.instrument(metrics)
         handler = RequestHandler(settings, backend, metrics=metrics)
