@@ -71,6 +71,13 @@ ANNOTATION_REPLIED = f"{GROUP}/replied"
 #: Set (to the reason) by a cancel just before it deletes the Job, so whoever follows the
 #: Job reports ``cancelled`` rather than "deleted by someone else" (see ``RequestHandler.cancel`` and the README's "Cancel").
 ANNOTATION_CANCELLED = f"{GROUP}/cancelled"
+#: Where a job's container says why it failed: Kubernetes' default terminationMessagePath
+#: (the kubelet makes the file and copies it into the pod's ``terminated.message``), the
+#: variable that names another file instead (the local backend sets it), and as much of
+#: it as the kubelet reads.
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LOG_VARIABLE = "MSTC_TERMINATION_LOG"
+TERMINATION_MESSAGE_BYTES = 4096
 
 
 def selector(settings: Settings) -> str:

@@ -154,6 +154,10 @@ class LocalState:
         (folder / "log").touch()
         return folder / "log"
 
+    def termination_log(self, name: str) -> Path:
+        """The job's termination message file (a container's ``/dev/termination-log``)."""
+        return self.jobs / name / "termination-log"
+
     def mark_started(self, name: str) -> None:
         (self.jobs / name / "started").touch()
 
