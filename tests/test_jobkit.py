@@ -287,7 +287,7 @@ def test_the_python_test_example_fails_on_request_and_never_logs_secrets(s3_endp
     assert jobkit.run_job([sys.executable, str(EXAMPLE)], env, tmp_path) == 4
 
     captured = capfd.readouterr()
-    assert "FAIL=4 is set" in captured.err
+    assert "FAIL=4 is set" in captured.err and "SUCCESS" not in captured.out  # the word means it went well
     assert job_env["AWS_SECRET_ACCESS_KEY"] not in captured.err + captured.out
     assert "hunter2" not in captured.err + captured.out
     outputs = _objects(s3_endpoint, job_env["OUTPUT_BUCKET_URL"])
