@@ -91,6 +91,22 @@ def test_a_flag_of_another_command_is_refused(command, foreign):
     assert f"unrecognized arguments: {foreign}" in done.stderr
 
 
+def test_a_flag_of_another_command_is_refused_with_this_commands_usage_naming_whose_flag_it_is():
+    done = cloud_worker("serve", "--once")
+    assert done.returncode == ExitCode.USAGE
+    assert done.stderr.startswith("usage: cloud-worker serve ")
+    assert done.stderr.rstrip().endswith("cloud-worker serve: error: unrecognized arguments: --once (--once is a "
+                                         "flag of consume, not of serve)")
+
+
+@pytest.mark.parametrize("given", [["--http-token", "s3cr3t"], ["--http-token=s3cr3t"]])
+def test_a_secret_is_never_a_flag_and_is_not_echoed_back(given):
+    done = cloud_worker("serve", *given)
+    assert done.returncode == ExitCode.USAGE
+    assert "s3cr3t" not in done.stderr  # not taken for --http-token-file either
+    assert "set CLOUD_WORKER_HTTP_TOKEN in the environment" in done.stderr
+
+
 def test_a_flag_of_its_own_command_is_accepted():
     text = cloud_worker("serve", "--help").stdout
     assert "--http-threads" in text and "--once" not in text and "--concurrency" not in text
@@ -176,6 +192,7 @@ def test_the_start_up_settings_are_a_json_object_in_a_json_log_line(tmp_path):
     first = json.loads(done.stderr.splitlines()[0])
     assert isinstance(first["settings"], dict)
     assert first["settings"]["backend"] == "local" and first["settings"]["amqp_url"].startswith("amqp://guest:***@")
+    assert not {"http_threads", "http_auth", "http_token", "http_probe_port"} & set(first["settings"])  # serve's
     for line in done.stderr.splitlines():
         json.loads(line)  # every line is one JSON object
 
@@ -397,7 +414,7 @@ def test_serve_writes_an_access_log_line_per_request_in_the_json_format(tmp_path
 
     port = free_port()
     env = clean_env(CLOUD_WORKER_BACKEND="local", CLOUD_WORKER_LOCAL_STATE_DIR=str(tmp_path / "state"),
-                    CLOUD_WORKER_LOG_FORMAT="json", CLOUD_WORKER_HTTP_AUTH="none",
+                    CLOUD_WORKER_LOG_FORMAT="json", CLOUD_WORKER_HTTP_AUTH="none", CLOUD_WORKER_HTTP_HOST="127.0.0.1",
                     CLOUD_WORKER_HTTP_PROBE_PORT=str(free_port()), AWS_ENDPOINT_URL_S3="http://127.0.0.1:9")
     with open(tmp_path / "serve.log", "wb") as log:
         server = subprocess.Popen([sys.executable, "-m", "handler.cli", "serve", "--http-port", str(port)], cwd=REPO,
@@ -418,3 +435,6 @@ def test_serve_writes_an_access_log_line_per_request_in_the_json_format(tmp_path
     lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines() if line.startswith("{")]
     access = [line for line in lines if line["logger"] == "gunicorn.access"]
     assert access and '"GET /jobs/no-such-id HTTP/1.1" 404' in access[-1]["message"]
+    assert not {"amqp_url", "queue", "concurrency"} & set(lines[0]["settings"])  # consume's, not serve's
+    [warning] = [line for line in lines if "CLOUD_WORKER_HTTP_AUTH=none" in line["message"]]
+    assert warning["level"] == "WARNING" and f"127.0.0.1:{port}" in warning["message"]

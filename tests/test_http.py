@@ -376,6 +376,12 @@ def test_a_rotated_token_file_is_read_again_without_a_restart(serve, tmp_path):
     assert (status("old-token"), status("new-token")) == (401, 404)
 
 
+@pytest.mark.parametrize("host, bind", [("0.0.0.0", "0.0.0.0:8080"), ("127.0.0.1", "127.0.0.1:8080"),
+                                        ("::1", "[::1]:8080")])
+def test_serve_binds_every_interface_unless_told_which(host, bind):
+    assert options(Settings(http_auth="none", http_host=host))["bind"] == [bind]
+
+
 def test_serve_refuses_to_start_without_a_token_unless_authentication_is_turned_off(serve, fakekube, namespace,
                                                                                    tmp_path):
     with pytest.raises(ConfigError, match="CLOUD_WORKER_HTTP_AUTH=none"):

@@ -331,6 +331,12 @@ class Settings:
         8080, "Port of /healthz, /readyz and /metrics, and of `cloud-worker serve`. 0: no HTTP server (consume only).",
         int,
     )
+    http_host: str = _setting(
+        "0.0.0.0",
+        "Address the HTTP listeners bind: `cloud-worker serve` (its port and the probes' own) and the /healthz, "
+        "/readyz and /metrics of consume. 0.0.0.0: every interface, as a pod needs; 127.0.0.1 keeps them to this "
+        "machine (behind a local proxy, or a trial with CLOUD_WORKER_HTTP_AUTH=none).",
+    )
     http_threads: int = _setting(
         32,
         "Threads of `cloud-worker serve` (gunicorn gthread, one process): each synchronous request holds one "
@@ -347,9 +353,10 @@ class Settings:
     )
     http_token: str = _setting(
         "",
-        "Bearer token `cloud-worker serve` requires (from a Secret). Prefer CLOUD_WORKER_HTTP_TOKEN_FILE: a file "
-        "is re-read when it changes, so the token can be rotated without a restart.",
-        commands=SERVE,
+        "Bearer token `cloud-worker serve` requires (from a Secret; never a flag, which `ps` would show). Prefer "
+        "CLOUD_WORKER_HTTP_TOKEN_FILE: a file is re-read when it changes, so the token can be rotated without a "
+        "restart.",
+        commands=SERVE, secret=True,
     )
     http_token_file: str = _setting(
         "",
@@ -440,8 +447,6 @@ class Settings:
         """The settings as a dict fit for a log line: no credentials."""
         out = dataclasses.asdict(self)
         out["amqp_url"] = redact_url(self.amqp_url)
-        if self.http_token:
-            out["http_token"] = "***"
         for f in dataclasses.fields(self):
             if f.metadata.get("secret") and out[f.name]:
                 out[f.name] = "***"
