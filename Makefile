@@ -2,17 +2,26 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The whole tool chain (tests, linters: what `make test` needs), and the runtime with the
+# local extra alone (what `make demo` needs: a fresh clone's demo installs no test tools,
+# and compiles no .pyc ahead: it imports a fraction of what it installs, botocore's above all).
 STAMP  := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 
 .PHONY: venv tools test test-fast demo bench lint clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,local]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e '.[local]'
+	touch $(RUNTIME_STAMP)
 
 tools:
 	bash scripts/install-tools.sh
@@ -30,9 +39,9 @@ test: venv tools lint
 
 ## Unit tests only: no broker, no helm, nothing slow (the whole suite runs in `make test`).
 test-fast: venv
-	$(BIN)/python -m pytest -m "not integration and not slow" tests
+	$(BIN)/python -m pytest -m "not integration and not slow and not helm" tests
 
-demo: venv
+demo: $(RUNTIME_STAMP)
 	bash scripts/ensure-rabbitmq.sh
 	$(BIN)/cloud-worker demo
 

@@ -20,6 +20,7 @@ import pika
 import pytest
 
 from handler.core.exitcodes import ExitCode
+from tests.support.rabbit import fresh_queue
 from tests.support.waiting import job_request, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +121,7 @@ def test_a_flag_of_its_own_command_is_accepted():
 def consume(tmp_path, *args: str, timeout: float = 60, **settings: str) -> subprocess.CompletedProcess:
     env = clean_env(CLOUD_WORKER_BACKEND="local", CLOUD_WORKER_LOCAL_STATE_DIR=str(tmp_path / "state"),
                     CLOUD_WORKER_LOG_FORMAT="text", AWS_ENDPOINT_URL_S3="http://127.0.0.1:9",
-                    CLOUD_WORKER_QUEUE=f"test.{uuid.uuid4().hex[:8]}.work",
+                    CLOUD_WORKER_QUEUE=fresh_queue(),
                     **{f"CLOUD_WORKER_{k.upper()}": v for k, v in settings.items()})
     return cloud_worker("consume", *args, env=env, timeout=timeout)
 
@@ -165,7 +166,7 @@ def test_a_broker_that_is_down_is_one_line_per_attempt_without_pika_noise_and_ex
 def test_a_second_local_handler_on_the_same_state_folder_is_refused_in_one_line_with_exit_3(tmp_path, rabbitmq):
     env = clean_env(CLOUD_WORKER_BACKEND="local", CLOUD_WORKER_LOCAL_STATE_DIR=str(tmp_path / "state"),
                     CLOUD_WORKER_LOG_FORMAT="text", CLOUD_WORKER_AMQP_URL=rabbitmq, CLOUD_WORKER_HTTP_PORT="0",
-                    CLOUD_WORKER_QUEUE=f"test.{uuid.uuid4().hex[:8]}.work")
+                    CLOUD_WORKER_QUEUE=fresh_queue())
     with open(tmp_path / "first.log", "wb") as log:
         first = subprocess.Popen([sys.executable, "-m", "handler.cli", "consume"], cwd=REPO, env=env,
                                  stdout=log, stderr=subprocess.STDOUT)
@@ -198,7 +199,7 @@ def test_the_start_up_settings_are_a_json_object_in_a_json_log_line(tmp_path):
 
 
 def test_a_returned_reply_is_reported_once_by_us_and_not_again_by_pika(tmp_path, rabbitmq):
-    queue = f"test.{uuid.uuid4().hex[:8]}.work"
+    queue = fresh_queue()
     env = clean_env(CLOUD_WORKER_BACKEND="local", CLOUD_WORKER_LOCAL_STATE_DIR=str(tmp_path / "state"),
                     CLOUD_WORKER_LOG_FORMAT="text", CLOUD_WORKER_AMQP_URL=rabbitmq, CLOUD_WORKER_HTTP_PORT="0",
                     CLOUD_WORKER_QUEUE=queue, AWS_ENDPOINT_URL_S3="http://127.0.0.1:9")
@@ -225,24 +226,32 @@ def test_a_returned_reply_is_reported_once_by_us_and_not_again_by_pika(tmp_path,
 # --- the client refuses early, and says what to do
 
 
-def test_submit_to_an_s3_endpoint_that_is_down_is_one_line_and_exit_9(tmp_path, rabbitmq):
+@pytest.fixture
+def work_queue(rabbitmq):
+    """A work queue of the test's own, deleted afterwards (a client declares it as it connects)."""
+    queue = fresh_queue()
+    yield queue
+    delete_queue(rabbitmq, queue)
+
+
+def test_submit_to_an_s3_endpoint_that_is_down_is_one_line_and_exit_9(tmp_path, rabbitmq, work_queue):
     (tmp_path / "in.txt").write_text("x")
     env = clean_env(AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s", CLOUD_WORKER_AMQP_URL=rabbitmq)
     done = cloud_worker("submit", "--image", "mstc/python-test", "--job-name", "s3-down", "--input",
                         str(tmp_path / "in.txt"), "--bucket-url", f"http://127.0.0.1:{free_port()}/bucket",
-                        "--routing-key", f"test.{uuid.uuid4().hex[:8]}.work", env=env)
+                        "--routing-key", work_queue, env=env)
     assert done.returncode == ExitCode.STORAGE, done.stderr
     assert "Traceback" not in done.stderr and "Retrying" not in done.stderr and "urllib3" not in done.stderr
     [line] = [x for x in done.stderr.splitlines() if x.startswith("cloud-worker submit:")]
     assert "is unreachable (connection refused)" in line
 
 
-def test_a_missing_bucket_suggests_create_buckets(tmp_path, rabbitmq, s3_endpoint):
+def test_a_missing_bucket_suggests_create_buckets(tmp_path, rabbitmq, s3_endpoint, work_queue):
     (tmp_path / "in.txt").write_text("x")
     env = clean_env(**s3_endpoint.env, CLOUD_WORKER_AMQP_URL=rabbitmq)
     done = cloud_worker("submit", "--image", "mstc/python-test", "--job-name", "no-bucket", "--input",
                         str(tmp_path / "in.txt"), "--bucket-url", s3_endpoint.bucket_url(f"nb-{uuid.uuid4().hex[:8]}"),
-                        "--routing-key", f"test.{uuid.uuid4().hex[:8]}.work", env=env)
+                        "--routing-key", work_queue, env=env)
     assert done.returncode == ExitCode.STORAGE, done.stderr
     assert "--create-buckets" in done.stderr and "Traceback" not in done.stderr
 
@@ -261,7 +270,7 @@ def local_consumer(rabbitmq, s3_endpoint, tmp_path):
     """``cloud-worker consume --backend local`` as a subprocess; yields the environment
     the tools need to reach it (broker, queue, state folder)."""
     (tmp_path / "images.toml").write_text(IMAGES)
-    queue = f"test.{uuid.uuid4().hex[:8]}.work"
+    queue = fresh_queue()
     env = clean_env(**s3_endpoint.env, CLOUD_WORKER_AMQP_URL=rabbitmq, CLOUD_WORKER_QUEUE=queue,
                     CLOUD_WORKER_BACKEND="local", CLOUD_WORKER_LOCAL_STATE_DIR=str(tmp_path / "state"),
                     CLOUD_WORKER_LOCAL_IMAGES=str(tmp_path / "images.toml"), CLOUD_WORKER_HTTP_PORT="0",
@@ -361,7 +370,7 @@ def test_submit_follow_finds_the_local_handler_and_streams_the_log_while_it_wait
 
 @pytest.mark.integration
 def test_cancel_with_no_handler_listening_gives_up_with_exit_8(rabbitmq):
-    queue = f"test.{uuid.uuid4().hex[:8]}.work"
+    queue = fresh_queue()
     env = clean_env(CLOUD_WORKER_AMQP_URL=rabbitmq, CLOUD_WORKER_QUEUE=queue)
     try:
         done = cloud_worker("cancel", "some-request", "--wait-seconds", "1", env=env)

@@ -18,13 +18,14 @@ import pytest
 from handler.core.errors import Rejected
 from handler.core.exitcodes import ExitCode
 from handler.tools.client import Client
+from tests.support.rabbit import fresh_queue
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def work_queue(rabbitmq):
-    queue = f"test.{uuid.uuid4().hex[:8]}.work"
+    queue = fresh_queue()
     yield queue
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq))
     connection.channel().queue_delete(queue)
