@@ -525,6 +525,43 @@ def test_readme_quick_start_installs_as_written(render: Render) -> None:
     assert "create secret generic mstc-broker" in quick_start and "create secret generic mstc-bucket" in quick_start
 
 
+def test_the_http_example_of_the_install_guide_sends_the_token_the_chart_generates(render: Render) -> None:
+    """docs/kubernetes.md, "Other modes": its curl carries the bearer token read from the
+    Secret and key the chart renders, through the Service and port it renders (a curl
+    without the token is answered 401 with the chart's defaults)."""
+    guide = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
+    section = guide.partition("## 8. Other modes")[2].partition("\n## ")[0]
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", section, re.S) if "http.enabled=true" in b)
+    objects = render(None, "--set", "broker.existingSecret=mstc-broker", "--set", "http.enabled=true")
+    (secret, key), = re.findall(r"get secret (\S+) -o jsonpath='\{\.data\.(\w+)\}'", block)
+    assert key in one([o for o in of_kind(objects, "Secret") if o["metadata"]["name"] == secret], "Secret")["data"]
+    (service, port), = re.findall(r"port-forward svc/(\S+) (\d+)", block)
+    ports = [p["port"] for o in of_kind(objects, "Service") if o["metadata"]["name"] == service for p in o["spec"]["ports"]]
+    assert int(port) in ports
+    curls = [line for line in block.replace("\\\n", " ").splitlines() if line.startswith("curl ")]
+    assert curls and all('-H "Authorization: Bearer $TOKEN"' in line for line in curls)
+    assert "TOKEN=" in block
+
+
+def test_the_guides_and_readmes_give_the_charts_own_numbers() -> None:
+    """Every `keda.*` and `config.*` value the docs quote with a number is that value's default."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    docs = {path: path.read_text() for path in (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "kubernetes.md",
+                                                CHART / "README.md")}
+    quoted = []
+    for path, text in docs.items():
+        found = re.findall(r"`((?:keda|config)\.[\w.]+)`(?::| \(| polls every)? ?\(?(\d+)", text)
+        found += [(name, n) for n, name in re.findall(r"(\d+) s \(`((?:keda|config)\.[\w.]+)`\)", text)]
+        found += re.findall(r"`(config\.[\w.]+)` \| [^|(]*\((\d+)[:)]", text)  # tables: "| `config.x` | ... (25: ...)"
+        for name, number in found:
+            value = values
+            for part in name.split("."):
+                value = value[part]
+            quoted.append((path.name, name, int(number), value))
+    assert len(quoted) >= 8, quoted
+    assert [q for q in quoted if q[2] != q[3]] == []
+
+
 def install_notes(helm: Helm, tmp_path: Path, *flags: str | Path) -> str:
     """The NOTES of a client-side dry-run install (no cluster is contacted)."""
     offline = Helm(helm.binary, {**helm.env, "KUBECONFIG": str(tmp_path / "no-cluster")})
