@@ -429,6 +429,36 @@ def test_helm_template_fails_when_a_required_value_is_missing(helm: Helm, flags:
         assert name in result.stderr
 
 
+def test_extra_settings_accept_exactly_the_handlers_settings_the_chart_does_not_set_itself() -> None:
+    """values.schema.json lists the CLOUD_WORKER_* names config.extraSettings may hold: every
+    setting the handler knows, but those a template sets from other values (a duplicate key)
+    and those holding credentials (a ConfigMap is no place for them)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    allowed = schema["properties"]["config"]["properties"]["extraSettings"]["propertyNames"]["enum"]
+    managed = {name for template in (CHART / "templates").iterdir()
+               for name in re.findall(r"\b(CLOUD_WORKER_[A-Z0-9_]+)\b", template.read_text())}
+    credentials = {env_name(f) for f in setting_fields() if f.metadata.get("secret") or f.name == "amqp_url"}
+    known = {env_name(f) for f in setting_fields() if env_name(f).startswith("CLOUD_WORKER_")}
+    expected = sorted(known - managed - credentials)
+    assert allowed == expected, f"missing: {sorted(set(expected) - set(allowed))}, " \
+                                f"not to be allowed: {sorted(set(allowed) - set(expected))}"
+
+
+@pytest.mark.parametrize("name", ["CLOUD_WORKER_CONCURENCY", "CLOUD_WORKER_CONCURRENCY", "CLOUD_WORKER_HTTP_TOKEN",
+                                  "CLOUD_WORKER_AMQP_URL"])
+def test_helm_refuses_an_extra_setting_that_is_a_typo_the_charts_own_or_a_credential(helm: Helm, name: str) -> None:
+    result = helm.run("template", RELEASE, CHART, "--namespace", NAMESPACE, "--set", "broker.existingSecret=b",
+                      "--set", f"config.extraSettings.{name}=4")
+    assert result.returncode != 0
+    assert f"invalid propertyName '{name}'" in result.stderr
+
+
+def test_a_known_extra_setting_reaches_the_configmap(render: Render) -> None:
+    objects = render(None, "--set", "broker.existingSecret=b", "--set",
+                     "config.extraSettings.CLOUD_WORKER_WATCH_STALL_SECONDS=45")
+    assert settings(objects)["CLOUD_WORKER_WATCH_STALL_SECONDS"] == "45"
+
+
 def test_every_scenario_sets_the_broker_secret() -> None:
     for path in SCENARIOS:
         broker = yaml.safe_load(path.read_text()).get("broker") or {}
@@ -523,6 +553,13 @@ def test_readme_quick_start_installs_as_written(render: Render) -> None:
         objects = render(None, *[arg for flag in flags for arg in ("--set", flag)], keda=keda)
         assert of_kind(objects, "Deployment")
     assert "create secret generic mstc-broker" in quick_start and "create secret generic mstc-bucket" in quick_start
+    # The image is built and pushed first, as the one the release pulls (it is published nowhere).
+    (built,) = re.findall(r"^docker build .*-t (\S+) \.$", quick_start, re.M)
+    (pushed,) = re.findall(r"^docker push (\S+)$", quick_start, re.M)
+    (container,) = [c for _, spec in handler_pods(render(None, *[a for f in flags for a in ("--set", f)]))
+                    for c in spec["containers"]]
+    assert built == pushed == container["image"]
+    assert quick_start.index("docker push") < quick_start.index("helm install")
 
 
 def test_the_http_example_of_the_install_guide_sends_the_token_the_chart_generates(render: Render) -> None:
