@@ -206,6 +206,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
                   "CLOUD_WORKER_NAMESPACE and that the handler's Role there grants what the chart's role.yaml "
                   "lists)", settings.namespace, exc)
         return ExitCode.CONFIG
+    runtime.metrics.broker_consumer_timeout(settings.broker_consumer_timeout_minutes * 60)
     broker = Broker(settings)
     heartbeat = Heartbeat()
     health = None

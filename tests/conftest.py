@@ -18,7 +18,7 @@ from tests.support.handlers import HandlerFactory
 from tests.support.rabbit import SESSION_PREFIX, fresh_queue, queues_named
 from tests.support.requester import Requester
 
-pytest_plugins = ["tests.support.s3"]
+pytest_plugins = ["tests.support.s3", "tests.support.charts"]
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 

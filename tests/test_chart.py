@@ -13,13 +13,9 @@ The dev charts (RabbitMQ, MinIO) are held to the same schemas.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import ipaddress
 import json
-import os
 import re
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -31,69 +27,22 @@ from handler.core.config import Settings, env_name, setting_fields
 from handler.core.manifest import build_job
 from handler.core.messages import Message
 from handler.core.request import parse_request
+from tests.support.charts import CHART, KEDA_API, NAMESPACE, RELEASE, Helm, Render
 from tests.support.validate import (
     HANDLER_API_CALLS,
     REPO_ROOT,
     InvalidManifest,
     describe,
-    helm_binary,
-    load_manifests,
     pod_specs,
     restricted_pss_violations,
     role_grants,
     validate_manifest,
 )
 
-CHART = REPO_ROOT / "charts" / "mstc-cloud-worker"
 DEV_CHARTS = sorted(p.parent for p in (REPO_ROOT / "charts" / "dev").glob("*/Chart.yaml"))
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 DEFAULT = CHART / "ci" / "default-values.yaml"
-RELEASE = "mstc-cloud-worker"
-NAMESPACE = "mstc-dev"
-KEDA_API = "keda.sh/v1alpha1"
 HANDLER_KINDS = {"Deployment", "ScaledJob"}
-
-Render = Callable[..., list[dict]]
-
-
-@dataclasses.dataclass
-class Helm:
-    binary: str
-    env: dict[str, str]
-
-    def run(self, *args: str | Path) -> subprocess.CompletedProcess:
-        return subprocess.run([self.binary, *map(str, args)], capture_output=True, text=True, env=self.env, timeout=60)
-
-
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    binary = helm_binary()
-    home = tmp_path_factory.mktemp("helm-home")
-    # Keep helm's cache, config and plugins out of the user's home.
-    env = {**os.environ, **{f"HELM_{d}_HOME": str(home / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}}
-    return Helm(binary, env)
-
-
-@pytest.fixture(scope="session")
-def render(helm: Helm) -> Render:
-    """Rendered objects of the chart for a values file and extra flags, cached per call."""
-    cache: dict[tuple, list[dict]] = {}
-
-    def _render(values: Path | None = None, *flags: str, keda: bool = False, chart: Path = CHART) -> list[dict]:
-        key = (chart, values, flags, keda)
-        if key not in cache:
-            args = ["template", RELEASE, chart, "--namespace", NAMESPACE, *flags]
-            if values:
-                args += ["--values", values]
-            if keda:
-                args += ["--api-versions", KEDA_API]
-            result = helm.run(*args)
-            assert result.returncode == 0, f"helm {' '.join(map(str, args))} failed:\n{result.stderr}"
-            cache[key] = load_manifests(result.stdout)
-        return cache[key]
-
-    return _render
-
 
 def scenario_id(path: Path) -> str:
     return path.name.removesuffix("-values.yaml")
@@ -121,8 +70,14 @@ def handler_pods(objects: list[dict]) -> list[tuple[str, dict]]:
     return [ps for o in objects if o["kind"] in HANDLER_KINDS for ps in pod_specs(o)]
 
 
+def settings_configmap(objects: list[dict]) -> dict:
+    """The handler's settings ConfigMap (not the Grafana dashboard's)."""
+    return one([o for o in of_kind(objects, "ConfigMap") if not o["metadata"]["name"].endswith("-dashboard")],
+               "ConfigMap")
+
+
 def settings(objects: list[dict]) -> dict[str, str]:
-    return one(objects, "ConfigMap")["data"]
+    return settings_configmap(objects)["data"]
 
 
 def test_there_are_ci_scenarios_for_defaults_scaled_jobs_http_and_everything() -> None:
@@ -207,7 +162,7 @@ def test_handler_reads_its_amqp_url_from_a_secret_and_its_settings_from_the_conf
     render: Render, values: Path, keda: bool
 ) -> None:
     objects = render(values, keda=keda)
-    configmap = one(objects, "ConfigMap")
+    configmap = settings_configmap(objects)
     # The Jobs' bucket Secret, when there is one, gives the handler its bucket access too (the Job's log).
     bucket = configmap["data"].get("CLOUD_WORKER_JOB_ENV_SECRET")
     same_namespace = configmap["data"]["CLOUD_WORKER_NAMESPACE"] == NAMESPACE
@@ -638,7 +593,7 @@ def test_install_notes_check_the_secrets_and_send_a_test_request_from_a_restrict
     assert container["name"] == name  # kubectl run attaches to the container named like the pod
     assert container["image"] == image == handler_container["image"]
     assert container["env"] == [amqp]
-    configmap = one(objects, "ConfigMap")["metadata"]["name"]
+    configmap = settings_configmap(objects)["metadata"]["name"]
     bucket_env = [{"secretRef": {"name": bucket_secret}}] if bucket_secret else []
     assert container["envFrom"] == [{"configMapRef": {"name": configmap}}, *bucket_env]
     args = build_parser().parse_args(container["args"])

@@ -376,12 +376,12 @@ def holds(job: Mapping[str, Any]) -> bool:
     return FINALIZER in (job["metadata"].get("finalizers") or ())
 
 
-def finalizer_expired(job: Mapping[str, Any], now: datetime, horizon_seconds: float) -> bool:
-    """Our finalizer has held the Job for longer than the horizon since it could have been
-    replied to: since its verdict, its deletion, or (never started, never deleted) its
-    deadline; the janitor then lets it go (``release_patch``)."""
+def held_since(job: Mapping[str, Any]) -> datetime | None:
+    """Since when our finalizer holds the Job only to wait for its reply: since its
+    verdict, its deletion, or (never started, never deleted) its deadline. None when the
+    finalizer is not on it, or the time cannot be told."""
     if not holds(job):
-        return False
+        return None
     meta = job["metadata"]
     found = verdict(job)
     since = None
@@ -393,6 +393,13 @@ def finalizer_expired(job: Mapping[str, Any], now: datetime, horizon_seconds: fl
         created = parse_time(meta.get("creationTimestamp"))
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds") or 0
         since = created + timedelta(seconds=deadline) if created is not None else None
+    return since
+
+
+def finalizer_expired(job: Mapping[str, Any], now: datetime, horizon_seconds: float) -> bool:
+    """Our finalizer has held the Job for longer than the horizon since it could have been
+    replied to (``held_since``); the janitor then lets it go (``release_patch``)."""
+    since = held_since(job)
     return since is not None and (now - since).total_seconds() > horizon_seconds
 
 
