@@ -346,6 +346,20 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
         response.call_on_close(lambda: face.worker.replied(result))
         return response
 
+    @app.after_request
+    def drop_unread_body(response: Response) -> Response:
+        # A request answered without its body being read (401, 404, 405, 415) has it read and
+        # dropped now, up to the body limit: on a kept-alive connection, gunicorn's gthread
+        # worker would take the bytes left in the socket for the start of the next request
+        # and hold a thread waiting for the rest of it (all of them, with a few such clients).
+        length = request.content_length
+        if length is None or length <= settings.max_body_bytes:  # over it: 413 before anything was read
+            try:
+                read_body(request.stream, settings.max_body_bytes)
+            except (HTTPException, OSError):
+                pass  # a client that went away, or a chunked body over the limit: nothing more to drop
+        return response
+
     @app.before_request
     def authenticate() -> Response | None:
         if tokens is None or request.path in OPEN_PATHS or tokens.accepts(_headers()):

@@ -223,6 +223,31 @@ def test_no_request_without_the_token_is_accepted_on_any_route(served, fakekube,
     assert good.status_code == 200 and len(fakekube.created_jobs(namespace)) == 1
 
 
+def test_clients_that_keep_their_connection_after_a_refusal_hold_no_request_thread(served, fakekube, namespace):
+    """Refused without its body being read (401), each request's body is dropped before the
+    answer: none is left in the socket for gunicorn to take for a next request and wait on
+    with a thread, while the client keeps the connection open and says nothing."""
+    base, _, _ = served
+    port = int(base.rsplit(":", 1)[1])
+    body = json.dumps(job_request("scenario/succeed:0.1")).encode()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(HTTP_THREADS * 2):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))  # kept open, and silent after
+            # the head, then the body a moment later, as HTTP clients send them (http.client, requests)
+            idle[-1].sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body))
+            time.sleep(0.05)
+            idle[-1].sendall(body)
+            assert idle[-1].recv(4096).startswith(b"HTTP/1.1 401 ")
+        started = time.monotonic()
+        answer = requests.get(f"{base}/jobs/some-id", headers={"Authorization": "Bearer wrong"}, timeout=5)
+        assert answer.status_code == 401 and time.monotonic() - started < 2
+    finally:
+        for sock in idle:
+            sock.close()
+
+
 def test_probes_are_answered_within_a_second_while_every_request_thread_is_busy(served, fakekube, namespace,
                                                                                 figures):
     base, probe_base, token = served
