@@ -54,7 +54,7 @@ def open_for_inspection(settings: Settings, environ: Mapping[str, str], target: 
     except ConfigError as exc:
         if chosen:
             raise
-        raise ConfigError(f"{exc}. For a cluster, set KUBECONFIG (or --kubeconfig); for the jobs of a local-mode "
+        raise ConfigError(f"{str(exc).rstrip('.')}. For a cluster, set KUBECONFIG (or --kubeconfig); for the jobs of a local-mode "
                           "handler on this machine, pass --backend local (and its --local-state-dir, if it has "
                           "one of its own)") from exc
     backend.inspect()
