@@ -15,9 +15,10 @@ import uuid
 import pytest
 
 from tests.support.handlers import HandlerFactory
+from tests.support.rabbit import SESSION_PREFIX, fresh_queue, queues_named
 from tests.support.requester import Requester
 
-pytest_plugins = ["tests.support.s3"]
+pytest_plugins = ["tests.support.s3", "tests.support.charts"]
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
@@ -28,6 +29,30 @@ def _broker_answers() -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """A test that needs the broker is an integration test, and one that runs helm a helm
+    test, whether or not it says so: ``make test-fast`` leaves both out and never waits
+    for a broker or needs ``make tools``."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "rabbitmq" in fixtures:
+            item.add_marker(pytest.mark.integration)
+        if "helm" in fixtures:
+            item.add_marker(pytest.mark.helm)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_queue_left_behind():
+    """Every test deletes the queues it declares: at the end of the session, none named
+    with its prefix (``tests.support.rabbit.fresh_queue``) may be left on the broker."""
+    yield
+    if not _broker_answers():
+        return
+    left = queues_named(SESSION_PREFIX + ".")
+    assert not left, f"queues this test session declared and left on the broker: {', '.join(left)}"
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +90,7 @@ def namespace() -> str:
 
 @pytest.fixture
 def queue_name() -> str:
-    return f"test.{uuid.uuid4().hex[:10]}.work"
+    return fresh_queue()
 
 
 @pytest.fixture

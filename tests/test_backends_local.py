@@ -307,3 +307,22 @@ def test_a_cancelled_job_is_stopped_and_its_follower_reports_cancelled(make_back
     assert backend.cancel(target).status is CancelStatus.FINISHED
     unknown = CancelRequest(request_id="nobody", job_name=None, reason="r", event_id="e2", event_source="/t")
     assert backend.cancel(unknown).status is CancelStatus.NOT_FOUND
+
+
+def test_a_jobs_storage_failure_reaches_the_reply_through_its_termination_message(images_dir, s3_endpoint, tmp_path):
+    (images_dir / "kit.toml").write_text('[images."test/kit"]\ncommand = ["cloud-worker", "job", "--", "python", '
+                                         '"-c", "pass"]\n')
+    settings = Settings.from_env({"CLOUD_WORKER_LOCAL_STATE_DIR": str(tmp_path / "kit-state")})
+    backend = LocalBackend(settings, load_image_map(images_dir / "kit.toml"), s3_endpoint.env,
+                           job_base_env(HANDLER_ENVIRON))
+    backend.start()
+    body = {"image": "test/kit", "jobName": "kit", "inputBucketUrl": s3_endpoint.bucket_url("no-such-bucket-kit")}
+    request = parse_request(Message(json.dumps(body).encode(), "application/json", message_id=uuid.uuid4().hex),
+                            settings)
+    try:
+        outcome = run(backend, request)
+    finally:
+        backend.close()
+    assert (outcome.status, outcome.exit_code) == (Status.FAILED, 70)
+    assert "container exited with code 70 (Error): cannot download the inputs: " in outcome.message
+    assert "NoSuchBucket" in outcome.message

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pika
@@ -23,6 +22,7 @@ from handler.service.backends.local import open_local_backend
 from handler.service.consumer import Consumer
 from handler.service.handling import RequestHandler
 from handler.tools.client import Client, NoReply
+from tests.support.rabbit import fresh_queue
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ def test_inputs_land_under_the_requests_own_prefix_and_the_outputs_come_back(loc
         f"runs/{rid}/input/a.txt", f"runs/{rid}/input/extra.csv", f"runs/{rid}/input/sub/b.txt",
         f"runs/{rid}/output/result.txt",
     ], bucket
-    assert states == ["checked", "uploaded", "published", "accepted", "started", "succeeded"]
+    assert states == ["checked", "uploading", "uploaded", "published", "accepted", "started", "succeeded"]
     assert [e["type"] for e in reply.events] == [ACCEPTED, STARTED]
     assert reply.downloaded == ((tmp_path / "out" / "result.txt").resolve(),)
     result = (tmp_path / "out" / "result.txt").read_text()
@@ -178,7 +178,7 @@ def test_concurrent_submissions_on_one_client_each_get_their_own_reply(local_han
 def consume_process(rabbitmq, s3_endpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp("consume")
     (folder / "images.toml").write_text(IMAGES)
-    queue = f"test.{uuid.uuid4().hex[:10]}.work"
+    queue = fresh_queue()
     env = {"PATH": os.environ["PATH"], **s3_endpoint.env, "CLOUD_WORKER_AMQP_URL": rabbitmq,
            "CLOUD_WORKER_QUEUE": queue, "CLOUD_WORKER_HTTP_PORT": "0", "CLOUD_WORKER_LOG_FORMAT": "text",
            "CLOUD_WORKER_LOCAL_IMAGES": str(folder / "images.toml"),
@@ -239,7 +239,7 @@ def test_cloud_worker_submit_has_distinct_exit_codes_when_it_cannot_get_an_answe
                                                                                 tmp_path):
     (tmp_path / "in.txt").write_text("x")
     common = ["--image", "mstc/python-test", "--job-name", "t", "--input", str(tmp_path / "in.txt")]
-    nobody_listens = f"test.{uuid.uuid4().hex[:10]}.unserved"
+    nobody_listens = fresh_queue("unserved")
     try:
         done = submit(consume_process, *common, "--bucket-url", s3_bucket(), "--routing-key", nobody_listens,
                       "--wait-seconds", "1")

@@ -132,3 +132,18 @@ The cluster must never cut it short, or the Job's reply is lost until redelivery
 {{- default (printf "%s-http-token" (include "mstc-cloud-worker.fullname" .)) .Values.http.auth.existingSecret }}
 {{- end }}
 {{- end }}
+
+{{/*
+Label matchers of this release's handler metrics, as the PodMonitor labels its targets
+(metrics.prometheusRule.selector overrides them).
+*/}}
+{{- define "mstc-cloud-worker.metricsSelector" -}}
+{{- default (printf "namespace=%q, job=%q" .Release.Namespace .Release.Name) .Values.metrics.prometheusRule.selector }}
+{{- end }}
+
+{{/*
+Label matchers of a queue in RabbitMQ's own metrics: call with a dict of root and queue.
+*/}}
+{{- define "mstc-cloud-worker.queueSelector" -}}
+{{- printf "queue=%q" .queue }}{{ with .root.Values.metrics.prometheusRule.rabbitmqSelector }}, {{ . }}{{ end }}
+{{- end }}
