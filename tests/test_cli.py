@@ -20,7 +20,7 @@ import pika
 import pytest
 
 from handler.core.exitcodes import ExitCode
-from tests.support.rabbit import fresh_queue
+from tests.support.rabbit import delete_queues, fresh_queue
 from tests.support.waiting import job_request, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def test_a_second_local_handler_on_the_same_state_folder_is_refused_in_one_line_
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(20) == 0, (tmp_path / "first.log").read_text()
-        delete_queue(rabbitmq, env["CLOUD_WORKER_QUEUE"])
+        delete_queues(rabbitmq, env["CLOUD_WORKER_QUEUE"])
 
 
 def test_the_start_up_settings_are_a_json_object_in_a_json_log_line(tmp_path):
@@ -217,7 +217,7 @@ def test_a_returned_reply_is_reported_once_by_us_and_not_again_by_pika(tmp_path,
     finally:
         handler.send_signal(signal.SIGTERM)
         handler.wait(20)
-        delete_queue(rabbitmq, queue)
+        delete_queues(rabbitmq, queue)
     log = (tmp_path / "handler.log").read_text()
     assert "reply to no.such.queue." in log  # ours: the requester is gone
     assert "Published message was returned" not in log
@@ -231,7 +231,7 @@ def work_queue(rabbitmq):
     """A work queue of the test's own, deleted afterwards (a client declares it as it connects)."""
     queue = fresh_queue()
     yield queue
-    delete_queue(rabbitmq, queue)
+    delete_queues(rabbitmq, queue)
 
 
 def test_submit_to_an_s3_endpoint_that_is_down_is_one_line_and_exit_9(tmp_path, rabbitmq, work_queue):
@@ -256,12 +256,6 @@ def test_a_missing_bucket_suggests_create_buckets(tmp_path, rabbitmq, s3_endpoin
     assert "--create-buckets" in done.stderr and "Traceback" not in done.stderr
 
 
-def delete_queue(amqp_url: str, queue: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    connection.channel().queue_delete(queue)
-    connection.close()
-
-
 # --- status, logs and cancel over RabbitMQ: the local backend
 
 
@@ -281,7 +275,7 @@ def local_consumer(rabbitmq, s3_endpoint, tmp_path):
     yield env
     handler.send_signal(signal.SIGTERM)
     assert handler.wait(30) == 0, (tmp_path / "handler.log").read_text()
-    delete_queue(rabbitmq, queue)
+    delete_queues(rabbitmq, queue)
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
@@ -376,7 +370,7 @@ def test_cancel_with_no_handler_listening_gives_up_with_exit_8(rabbitmq):
         done = cloud_worker("cancel", "some-request", "--wait-seconds", "1", env=env)
         assert done.returncode == ExitCode.NO_REPLY and "no answer" in done.stderr and "Traceback" not in done.stderr
     finally:
-        delete_queue(rabbitmq, queue)
+        delete_queues(rabbitmq, queue)
 
 
 def test_cancel_with_the_broker_down_is_one_line_and_exit_4():

@@ -22,7 +22,7 @@ from handler.service.backends.local import open_local_backend
 from handler.service.consumer import Consumer
 from handler.service.handling import RequestHandler
 from handler.tools.client import Client, NoReply
-from tests.support.rabbit import fresh_queue
+from tests.support.rabbit import delete_queues, fresh_queue
 
 pytestmark = pytest.mark.integration
 
@@ -253,14 +253,6 @@ def test_cloud_worker_submit_has_distinct_exit_codes_when_it_cannot_get_an_answe
     assert done.returncode == 3 and "scheme" in done.stderr, done.stderr
     done = submit(consume_process, *common[:-1], str(tmp_path / "missing.txt"), "--bucket-url", s3_bucket())
     assert done.returncode == 2 and "missing.txt" in done.stderr, done.stderr
-
-
-def delete_queues(amqp_url, *queues):
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    for queue in queues:
-        channel.queue_delete(queue)
-    connection.close()
 
 
 def test_a_request_nobody_takes_in_time_expires_into_the_dead_letter_queue_the_policy_names(

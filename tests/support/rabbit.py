@@ -11,6 +11,8 @@ from __future__ import annotations
 import subprocess
 import uuid
 
+import pika
+
 #: What starts the name of every queue this test session declares.
 SESSION_PREFIX = f"test.{uuid.uuid4().hex[:6]}"
 
@@ -42,3 +44,14 @@ def close_handler_connections():
     for pid in pids:
         subprocess.run(["rabbitmqctl", "close_connection", pid, "test: broker-side close"],
                        capture_output=True, timeout=60, check=True)
+
+
+def delete_queues(amqp_url: str, *queues: str) -> None:
+    """Delete ``queues`` and, for each, the cancel queue a handler declares beside it
+    (``<queue>.cancel``, ``Settings.cancel_queue_name``); a queue already gone is fine."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    for queue in queues:
+        for name in (queue, f"{queue}.cancel"):
+            channel.queue_delete(name)
+    connection.close()
