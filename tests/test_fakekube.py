@@ -1192,8 +1192,9 @@ def test_a_quota_counts_only_pods_that_have_not_ended(batch, core, fake):
     assert conditions(wait_for_job(batch, "second"))[-1] == ("Complete", "CompletionsReached")
 
 
-def test_pod_security_admission_refusing_the_pod_is_a_failed_create_event(batch, core):
-    batch.create_namespaced_job(NS, job("unsafe", image="scenario/forbidden", active_deadline_seconds=1))
+def test_pod_security_admission_refusing_the_pod_is_a_failed_create_event(batch, core, fake):
+    fake.enforce_pod_security("restricted", NS)
+    batch.create_namespaced_job(NS, job("unsafe", active_deadline_seconds=1))
     event = wait_until(lambda: job_events_of(core, "unsafe", "FailedCreate"))[0]
     assert re.fullmatch(r'Error creating: pods "unsafe-[a-z0-9]{5}" is forbidden: violates PodSecurity '
                         r'"restricted:latest": allowPrivilegeEscalation != false \(container "main" must set '
@@ -1202,6 +1203,39 @@ def test_pod_security_admission_refusing_the_pod_is_a_failed_create_event(batch,
     assert conditions(done) == [("FailureTarget", "DeadlineExceeded"), ("Failed", "DeadlineExceeded")]
     assert not done.status.failed
     assert job_events_of(core, "unsafe", "DeadlineExceeded")[0].type == "Warning"
+
+
+def _handler_pod_spec() -> dict:
+    from handler.core.config import Settings
+    from handler.core.manifest import build_job
+    from handler.core.messages import Message
+    from handler.core.request import parse_request
+
+    settings = Settings.from_env({"CLOUD_WORKER_NAMESPACE": NS})
+    body = b'{"image": "mstc/python-test", "jobName": "psa", "inputBucketUrl": "http://minio:9000/inputs"}'
+    request = parse_request(Message(body, "application/json", correlation_id="c", reply_to="r"), settings)
+    return build_job(request, settings)["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(("loosen", "reason"), [
+    pytest.param(lambda c, p: None, None, id="as-built"),
+    (lambda c, p: c.update(runAsUser=0), 'runAsUser=0 (container "job" must not set runAsUser=0)'),
+    (lambda c, p: c.update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation != false"),
+    (lambda c, p: c.pop("capabilities"), 'unrestricted capabilities (container "job" must set'),
+    (lambda c, p: c.update(runAsNonRoot=False), "runAsNonRoot != true"),
+    (lambda c, p: (c.pop("seccompProfile", None), p.pop("seccompProfile", None)), "seccompProfile (pod or"),
+    (lambda c, p: c.update(privileged=True), 'privileged (container "job" must not set'),
+])
+def test_pod_security_judges_the_security_context_so_a_loosened_handler_job_is_refused(loosen, reason):
+    from tests.fakekube.podsecurity import restricted_violations
+
+    spec = _handler_pod_spec()
+    loosen(spec["containers"][0]["securityContext"], spec.setdefault("securityContext", {}))
+    violations = restricted_violations(spec)
+    if reason is None:
+        assert violations == []
+    else:
+        assert len(violations) == 1 and violations[0].startswith(reason), violations
 
 
 def test_similar_events_are_combined_after_nine_distinct_messages(make_fake, tmp_path):
