@@ -217,21 +217,39 @@ kill_component() {
     say "killed $component (pid $pid)"
 }
 
-start() {
-    [[ -d "$cluster_dir" ]] || die "$name does not exist: scripts/cluster.sh up"
-    kwokctl start cluster --name "$name" >&2
-    local i
+# The controller-manager acts again (its informers re-watch after an API server restart with
+# a backoff): a new namespace gets its default ServiceAccount.
+controllers_act() {
+    local ns="cluster-sh-probe-$RANDOM" i
+    kctl create namespace "$ns" >/dev/null
     for i in $(seq 1 600); do
-        api_ready && { say "$name is running"; return 0; }
+        if kctl -n "$ns" get serviceaccount default >/dev/null 2>&1; then
+            kctl delete namespace "$ns" --wait=false >/dev/null
+            return 0
+        fi
         sleep 0.2
     done
-    die "the API server did not become ready within 120 s"
+    kctl delete namespace "$ns" --wait=false >/dev/null
+    return 1
+}
+
+start() {
+    [[ -d "$cluster_dir" ]] || die "$name does not exist: scripts/cluster.sh up"
+    local started=$SECONDS i
+    kwokctl start cluster --name "$name" >&2
+    for i in $(seq 1 600); do
+        api_ready && break
+        sleep 0.2
+    done
+    api_ready || die "the API server did not become ready within 120 s"
+    controllers_act || die "the controller-manager did not act within 120 s of the API server's start"
+    say "$name is running ($((SECONDS - started))s)"
 }
 
 down() {
     if [[ -d "$cluster_dir" ]]; then
         if [[ -x "$kwok_bin/kwokctl" ]]; then
-            kwokctl delete cluster --name "$name" --kubeconfig "" >&2 || true
+            kwokctl delete cluster --name "$name" --kubeconfig "$kubeconfig" >&2 || true
         fi
         # Whatever kwokctl could not stop (a component it no longer knows about).
         local pid_file

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -287,7 +288,8 @@ def test_watch_beyond_the_retained_history_gets_410(make_fake, tmp_path):
         assert caught.value.status == 410
 
 
-def test_watch_ends_cleanly_after_timeout_with_a_bookmark(batch, fake):
+def test_watch_ends_cleanly_after_timeout_with_a_bookmark_once_jobs_changed(batch, fake):
+    batch.create_namespaced_job("elsewhere", job("moved", image="scenario/hold", suspend=True))
     started = time.monotonic()
     events = list(watch.Watch().stream(batch.list_namespaced_job, NS, resource_version="1", timeout_seconds=1,
                                        allow_watch_bookmarks=True))
@@ -1267,14 +1269,34 @@ def test_events_can_be_watched_with_a_field_selector(batch, core):
 
 # -- watches that go quiet ---------------------------------------------------------------------------------
 
-def test_bookmarks_come_periodically_while_a_watch_is_quiet(make_fake, tmp_path):
+def test_bookmarks_come_periodically_while_jobs_elsewhere_change_and_never_on_a_resource_nobody_touches(
+        make_fake, tmp_path):
     fake = make_fake(bookmark_interval=0.2)
     with connect(fake, tmp_path) as api:
         batch = client.BatchV1Api(api)
-        kinds = [e["type"] for e in watch.Watch().stream(batch.list_namespaced_job, NS, resource_version="1",
+        version = batch.list_namespaced_job(NS).metadata.resource_version
+        quiet = [e["type"] for e in watch.Watch().stream(batch.list_namespaced_job, NS, resource_version=version,
                                                          timeout_seconds=1, allow_watch_bookmarks=True)]
+        assert quiet == []
+        stop = threading.Event()
+
+        def churn() -> None:  # Jobs of another namespace: not in the watch, but the version moves
+            for i in range(50):
+                if stop.wait(0.05):
+                    return
+                batch.create_namespaced_job("elsewhere", job(f"other-{i}", image="scenario/hold", suspend=True))
+
+        thread = threading.Thread(target=churn)
+        thread.start()
+        try:
+            kinds = [e["type"] for e in watch.Watch().stream(batch.list_namespaced_job, NS, resource_version=version,
+                                                             timeout_seconds=3, allow_watch_bookmarks=True)]
+        finally:
+            stop.set()
+            thread.join()
         assert kinds.count("BOOKMARK") >= 3 and set(kinds) == {"BOOKMARK"}
-        assert list(watch.Watch().stream(batch.list_namespaced_job, NS, resource_version="1", timeout_seconds=1)) == []
+        assert list(watch.Watch().stream(batch.list_namespaced_job, NS, resource_version=version,
+                                         timeout_seconds=1)) == []
 
 
 def test_a_silent_watch_sends_nothing_at_all_until_the_client_gives_up(make_fake, tmp_path):

@@ -12,8 +12,9 @@
 # module named there and stops, naming each one it does not serve (--check: only that).
 #
 # A component whose .tools/cluster/<component>-<version>/bin holds its binaries and a `built`
-# stamp is not built again. The binaries are stamped with their versions (-ldflags -X), built
-# with -trimpath and without symbol tables (-s -w: a third smaller, and quicker to link).
+# stamp for the same recipe (packages and -ldflags) is not built again. The binaries are
+# stamped with their versions (-ldflags -X), built with -trimpath and without symbol tables
+# (-s -w: a third smaller, and quicker to link).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -137,18 +138,26 @@ build() {
         (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o bin/ "${pkgs[@]}")
     fi
     local took=$((SECONDS - started))
-    echo "$version built in ${took}s with $(go env GOVERSION)" >"$dir/built"
+    printf '%s built in %ss with %s\nrecipe %s\n' "$version" "$took" "$(go env GOVERSION)" \
+        "$(recipe "$ldflags" "$@")" >"$dir/built"
     for i in "${!names[@]}"; do
         say "built $dir/bin/${names[i]} ($(du -m "$dir/bin/${names[i]}" | cut -f1) MiB)"
     done
     say "$name $version: built in ${took}s"
 }
 
-is_built() { # name version binary...
-    local dir="$tools/$1-$2" bin
-    [[ -f "$dir/built" ]] || return 1
-    shift 2
-    for bin in "$@"; do [[ -x "$dir/bin/$bin" ]] || return 1; done
+recipe() { echo "$*" | sha256sum | cut -c1-16; }
+
+# is_built NAME VERSION LDFLAGS PACKAGE...: its binaries exist, built by the same recipe.
+is_built() {
+    local name="$1" version="$2" dir="$tools/$1-$2" ldflags="$3" spec bin
+    shift 3
+    grep -qx "recipe $(recipe "$ldflags" "$@")" "$dir/built" 2>/dev/null || return 1
+    for spec in "$@"; do
+        if [[ "$spec" == *=* ]]; then bin="${spec#*=}"; else bin="${spec##*/}"; fi
+        [[ -x "$dir/bin/$bin" ]] || return 1
+    done
+    say "$name $version: cached ($(head -1 "$dir/built"))"
 }
 
 kubernetes() {
@@ -158,12 +167,8 @@ kubernetes() {
     [[ ${#modules[@]} -gt 0 ]] || die "kubernetes $v: no staging modules found in its go.mod"
     preflight "kubernetes $v (${#modules[@]} staging modules at $sv)" "${modules[@]/%/@$sv}" || return 1
     [[ "${check_only:-0}" == 1 ]] && return 0
-    is_built kubernetes "$v" kube-apiserver kube-controller-manager kube-scheduler && {
-        say "kubernetes $v: cached ($(cat "$tools/kubernetes-$v/built"))"
-        return 0
-    }
-    for m in "${modules[@]}"; do replaces+="	$m => $m $sv"$'\n'; done
-    local major minor date x=""
+    local major minor date x="" pkgs=(k8s.io/kubernetes/cmd/kube-apiserver
+        k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
     major="${v#v}"; major="${major%%.*}"
     minor="${v#v*.}"; minor="${minor%%.*}"
     date="$(module_time "k8s.io/kubernetes@$v")"
@@ -171,28 +176,29 @@ kubernetes() {
         x+=" -X $pkgvar.gitVersion=$v -X $pkgvar.gitMajor=$major -X $pkgvar.gitMinor=$minor"
         x+=" -X $pkgvar.gitTreeState=clean -X $pkgvar.buildDate=$date"
     done
-    build kubernetes "$v" k8s.io/kubernetes "${replaces%$'\n'}" "$x" \
-        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-        k8s.io/kubernetes/cmd/kube-scheduler
+    is_built kubernetes "$v" "$x" "${pkgs[@]}" && return 0
+    for m in "${modules[@]}"; do replaces+="	$m => $m $sv"$'\n'; done
+    build kubernetes "$v" k8s.io/kubernetes "${replaces%$'\n'}" "$x" "${pkgs[@]}"
 }
 
 etcd() {
     local v="$ETCD_VERSION"
     preflight "etcd $v" "go.etcd.io/etcd/server/v3@$v" || return 1
     [[ "${check_only:-0}" == 1 ]] && return 0
-    is_built etcd "$v" etcd && { say "etcd $v: cached ($(cat "$tools/etcd-$v/built"))"; return 0; }
-    build etcd "$v" go.etcd.io/etcd/server/v3 "" "-X go.etcd.io/etcd/api/v3/version.GitSHA=module-$v" \
-        go.etcd.io/etcd/server/v3=etcd
+    local x="-X go.etcd.io/etcd/api/v3/version.GitSHA=module-$v"
+    is_built etcd "$v" "$x" go.etcd.io/etcd/server/v3=etcd && return 0
+    build etcd "$v" go.etcd.io/etcd/server/v3 "" "$x" go.etcd.io/etcd/server/v3=etcd
 }
 
 kwok() {
     local v="$KWOK_VERSION" kube="${KUBERNETES_VERSION#v}"
     preflight "kwok $v" "sigs.k8s.io/kwok@$v" || return 1
     [[ "${check_only:-0}" == 1 ]] && return 0
-    is_built kwok "$v" kwok kwokctl && { say "kwok $v: cached ($(cat "$tools/kwok-$v/built"))"; return 0; }
-    build kwok "$v" sigs.k8s.io/kwok "" \
-        "-X sigs.k8s.io/kwok/pkg/consts.Version=${v#v} -X sigs.k8s.io/kwok/pkg/consts.PreRelease= -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=$kube" \
-        sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+    # PreRelease=GA is how kwok's release builds say "no pre-release" (hack/releases.sh).
+    local x="-X sigs.k8s.io/kwok/pkg/consts.Version=${v#v} -X sigs.k8s.io/kwok/pkg/consts.PreRelease=GA"
+    x+=" -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=$kube"
+    is_built kwok "$v" "$x" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl && return 0
+    build kwok "$v" sigs.k8s.io/kwok "" "$x" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
 }
 
 check_only=0

@@ -8,12 +8,15 @@ Streams end cleanly at ``timeoutSeconds`` (with a BOOKMARK if asked for),
 when the server stops, or when the client has gone away.
 
 With ``allowWatchBookmarks=true`` a BOOKMARK carrying the current resourceVersion
-comes as the API server's watch cache sends it (``cacher/cache_watcher.go``,
-``nextBookmarkTime``): every ``bookmark_interval`` seconds (a minute, as the cache's
-``bookmarkFrequency``) while nothing changes, and once 2 s before ``timeoutSeconds``
-(at once for a shorter watch), so a client can resume from a recent version; none when
-the stream ends. Events are not in the watch cache (kube-apiserver's default cache sizes
-leave them out), so a watch on events gets no bookmark at all.
+comes as the API server's watch cache sends it (``cacher.go`` ``dispatchEvents``,
+``cache_watcher.go`` ``nextBookmarkTime``, 1.35): at most every ``bookmark_interval``
+seconds (a minute, the cache's ``bookmarkFrequency``) and from 2 s before
+``timeoutSeconds`` on (each second; at once for a shorter watch), and only when objects of
+the watched resource changed since the watch's version, in any namespace and whatever
+its selector: a bookmark is never older than what the watcher saw, so a watch on a
+resource nobody touches gets none at all. None when the stream ends. Events are not in
+the watch cache (kube-apiserver's default cache sizes leave them out), so a watch on
+events gets no bookmark either.
 
 Two faults act on the stream: :func:`cut_after` drops the connection after N
 events; :func:`fall_silent` keeps it open but sends nothing more at all — no
@@ -106,7 +109,7 @@ def events(store: Store, request: WatchRequest, sock: socket.socket | None = Non
     started = time.monotonic()
     deadline = started + request.timeout
     bookmarks = request.bookmarks and request.resource.plural != "events"
-    pretimeout_sent = False
+    bookmarked = cursor  # the version the client has: a bookmark must be newer
     next_bookmark = min(started + request.bookmark_interval, deadline - PRETIMEOUT_BOOKMARK)
     while (remaining := deadline - time.monotonic()) > 0:
         wait = min(remaining, IDLE_CHECK)
@@ -127,11 +130,19 @@ def events(store: Store, request: WatchRequest, sock: socket.socket | None = Non
             return
         now = time.monotonic()
         if bookmarks and now >= next_bookmark:
-            yield _bookmark(request.resource, cursor)
-            pretimeout_sent = pretimeout_sent or now >= deadline - PRETIMEOUT_BOOKMARK
-            next_bookmark = now + request.bookmark_interval
-            if not pretimeout_sent:
-                next_bookmark = min(next_bookmark, deadline - PRETIMEOUT_BOOKMARK)
+            if _resource_changed(store, request.resource, bookmarked):
+                yield _bookmark(request.resource, cursor)
+                bookmarked = cursor
+            pretimeout = deadline - PRETIMEOUT_BOOKMARK
+            next_bookmark = now + 1.0 if now >= pretimeout else min(now + request.bookmark_interval, pretimeout)
+
+
+def _resource_changed(store: Store, resource: Resource, since: int) -> bool:
+    """Some object of ``resource``, in any namespace, changed after version ``since``."""
+    try:
+        return bool(store.events_after(resource, None, since, 0)[0])
+    except Expired:
+        return True
 
 
 def cut_after(lines: Iterator[bytes], limit: int | None, sock: socket.socket | None) -> Iterator[bytes]:
