@@ -59,6 +59,12 @@ same assertions against both; ``make e2e`` runs the handler on the real control 
   API server instead, where the e2e handler runs with the chart ServiceAccount's token
   (``tests/e2e/test_security.py``, and every other e2e test fails on a missing grant).
 - No Namespace objects: Pod Security is enforced per namespace by a knob, not a label.
+- ``compact()`` expires old watch versions and continue tokens at once. A real API server
+  (1.34+) serves watches, and paginated LISTs from snapshots, out of its watch cache, which
+  outlives an etcd compaction until it is rebuilt (after a restart, say); the real half of
+  ``tests/test_conformance.py`` compacts etcd and restarts the API server to get the same 410s.
+- A BOOKMARK carries the store's current version; a real one carries the last version of the
+  watched resource. Both are newer than what the watcher saw, which is what a client relies on.
 - Only Jobs, pods and events are served, each without the watch cache's batching; the
   timings (TTL, backoff, kubelet) are scaled down for speed (:mod:`.timings`).
 
