@@ -328,6 +328,14 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
         if tokens is None or request.path in OPEN_PATHS or tokens.accepts(_headers()):
             return None
         given = bearer(_headers()) is not None
+        # Read the refused request's body (at most CLOUD_WORKER_MAX_BODY_BYTES) before answering:
+        # answered unread, gunicorn's gthread worker drains it only once the client has sent its
+        # next request on the same connection, then waits on the socket for bytes it already
+        # holds, and that request hangs (seen with a GET carrying a body).
+        try:
+            request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            pass
         return _json({"status": "unauthorized", "message": "this route needs an Authorization: Bearer <token> header"
                       + (" with a token this handler accepts" if given else "")},
                      401, {"WWW-Authenticate": challenge(invalid=given)})
