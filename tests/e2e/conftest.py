@@ -11,6 +11,7 @@ never an admin's. The namespace is deleted afterwards.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
@@ -83,8 +84,6 @@ class Release:
     """The chart applied to a namespace, and the handler's own credentials from it."""
 
     def __init__(self, cluster: Cluster, namespace: str, tmp_path: Path, amqp_url: str, *flags: str) -> None:
-        import subprocess
-
         self.namespace = namespace
         rendered = subprocess.run(
             [helm_binary(), "template", RELEASE, str(CHART), "--namespace", namespace,

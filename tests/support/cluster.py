@@ -9,7 +9,6 @@ reading the API server's metrics.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import shlex
@@ -129,7 +128,3 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 def total(text: str, name: str, **labels: str) -> float:
     """The sum of the samples of ``name`` whose labels include ``labels``."""
     return sum(v for ls, v in samples(text, name) if all(ls.get(k) == want for k, want in labels.items()))
-
-
-def dump(obj: object) -> str:
-    return json.dumps(obj, indent=1, sort_keys=True)[:4000]
