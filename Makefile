@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 UV_VERSION := 0.13.10
 
-.PHONY: venv tools test test-fast demo bench lint clean
+.PHONY: venv tools test test-fast e2e cluster cluster-down demo bench lint clean
 
 venv: $(STAMP)
 
@@ -42,9 +42,25 @@ test: venv tools lint
 	bash scripts/ensure-rabbitmq.sh
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest
 
+## The e2e suite on a real control plane (etcd, kube-apiserver, kube-controller-manager,
+## kube-scheduler and kwok, built from their Go modules): tests/e2e and both halves of
+## tests/test_conformance.py. The cluster stays up afterwards (`make cluster-down` stops it).
+e2e: venv tools
+	bash scripts/ensure-rabbitmq.sh
+	bash scripts/cluster.sh up
+	bash scripts/cluster.sh versions
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -m "" tests/e2e tests/test_conformance.py
+
+## The control plane alone: `eval "$$(scripts/cluster.sh env)"` then points kubectl at it.
+cluster: tools
+	bash scripts/cluster.sh up
+
+cluster-down:
+	bash scripts/cluster.sh down
+
 ## Unit tests only: no broker, no helm, nothing slow (the whole suite runs in `make test`).
 test-fast: venv
-	$(BIN)/python -m pytest -m "not integration and not slow and not helm" tests
+	$(BIN)/python -m pytest -m "not integration and not slow and not helm and not e2e" tests
 
 demo: $(RUNTIME_STAMP)
 	bash scripts/ensure-rabbitmq.sh
@@ -54,4 +70,5 @@ bench: venv
 	$(BIN)/python -m bench
 
 clean:
+	-bash scripts/cluster.sh down
 	rm -rf $(VENV) .tools .pytest_cache

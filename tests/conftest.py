@@ -1,6 +1,7 @@
 """Shared fixtures: the real RabbitMQ, the fake Kubernetes API server, and handlers.
 
-Integration tests talk to the real broker on 127.0.0.1:5672. A missing broker skips
+Integration tests talk to the real broker on 127.0.0.1:5672; e2e tests (``make e2e``) also
+to the real control plane of ``scripts/cluster.sh``. A missing broker skips
 them on a developer's machine but fails them in CI (``CI`` set), like dramatiq's
 ``check_rabbitmq``. Every test gets its own queue and namespace, so tests never see
 each other's messages or Jobs.
@@ -66,10 +67,29 @@ def rabbitmq() -> str:
 
 
 @pytest.fixture(scope="session")
+def cluster():
+    """The real control plane of the e2e suite (``scripts/cluster.sh up``: built once, cached by
+    version; a no-op when it is up). When it cannot be built or started (no Go, a module the
+    proxy does not serve), e2e tests skip on a developer's machine and FAIL in CI."""
+    from tests.support.cluster import Cluster, ClusterUnavailable
+
+    try:
+        up = Cluster.up()
+    except ClusterUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    print("\n" + up.versions())  # noqa: T201 - what the e2e run ran against (shown with -s)
+    return up
+
+
+@pytest.fixture(scope="session")
 def fakekube(tmp_path_factory):
     from tests.fakekube import FakeKube
 
-    server = FakeKube(run_seconds=0.05)
+    # Every namespace enforces the restricted Pod Security level, as the chart's should: a Job
+    # manifest that loosens its securityContext is refused (FailedCreate), as a cluster would.
+    server = FakeKube(run_seconds=0.05, pod_security="restricted")
     server.start()
     server.kubeconfig = str(server.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig"))
     yield server
