@@ -157,6 +157,7 @@ starts a second handler for a request already being handled. Call with
     value: {{ .value | toString | quote }}
     queueName: {{ .root.Values.config.queue | quote }}
     excludeUnacknowledged: "false"
+    activationValue: {{ .root.Values.keda.activationValue | toString | quote }}
   authenticationRef:
     name: {{ include "mstc-cloud-worker.fullname" .root }}
 {{- end }}
