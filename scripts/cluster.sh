@@ -328,7 +328,13 @@ versions() {
     echo "kwok                    $("$kwok_bin/kwok" --version 2>&1)"
     echo "kwokctl                 $("$kwok_bin/kwokctl" --version 2>&1)"
     if [[ -x "$keda_bin/keda-operator" ]]; then
-        echo "keda-operator           $KEDA_VERSION (github.com/kedacore/keda/v2; $(head -1 "$tools/keda-$KEDA_VERSION/built" 2>/dev/null))"
+        # The binaries print their version only as they start: the running ones' logs say it.
+        local process said
+        for process in operator adapter; do
+            said="$(sed -n 's/.*\(KEDA Version: .*\)/\1/p' "$keda_dir/$process.log" 2>/dev/null | tail -1)"
+            keda_running || said="not running"
+            printf '%-23s %s\n' "keda-$process" "${said:-no version in its log} (github.com/kedacore/keda/v2 $KEDA_VERSION; $(head -1 "$tools/keda-$KEDA_VERSION/built" 2>/dev/null))"
+        done
     fi
     echo "kubectl                 $(kubectl version --client 2>/dev/null | head -1)"
     if api_ready; then

@@ -45,6 +45,7 @@ from tests.support.waiting import job_request, wait_until
 
 pytestmark = pytest.mark.e2e
 
+VERSIONS_ENV = Path(__file__).resolve().parents[2] / "scripts" / "cluster" / "versions.env"
 #: The chart's defaults, which these tests measure (the ScaledObject's runs differ in one, said there).
 KEDA_VALUES = yaml.safe_load((CHART / "values.yaml").read_text())["keda"]
 POLLING = int(KEDA_VALUES["pollingInterval"])
@@ -161,6 +162,16 @@ def deploy(cluster: Cluster, rabbitmq: str, tmp_path: Path) -> Iterator[Callable
         requester.close()
         delete_namespace(cluster, namespace)
         delete_queues(rabbitmq, queue)
+
+
+# -- which KEDA ------------------------------------------------------------------------------------
+
+
+def test_the_keda_running_is_the_version_pinned_in_versions_env(cluster):
+    pinned = re.search(r"^KEDA_VERSION=(\S+)$", VERSIONS_ENV.read_text(), re.MULTILINE)
+    assert pinned
+    said = [line for line in cluster.versions().splitlines() if line.startswith("keda-")]
+    assert len(said) == 2 and all(f"KEDA Version: {pinned[1]} " in line for line in said), said
 
 
 # -- what KEDA reads ---------------------------------------------------------------------------------
