@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,17 @@ def test_the_finalizer_expires_a_horizon_after_the_verdict_or_the_deadline():
     assert finalizer_expired(job, t0 + timedelta(hours=1, seconds=70), 60)
     job["metadata"]["finalizers"] = []
     assert not finalizer_expired(job, t0 + timedelta(days=9), 60)
+
+
+#: Jobs built before profiles existed (at d150488, by the code of that commit), serialised with
+#: ``json.dumps``: the request, the settings and the Job's exact bytes.
+UNPROFILED_JOBS = json.loads((Path(__file__).parent / "data" / "unprofiled-jobs.json").read_text())
+
+
+@pytest.mark.parametrize("pinned", UNPROFILED_JOBS, ids=[case["case"] for case in UNPROFILED_JOBS])
+def test_a_request_without_a_profile_builds_the_very_bytes_it_built_before_profiles(pinned):
+    settings = Settings.from_env(pinned["env"])
+    sent = pinned["message"]
+    message = Message(sent["body"].encode(), sent["content_type"], reply_to=sent["reply_to"],
+                      correlation_id=sent["correlation_id"], message_id=sent["message_id"])
+    assert json.dumps(build_job(parse_request(message, settings), settings)) == pinned["job"]
