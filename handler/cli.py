@@ -231,6 +231,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
     _log_settings(settings)
+    from handler.service.profiles import load_profiles
+
+    load_profiles(settings)  # a bad profile stops serve here (exit 3), not in a forked web worker
     if not reachable(settings):
         log.error("the Kubernetes API server cannot be reached (check KUBECONFIG or the in-cluster service account)")
         return ExitCode.KUBE_UNREACHABLE

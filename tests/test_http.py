@@ -219,7 +219,7 @@ def test_probes_and_metrics_are_served_in_http_mode(serve):
     client.post("/", json=job_request("scenario/succeed:0.1"))
     metrics = client.get("/metrics")
     assert metrics.content_type.startswith("text/plain")
-    assert 'cloud_worker_requests_total{outcome="succeeded"} 1.0' in metrics.text
+    assert 'cloud_worker_requests_total{outcome="succeeded",profile="default"} 1.0' in metrics.text
 
 
 @pytest.mark.parametrize("mode", ["header", "extension"])
@@ -290,7 +290,7 @@ def test_cloud_worker_serve_runs_gunicorn_that_answers_a_cloudevent(fakekube, na
         probe_port = env["CLOUD_WORKER_HTTP_PROBE_PORT"]
         assert requests.get(f"http://127.0.0.1:{probe_port}/healthz", timeout=5).json()["alive"] is True
         metrics = requests.get(base + "/metrics", timeout=5).text
-        assert 'cloud_worker_requests_total{outcome="succeeded"} 1.0' in metrics
+        assert 'cloud_worker_requests_total{outcome="succeeded",profile="default"} 1.0' in metrics
         assert "cloud_worker_receipt_to_job_created_seconds_count 1.0" in metrics
     finally:
         proc.send_signal(signal.SIGTERM)

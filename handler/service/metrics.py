@@ -10,7 +10,7 @@ an addition: cheap enough for the per-request path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,14 +33,19 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "cloud_worker_requests", "Requests handled, by outcome: succeeded, failed, timedout, rejected, "
-            "interrupted (left for redelivery or re-POST), transient, error.", ["outcome"], registry=r)
+            "interrupted (left for redelivery or re-POST), transient, error; and by Job profile (a configured name, "
+            "default without a profiles file, empty for a request rejected before its profile was known).",
+            ["outcome", "profile"], registry=r)
         self.rejected = Counter("cloud_worker_rejected_requests", "Rejected requests, by reason.", ["reason"],
                                 registry=r)
-        self.jobs_in_flight = Gauge("cloud_worker_jobs_in_flight", "Jobs this process is following now.",
-                                    registry=r)
+        self.jobs_in_flight = Gauge("cloud_worker_jobs_in_flight", "Jobs this process is following now, by profile.",
+                                    ["profile"], registry=r)
         self.job_duration = Histogram(
-            "cloud_worker_job_duration_seconds", "Run time of finished Jobs (startTime to completionTime), by status.",
-            ["status"], buckets=JOB_BUCKETS, registry=r)
+            "cloud_worker_job_duration_seconds", "Run time of finished Jobs (startTime to completionTime), by status "
+            "and profile.", ["status", "profile"], buckets=JOB_BUCKETS, registry=r)
+        self.forwarded = Counter(
+            "cloud_worker_forwarded_requests", "Requests taken from the work queue and put in the queue of their "
+            "profile's lane (a profile with maxInFlight), by profile.", ["profile"], registry=r)
         self.dispatch = Histogram(
             "cloud_worker_receipt_to_job_created_seconds",
             "Seconds from a request's receipt to its Job being created (or adopted, for a redelivery).",
@@ -61,14 +66,19 @@ class Metrics:
             "cloud_worker_request_retries", "Requests put back for another attempt after a transient failure or "
             "an unexpected error once their Job existed.", registry=r)
 
+    def track_profiles(self, names: Iterable[str]) -> None:
+        """Show every profile's Jobs in flight from the start (0), not only once one ran."""
+        for name in names:
+            self.jobs_in_flight.labels(name)
+
     def watch(self, tracker: Any) -> None:
         """Expose a ``JobTracker``'s counters (watch restarts, re-lists, events)."""
         self.registry.register(_TrackerCollector(tracker))
 
-    def finished(self, outcome: Outcome) -> None:
-        self.requests.labels(outcome.status.value).inc()
+    def finished(self, outcome: Outcome, profile: str) -> None:
+        self.requests.labels(outcome.status.value, profile).inc()
         if outcome.duration_seconds is not None:
-            self.job_duration.labels(outcome.status.value).observe(outcome.duration_seconds)
+            self.job_duration.labels(outcome.status.value, profile).observe(outcome.duration_seconds)
 
     def replied(self, outcome: Outcome | None, now: datetime | None = None) -> None:
         """The reply for ``outcome`` is out: observe how long after the Job finished."""
