@@ -198,7 +198,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
                   "CLOUD_WORKER_NAMESPACE and that the handler's Role there grants what the chart's role.yaml "
                   "lists)", settings.namespace, exc)
         return ExitCode.CONFIG
-    broker = Broker(settings)
+    broker = Broker(settings, runtime.handler.profiles)
     heartbeat = Heartbeat()
     health = None
     try:

@@ -5,7 +5,8 @@ A pod's limits are a cgroup's; a local process gets the nearest ``setrlimit`` ha
 - ``limits.cpu`` (cores) becomes ``RLIMIT_CPU``, the CPU seconds the process may use: the
   cores times the seconds left before its deadline, which is all a pod with that limit can
   use before the same deadline. A pod is throttled instead of stopped; a process that uses
-  more is stopped by the kernel (SIGXCPU, exit 152) and its Job fails.
+  more is stopped by the kernel (SIGXCPU, exit 152; SIGKILL a CPU second later if it
+  catches that) and its Job fails.
 - ``limits.memory`` becomes ``RLIMIT_DATA``, the process's data segment (heap and private
   mappings: what a cgroup's memory limit counts, without the page cache). An allocation past
   it fails (Python: ``MemoryError``, exit 1) where a pod would be ``OOMKilled`` (137).
@@ -35,7 +36,7 @@ LAUNCHER = (
     "cpu, data = sys.argv[1], sys.argv[2]\n"
     "if cpu != '-':\n"
     "    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
-    "    resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu)))\n"
+    "    resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + 1))\n"
     "if data != '-':\n"
     "    resource.setrlimit(resource.RLIMIT_DATA, (int(data), int(data)))\n"
     "os.execvp(sys.argv[3], sys.argv[3:])\n"
