@@ -132,3 +132,17 @@ The cluster must never cut it short, or the Job's reply is lost until redelivery
 {{- default (printf "%s-http-token" (include "mstc-cloud-worker.fullname" .)) .Values.http.auth.existingSecret }}
 {{- end }}
 {{- end }}
+
+{{/* "true" when the values define Job profiles (a profiles file is rendered and mounted). */}}
+{{- define "mstc-cloud-worker.profiled" -}}
+{{- if (.Values.profiles | default dict).profiles }}true{{ end }}
+{{- end }}
+
+{{- define "mstc-cloud-worker.profilesConfigMap" -}}
+{{- printf "%s-profiles" (include "mstc-cloud-worker.fullname" .) }}
+{{- end }}
+
+{{/* Where the handler pods find the profiles file (CLOUD_WORKER_PROFILES_FILE). */}}
+{{- define "mstc-cloud-worker.profilesDir" -}}
+/etc/cloud-worker/profiles
+{{- end }}
