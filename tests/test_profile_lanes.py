@@ -183,3 +183,16 @@ def test_a_copy_of_a_request_in_the_profile_queue_carries_what_the_original_did(
     assert requester.queue_depth() == 0  # the original was acked once the copy was confirmed
     fakekube.finish(namespace, jobs_of(fakekube, namespace, "gpu-large")[0]["metadata"]["name"])
     assert requester.wait_reply(busy)["data"]["status"] == "succeeded"
+
+
+def test_a_profiles_request_retried_after_a_transient_failure_goes_back_to_its_own_queue(
+        handlers, requester, fakekube, namespace, profiles_file, faults):
+    handler = handlers.start(profiles_file=profiles_file, max_attempts=5, retry_delay_seconds=0.2)
+    faults.reject_create_status = 503  # the API server is unwell: the Job cannot be created yet
+    cid = requester.submit(job_request("scenario/succeed:0.1", profile="gpu-large"))
+    wait_until(lambda: handler.consumer.stats.requeued >= 1, "the request is put back for a retry", timeout=60)
+    faults.reject_create_status = None
+    data = requester.wait_reply(cid, timeout=30)["data"]
+    assert (data["status"], data["profile"]) == ("succeeded", "gpu-large")
+    # Forwarded once, from the work queue; its retry copies went straight to the profile's queue.
+    assert handler.consumer.stats.forwarded == 1 and len(jobs_of(fakekube, namespace, "gpu-large")) == 1
