@@ -49,6 +49,7 @@ DISRUPTION = "DisruptionTarget"
 FAILED_CREATE = "FailedCreate"
 #: The scheduler's reason on a pod no node can take (``PodScheduled=False``): a selector,
 #: affinity or toleration no node matches, or resources no node has.
+SCHEDULED = "PodScheduled"
 UNSCHEDULABLE = "Unschedulable"
 
 
@@ -221,7 +222,7 @@ def _unschedulable(pod: Mapping[str, Any]) -> tuple[str, datetime] | None:
     if (pod.get("spec") or {}).get("nodeName"):
         return None  # placed: whatever the condition says, it is late
     for cond in (pod.get("status") or {}).get("conditions") or ():
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == UNSCHEDULABLE:
+        if cond.get("type") == SCHEDULED and cond.get("status") == "False" and cond.get("reason") == UNSCHEDULABLE:
             since = parse_time(cond.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"))
             return cond.get("message") or UNSCHEDULABLE, since or datetime.min.replace(tzinfo=UTC)
     return None
