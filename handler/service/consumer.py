@@ -406,8 +406,7 @@ class Consumer:
         if self._settle(item, Settle.ACK):
             self.stats.forwarded += 1
             self.metrics.forwarded.labels(self.handler.profiles.label(profile)).inc()
-            log.info("delivery %s (request of profile %s) forwarded to %s", delivery.delivery_tag,
-                     profile or self.handler.profiles.default.name, queue)
+            log.info("delivery %s forwarded to %s, the queue of its profile's lane", delivery.delivery_tag, queue)
 
     def _count_dropped(self) -> None:
         self.stats.replies_dropped += 1
