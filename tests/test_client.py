@@ -23,6 +23,7 @@ from handler.service.backends.local import open_local_backend
 from handler.service.consumer import Consumer
 from handler.service.handling import RequestHandler
 from handler.tools.client import Client, NoReply
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -312,6 +313,10 @@ def test_cloud_worker_submit_with_a_profile_runs_with_it_straight_from_the_profi
     common = ["--image", "mstc/python-test", "--job-name", "t", "--input", str(tmp_path / "in.txt"), "--bucket-url",
               s3_bucket(), "--wait-seconds", "30"]
     try:
+        # The handler declares the profile's queue when it connects; until then the client sends the request
+        # to the work queue (and the handler forwards it): wait for the queue, to see the straight path.
+        wait_until(lambda: queue_exists(rabbitmq, f"{queue}.profile.big"), "the handler declares the profile's queue",
+                   timeout=30)
         big = submit(env, *common, "--profile", "big")
         assert big.returncode == 0, big.stderr
         assert (json.loads(big.stdout)["data"]["status"], json.loads(big.stdout)["data"]["profile"]) == (
@@ -330,3 +335,15 @@ def test_cloud_worker_submit_with_a_profile_runs_with_it_straight_from_the_profi
     log = (tmp_path / "handler.log").read_text()
     assert "profile big: limits.memory 1Gi as RLIMIT_DATA" in log
     assert "forwarded to" not in log and "forwarded=0" in log  # the client published each where it runs: nothing took a detour
+
+
+def queue_exists(amqp_url, queue):
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        connection.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
