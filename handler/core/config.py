@@ -345,9 +345,11 @@ class Settings:
     )
     watch_stall_seconds: float = _setting(
         90.0,
-        "Seconds a watch may go without any event or bookmark before it is taken as stalled and restarted "
-        "(from the last version seen). The handler asks for bookmarks, which API servers send about once a "
-        "minute, so 90 s allows for one late bookmark. 0: only the read timeout (watch_timeout_seconds + 15 s).",
+        "Seconds a watch may go without any event or bookmark before it is resumed from the last version seen "
+        "(one watch request): a connection a proxy dropped silently is found this soon, not at the read timeout. "
+        "It counts as stalled only if the resumed watch at once replays changes the silent one missed, since "
+        "API servers send bookmarks (about once a minute) only while the watched resources change. 0: only the "
+        "read timeout (watch_timeout_seconds + 15 s).",
         float,
     )
     # --- where Jobs run
