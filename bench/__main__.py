@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--smoke", action="store_true", help="tiny counts: checks the harness, measures nothing")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
     parser.add_argument("--amqp-url", default=os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+    parser.add_argument("--queue-prefix", default="bench",
+                        help="what starts the name of each work queue of the run, all deleted at its end (default bench)")
     args = parser.parse_args(argv)
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     profile = dict(PROFILES[name], name=name)
@@ -90,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     def say(step: str) -> None:
         print(f"[{time.monotonic() - started:6.1f} s] {step}", file=sys.stderr, flush=True)
 
+    # A run stopped by SIGTERM (a timeout, a CI job cancelled) still tidies up: its queues,
+    # its processes, its fake cluster.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        rig = Rig(args.amqp_url, Path(tmp), profile["baseline_poll"])
+        rig = Rig(args.amqp_url, Path(tmp), profile["baseline_poll"], args.queue_prefix)
         try:
             raw = run(rig, profile, say)
         finally:

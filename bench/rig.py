@@ -151,9 +151,11 @@ BASELINE = Subject("baseline", concurrent=False)
 
 
 class Rig:
-    def __init__(self, amqp_url: str, workdir: Path, baseline_poll: float = 1.0) -> None:
+    def __init__(self, amqp_url: str, workdir: Path, baseline_poll: float = 1.0, queue_prefix: str = "bench") -> None:
         self.amqp_url = amqp_url
         self.baseline_poll = baseline_poll
+        #: What starts the name of every work queue of the run (``<prefix>.<random>.work``).
+        self.queue_prefix = queue_prefix
         self.workdir = workdir
         self.times = JobTimes()
         self.fake: FakeKube | None = None
@@ -178,7 +180,7 @@ class Rig:
         self.kubeconfig = self.fake.write_kubeconfig(self.workdir / f"kubeconfig-{self._clusters}")
 
     def stage(self) -> Stage:
-        stage = Stage(f"bench.{uuid.uuid4().hex[:10]}.work", f"bench-{uuid.uuid4().hex[:8]}")
+        stage = Stage(f"{self.queue_prefix}.{uuid.uuid4().hex[:10]}.work", f"bench-{uuid.uuid4().hex[:8]}")
         self.channel.queue_declare(stage.queue, durable=True)  # the seed client's declaration
         self.channel.queue_bind(stage.queue, EXCHANGE, routing_key=stage.queue)
         self._queues.append(stage.queue)
@@ -212,10 +214,26 @@ class Rig:
             time.sleep(0.01)
 
     def close(self) -> None:
-        for proc in self._procs:
-            proc.stop()
-        for queue in self._queues:
-            self.channel.queue_delete(queue)
-        self._publisher.close()
-        self.replies.close()
-        self.fake.stop()
+        """Stop the subjects, then, whatever that did, delete every queue the run declared
+        (on a connection of its own: the publisher's channel may be what ended the run),
+        and stop the fake cluster."""
+        try:
+            for proc in self._procs:
+                proc.stop()
+        finally:
+            self._delete_queues()
+            for closing in (self._publisher.close, self.replies.close, self.fake.stop):
+                try:
+                    closing()
+                except Exception:  # noqa: BLE001 - tidy up the rest whatever one did
+                    pass
+
+    def _delete_queues(self) -> None:
+        connection = connect(self.amqp_url)
+        try:
+            channel = connection.channel()
+            for queue in self._queues:  # and the cancel queue a handler declares beside each (Settings.cancel_queue_name)
+                for name in (queue, f"{queue}.cancel"):
+                    channel.queue_delete(name)
+        finally:
+            connection.close()

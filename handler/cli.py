@@ -75,7 +75,7 @@ COMMANDS = {
 SUBMIT_DESCRIPTION = """\
 Upload the inputs, send a work request, wait for the reply and download the outputs.
 
-The request id is printed at once (cancel with `cloud-worker cancel <request id>`).
+The request id is printed once the request is sent (cancel with `cloud-worker cancel <request id>`).
 Progress goes to stderr (a live status line on a terminal, plain lines otherwise);
 the reply event goes to stdout as JSON, so `cloud-worker submit ... | jq .data` works.
 The request is checked as the handler checks it before anything is uploaded."""
@@ -135,7 +135,7 @@ def _command(sub: argparse._SubParsersAction, name: str) -> argparse.ArgumentPar
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloud-worker", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"cloud-worker {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _command(sub, "consume").set_defaults(func=cmd_consume)
@@ -169,11 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     running_demo = demo.add_parser(sub)
     running_demo.description = DEMO_DESCRIPTION
     running_demo.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():
+        # No abbreviations: `--http-token SECRET` must be refused, not taken for `--http-token-file`.
+        command.allow_abbrev = False
+    parser._cloud_worker_commands = dict(sub.choices)  # type: ignore[attr-defined]
     return parser
 
 
-def _log_settings(settings: Settings) -> None:
-    log.info("cloud-worker %s starting with these settings", version(), extra={"settings": settings.redacted()})
+def _log_settings(settings: Settings, command: str) -> None:
+    """The settings ``command`` uses (those it has a flag for), as the first log line: not
+    the ``http_*`` settings of ``serve`` in ``consume``'s log, nor the broker's in ``serve``'s."""
+    applying = {f.name for f in setting_fields() if command in f.metadata["commands"]}
+    shown = {name: value for name, value in settings.redacted().items() if name in applying}
+    log.info("cloud-worker %s %s starting with these settings", version(), command, extra={"settings": shown})
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
@@ -186,7 +194,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     from handler.service.health import HealthServer, Heartbeat
     from handler.service.runtime import Runtime
 
-    _log_settings(settings)
+    _log_settings(settings, "consume")
     try:
         runtime = Runtime.open(settings, os.environ)
     except Transient as exc:
@@ -198,6 +206,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
                   "CLOUD_WORKER_NAMESPACE and that the handler's Role there grants what the chart's role.yaml "
                   "lists)", settings.namespace, exc)
         return ExitCode.CONFIG
+    runtime.metrics.broker_consumer_timeout(settings.broker_consumer_timeout_minutes * 60)
     broker = Broker(settings, runtime.handler.profiles)
     heartbeat = Heartbeat()
     health = None
@@ -207,7 +216,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
                 health = HealthServer(
                     settings.http_port, heartbeat, settings.heartbeat_stale_seconds,
                     checks={"broker": lambda: broker.is_open, **runtime.checks},
-                    extra={"/metrics": runtime.metrics.render},
+                    extra={"/metrics": runtime.metrics.render}, host=settings.http_host,
                 ).start()
             except OSError as exc:
                 log.error("cannot serve /healthz, /readyz and /metrics on port %d: %s (choose another port with "
@@ -230,34 +239,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
-    _log_settings(settings)
+    _log_settings(settings, "serve")
     from handler.service.profiles import load_profiles
 
     load_profiles(settings)  # a bad profile stops serve here (exit 3), not in a forked web worker
-    if not reachable(settings):
+    if not reachable(settings, os.environ):
         log.error("the Kubernetes API server cannot be reached (check KUBECONFIG or the in-cluster service account)")
         return ExitCode.KUBE_UNREACHABLE
-    busy = _port_in_use(settings.http_port)
+    busy = _port_in_use(settings.http_host, settings.http_port)
     if busy:
-        log.error("cannot serve HTTP on port %d: %s (choose another port with CLOUD_WORKER_HTTP_PORT or "
-                  "--http-port)", settings.http_port, busy)
+        log.error("cannot serve HTTP on %s port %d: %s (choose another port with CLOUD_WORKER_HTTP_PORT or "
+                  "--http-port, or another address with CLOUD_WORKER_HTTP_HOST)", settings.http_host,
+                  settings.http_port, busy)
         return ExitCode.CONFIG
     return serve.run(settings)
 
 
-def _port_in_use(port: int) -> str | None:
-    """Why ``port`` cannot be bound ("Address already in use"), or None: checked before
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound ("Address already in use"), or None: checked before
     gunicorn, which would retry for five seconds and then exit with its own words."""
     import socket
 
     if not port:
         return None
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError as exc:
-            return exc.strerror or str(exc)
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host.strip("[]"), port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
     return None
 
 
@@ -286,12 +296,18 @@ def _tool_settings(args: argparse.Namespace) -> Settings:
     return _settings(args)
 
 
+def _backend_chosen(args: argparse.Namespace) -> bool:
+    """The user named the backend (``--backend`` or CLOUD_WORKER_BACKEND); else the tools find it."""
+    return getattr(args, "backend", None) is not None or "CLOUD_WORKER_BACKEND" in os.environ
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from handler.service.runtime import open_for_inspection
     from handler.tools import control
 
     settings = _tool_settings(args)
     try:
-        backend = control.inspecting_backend(settings, os.environ)
+        backend = open_for_inspection(settings, os.environ, args.request_id, chosen=_backend_chosen(args))
     except Transient as exc:
         return _fail(args, ExitCode.KUBE_UNREACHABLE, f"the Kubernetes API server cannot be reached: {exc} (check "
                      "KUBECONFIG or --kubeconfig)")
@@ -307,13 +323,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from handler.service.runtime import open_for_inspection
     from handler.tools import control
 
     settings = _tool_settings(args)
     try:
-        backend = control.inspecting_backend(settings, os.environ)
+        backend = open_for_inspection(settings, os.environ, args.target, chosen=_backend_chosen(args))
         try:
-            code = control.print_log(backend, settings, args.target, sys.stdout, follow=args.follow)
+            code = control.print_log(backend, args.target, sys.stdout, follow=args.follow)
         finally:
             backend.close()
     except Transient as exc:
@@ -365,8 +382,36 @@ def _fail(args: argparse.Namespace, code: int, message: str) -> int:
     return code
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; a flag the command does not have is refused with that command's
+    usage, naming the commands that do have it (``--once`` is ``consume``'s, not ``serve``'s)."""
+    args, unknown = parser.parse_known_args(argv)
+    if not unknown:
+        return args
+    commands: dict[str, argparse.ArgumentParser] = parser._cloud_worker_commands  # type: ignore[attr-defined]
+    secrets = {"--" + f.name.replace("_", "-"): env_name(f) for f in setting_fields() if f.metadata.get("secret")}
+    hints, shown, hide_next = [], [], False
+    for flag in unknown:
+        name = flag.split("=", 1)[0]
+        owners = [command for command, sub in commands.items() if name in sub._option_string_actions]
+        if name in secrets:
+            hints.append(f"{name}: secrets are never flags, since ps shows flags to everyone on the machine: "
+                         f"set {secrets[name]} in the environment")
+            shown.append(name + ("=***" if "=" in flag else ""))
+            hide_next = "=" not in flag
+            continue
+        shown.append("***" if hide_next else flag)
+        hide_next = False
+        if name.startswith("-") and owners:
+            hints.append(f"{name} is a flag of {' and '.join(owners)}, not of {args.command}")
+    message = f"unrecognized arguments: {' '.join(shown)}"
+    if hints:
+        message += f" ({'; '.join(hints)})"
+    commands[args.command].error(message)  # exits 2 with the command's own usage
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -391,3 +391,22 @@ def test_local_mode_says_at_start_up_which_profile_fields_it_ignores(make_backen
     lines = [r.getMessage() for r in caplog.records if "profile gpu" in r.getMessage()]
     assert lines == ["local backend: profile gpu: limits.memory 8Gi as RLIMIT_DATA; ignored here (only a cluster "
                      "has them): resources.limits.nvidia.com/gpu, resources.requests, nodeSelector, tolerations"]
+
+
+def test_a_jobs_storage_failure_reaches_the_reply_through_its_termination_message(images_dir, s3_endpoint, tmp_path):
+    (images_dir / "kit.toml").write_text('[images."test/kit"]\ncommand = ["cloud-worker", "job", "--", "python", '
+                                         '"-c", "pass"]\n')
+    settings = Settings.from_env({"CLOUD_WORKER_LOCAL_STATE_DIR": str(tmp_path / "kit-state")})
+    backend = LocalBackend(settings, load_image_map(images_dir / "kit.toml"), s3_endpoint.env,
+                           job_base_env(HANDLER_ENVIRON))
+    backend.start()
+    body = {"image": "test/kit", "jobName": "kit", "inputBucketUrl": s3_endpoint.bucket_url("no-such-bucket-kit")}
+    request = parse_request(Message(json.dumps(body).encode(), "application/json", message_id=uuid.uuid4().hex),
+                            settings)
+    try:
+        outcome = run(backend, request)
+    finally:
+        backend.close()
+    assert (outcome.status, outcome.exit_code) == (Status.FAILED, 70)
+    assert "container exited with code 70 (Error): cannot download the inputs: " in outcome.message
+    assert "NoSuchBucket" in outcome.message

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import METRICS, RATIO_TARGETS, TARGETS
+from tests.support.rabbit import fresh_queue, queues_named
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -26,8 +27,9 @@ def _number(value) -> bool:
 
 def test_the_smoke_run_writes_every_metric_for_the_handler_and_the_baseline(rabbitmq, tmp_path):
     out = tmp_path / "latest.json"
-    run = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--amqp-url", rabbitmq],
-                         cwd=REPO, capture_output=True, text=True, timeout=90)
+    prefix = fresh_queue("bench")  # its queues are this session's: the session's check sees none is left
+    run = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--amqp-url", rabbitmq,
+                          "--queue-prefix", prefix], cwd=REPO, capture_output=True, text=True, timeout=90)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     handler, baseline = result["metrics"]["handler"], result["metrics"]["baseline"]
@@ -40,3 +42,4 @@ def test_the_smoke_run_writes_every_metric_for_the_handler_and_the_baseline(rabb
     assert result["primitives"]["sum"]["p50_ms"] > 0 and result["machine"]["cores"] >= 1
     for label, _unit in METRICS.values():
         assert label in run.stdout
+    assert queues_named(prefix) in ([], None)  # every queue of the run deleted (None: rabbitmqctl cannot say)

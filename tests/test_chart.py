@@ -13,13 +13,9 @@ The dev charts (RabbitMQ, MinIO) are held to the same schemas.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import ipaddress
 import json
-import os
 import re
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -31,69 +27,22 @@ from handler.core.config import Settings, env_name, setting_fields
 from handler.core.manifest import build_job
 from handler.core.messages import Message
 from handler.core.request import parse_request
+from tests.support.charts import CHART, KEDA_API, NAMESPACE, RELEASE, Helm, Render
 from tests.support.validate import (
     HANDLER_API_CALLS,
     REPO_ROOT,
     InvalidManifest,
     describe,
-    helm_binary,
-    load_manifests,
     pod_specs,
     restricted_pss_violations,
     role_grants,
     validate_manifest,
 )
 
-CHART = REPO_ROOT / "charts" / "mstc-cloud-worker"
 DEV_CHARTS = sorted(p.parent for p in (REPO_ROOT / "charts" / "dev").glob("*/Chart.yaml"))
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 DEFAULT = CHART / "ci" / "default-values.yaml"
-RELEASE = "mstc-cloud-worker"
-NAMESPACE = "mstc-dev"
-KEDA_API = "keda.sh/v1alpha1"
 HANDLER_KINDS = {"Deployment", "ScaledJob"}
-
-Render = Callable[..., list[dict]]
-
-
-@dataclasses.dataclass
-class Helm:
-    binary: str
-    env: dict[str, str]
-
-    def run(self, *args: str | Path) -> subprocess.CompletedProcess:
-        return subprocess.run([self.binary, *map(str, args)], capture_output=True, text=True, env=self.env, timeout=60)
-
-
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    binary = helm_binary()
-    home = tmp_path_factory.mktemp("helm-home")
-    # Keep helm's cache, config and plugins out of the user's home.
-    env = {**os.environ, **{f"HELM_{d}_HOME": str(home / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}}
-    return Helm(binary, env)
-
-
-@pytest.fixture(scope="session")
-def render(helm: Helm) -> Render:
-    """Rendered objects of the chart for a values file and extra flags, cached per call."""
-    cache: dict[tuple, list[dict]] = {}
-
-    def _render(values: Path | None = None, *flags: str, keda: bool = False, chart: Path = CHART) -> list[dict]:
-        key = (chart, values, flags, keda)
-        if key not in cache:
-            args = ["template", RELEASE, chart, "--namespace", NAMESPACE, *flags]
-            if values:
-                args += ["--values", values]
-            if keda:
-                args += ["--api-versions", KEDA_API]
-            result = helm.run(*args)
-            assert result.returncode == 0, f"helm {' '.join(map(str, args))} failed:\n{result.stderr}"
-            cache[key] = load_manifests(result.stdout)
-        return cache[key]
-
-    return _render
-
 
 def scenario_id(path: Path) -> str:
     return path.name.removesuffix("-values.yaml")
@@ -122,8 +71,10 @@ def handler_pods(objects: list[dict]) -> list[tuple[str, dict]]:
 
 
 def settings_configmap(objects: list[dict]) -> dict:
-    """The handler's settings (the ConfigMap its pods read with envFrom; not the Job profiles' file)."""
-    found = [c for c in of_kind(objects, "ConfigMap") if not c["metadata"]["name"].endswith("-profiles")]
+    """The handler's settings (the ConfigMap its pods read with envFrom: not the Job profiles'
+    file, nor the Grafana dashboard's)."""
+    found = [c for c in of_kind(objects, "ConfigMap")
+             if not c["metadata"]["name"].endswith(("-profiles", "-dashboard"))]
     assert len(found) == 1, f"expected one settings ConfigMap, got {[describe(o) for o in found]}"
     return found[0]
 
@@ -451,6 +402,36 @@ def test_helm_template_fails_when_a_required_value_is_missing(helm: Helm, flags:
         assert name in result.stderr
 
 
+def test_extra_settings_accept_exactly_the_handlers_settings_the_chart_does_not_set_itself() -> None:
+    """values.schema.json lists the CLOUD_WORKER_* names config.extraSettings may hold: every
+    setting the handler knows, but those a template sets from other values (a duplicate key)
+    and those holding credentials (a ConfigMap is no place for them)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    allowed = schema["properties"]["config"]["properties"]["extraSettings"]["propertyNames"]["enum"]
+    managed = {name for template in (CHART / "templates").iterdir()
+               for name in re.findall(r"\b(CLOUD_WORKER_[A-Z0-9_]+)\b", template.read_text())}
+    credentials = {env_name(f) for f in setting_fields() if f.metadata.get("secret") or f.name == "amqp_url"}
+    known = {env_name(f) for f in setting_fields() if env_name(f).startswith("CLOUD_WORKER_")}
+    expected = sorted(known - managed - credentials)
+    assert allowed == expected, f"missing: {sorted(set(expected) - set(allowed))}, " \
+                                f"not to be allowed: {sorted(set(allowed) - set(expected))}"
+
+
+@pytest.mark.parametrize("name", ["CLOUD_WORKER_CONCURENCY", "CLOUD_WORKER_CONCURRENCY", "CLOUD_WORKER_HTTP_TOKEN",
+                                  "CLOUD_WORKER_AMQP_URL"])
+def test_helm_refuses_an_extra_setting_that_is_a_typo_the_charts_own_or_a_credential(helm: Helm, name: str) -> None:
+    result = helm.run("template", RELEASE, CHART, "--namespace", NAMESPACE, "--set", "broker.existingSecret=b",
+                      "--set", f"config.extraSettings.{name}=4")
+    assert result.returncode != 0
+    assert f"invalid propertyName '{name}'" in result.stderr
+
+
+def test_a_known_extra_setting_reaches_the_configmap(render: Render) -> None:
+    objects = render(None, "--set", "broker.existingSecret=b", "--set",
+                     "config.extraSettings.CLOUD_WORKER_WATCH_STALL_SECONDS=45")
+    assert settings(objects)["CLOUD_WORKER_WATCH_STALL_SECONDS"] == "45"
+
+
 def test_every_scenario_sets_the_broker_secret() -> None:
     for path in SCENARIOS:
         broker = yaml.safe_load(path.read_text()).get("broker") or {}
@@ -545,6 +526,50 @@ def test_readme_quick_start_installs_as_written(render: Render) -> None:
         objects = render(None, *[arg for flag in flags for arg in ("--set", flag)], keda=keda)
         assert of_kind(objects, "Deployment")
     assert "create secret generic mstc-broker" in quick_start and "create secret generic mstc-bucket" in quick_start
+    # The image is built and pushed first, as the one the release pulls (it is published nowhere).
+    (built,) = re.findall(r"^docker build .*-t (\S+) \.$", quick_start, re.M)
+    (pushed,) = re.findall(r"^docker push (\S+)$", quick_start, re.M)
+    (container,) = [c for _, spec in handler_pods(render(None, *[a for f in flags for a in ("--set", f)]))
+                    for c in spec["containers"]]
+    assert built == pushed == container["image"]
+    assert quick_start.index("docker push") < quick_start.index("helm install")
+
+
+def test_the_http_example_of_the_install_guide_sends_the_token_the_chart_generates(render: Render) -> None:
+    """docs/kubernetes.md, "Other modes": its curl carries the bearer token read from the
+    Secret and key the chart renders, through the Service and port it renders (a curl
+    without the token is answered 401 with the chart's defaults)."""
+    guide = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
+    section = guide.partition("## 8. Other modes")[2].partition("\n## ")[0]
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", section, re.S) if "http.enabled=true" in b)
+    objects = render(None, "--set", "broker.existingSecret=mstc-broker", "--set", "http.enabled=true")
+    (secret, key), = re.findall(r"get secret (\S+) -o jsonpath='\{\.data\.(\w+)\}'", block)
+    assert key in one([o for o in of_kind(objects, "Secret") if o["metadata"]["name"] == secret], "Secret")["data"]
+    (service, port), = re.findall(r"port-forward svc/(\S+) (\d+)", block)
+    ports = [p["port"] for o in of_kind(objects, "Service") if o["metadata"]["name"] == service for p in o["spec"]["ports"]]
+    assert int(port) in ports
+    curls = [line for line in block.replace("\\\n", " ").splitlines() if line.startswith("curl ")]
+    assert curls and all('-H "Authorization: Bearer $TOKEN"' in line for line in curls)
+    assert "TOKEN=" in block
+
+
+def test_the_guides_and_readmes_give_the_charts_own_numbers() -> None:
+    """Every `keda.*` and `config.*` value the docs quote with a number is that value's default."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    docs = {path: path.read_text() for path in (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "kubernetes.md",
+                                                CHART / "README.md")}
+    quoted = []
+    for path, text in docs.items():
+        found = re.findall(r"`((?:keda|config)\.[\w.]+)`(?::| \(| polls every)? ?\(?(\d+)", text)
+        found += [(name, n) for n, name in re.findall(r"(\d+) s \(`((?:keda|config)\.[\w.]+)`\)", text)]
+        found += re.findall(r"`(config\.[\w.]+)` \| [^|(]*\((\d+)[:)]", text)  # tables: "| `config.x` | ... (25: ...)"
+        for name, number in found:
+            value = values
+            for part in name.split("."):
+                value = value[part]
+            quoted.append((path.name, name, int(number), value))
+    assert len(quoted) >= 8, quoted
+    assert [q for q in quoted if q[2] != q[3]] == []
 
 
 def install_notes(helm: Helm, tmp_path: Path, *flags: str | Path) -> str:

@@ -20,6 +20,7 @@ import pika
 import pytest
 
 from handler.core.exitcodes import ExitCode
+from tests.support.rabbit import delete_queues, fresh_queue
 from tests.support.waiting import job_request, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +92,22 @@ def test_a_flag_of_another_command_is_refused(command, foreign):
     assert f"unrecognized arguments: {foreign}" in done.stderr
 
 
+def test_a_flag_of_another_command_is_refused_with_this_commands_usage_naming_whose_flag_it_is():
+    done = cloud_worker("serve", "--once")
+    assert done.returncode == ExitCode.USAGE
+    assert done.stderr.startswith("usage: cloud-worker serve ")
+    assert done.stderr.rstrip().endswith("cloud-worker serve: error: unrecognized arguments: --once (--once is a "
+                                         "flag of consume, not of serve)")
+
+
+@pytest.mark.parametrize("given", [["--http-token", "s3cr3t"], ["--http-token=s3cr3t"]])
+def test_a_secret_is_never_a_flag_and_is_not_echoed_back(given):
+    done = cloud_worker("serve", *given)
+    assert done.returncode == ExitCode.USAGE
+    assert "s3cr3t" not in done.stderr  # not taken for --http-token-file either
+    assert "set CLOUD_WORKER_HTTP_TOKEN in the environment" in done.stderr
+
+
 def test_a_flag_of_its_own_command_is_accepted():
     text = cloud_worker("serve", "--help").stdout
     assert "--http-threads" in text and "--once" not in text and "--concurrency" not in text
@@ -104,7 +121,7 @@ def test_a_flag_of_its_own_command_is_accepted():
 def consume(tmp_path, *args: str, timeout: float = 60, **settings: str) -> subprocess.CompletedProcess:
     env = clean_env(CLOUD_WORKER_BACKEND="local", CLOUD_WORKER_LOCAL_STATE_DIR=str(tmp_path / "state"),
                     CLOUD_WORKER_LOG_FORMAT="text", AWS_ENDPOINT_URL_S3="http://127.0.0.1:9",
-                    CLOUD_WORKER_QUEUE=f"test.{uuid.uuid4().hex[:8]}.work",
+                    CLOUD_WORKER_QUEUE=fresh_queue(),
                     **{f"CLOUD_WORKER_{k.upper()}": v for k, v in settings.items()})
     return cloud_worker("consume", *args, env=env, timeout=timeout)
 
@@ -149,7 +166,7 @@ def test_a_broker_that_is_down_is_one_line_per_attempt_without_pika_noise_and_ex
 def test_a_second_local_handler_on_the_same_state_folder_is_refused_in_one_line_with_exit_3(tmp_path, rabbitmq):
     env = clean_env(CLOUD_WORKER_BACKEND="local", CLOUD_WORKER_LOCAL_STATE_DIR=str(tmp_path / "state"),
                     CLOUD_WORKER_LOG_FORMAT="text", CLOUD_WORKER_AMQP_URL=rabbitmq, CLOUD_WORKER_HTTP_PORT="0",
-                    CLOUD_WORKER_QUEUE=f"test.{uuid.uuid4().hex[:8]}.work")
+                    CLOUD_WORKER_QUEUE=fresh_queue())
     with open(tmp_path / "first.log", "wb") as log:
         first = subprocess.Popen([sys.executable, "-m", "handler.cli", "consume"], cwd=REPO, env=env,
                                  stdout=log, stderr=subprocess.STDOUT)
@@ -166,7 +183,7 @@ def test_a_second_local_handler_on_the_same_state_folder_is_refused_in_one_line_
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(20) == 0, (tmp_path / "first.log").read_text()
-        delete_queue(rabbitmq, env["CLOUD_WORKER_QUEUE"])
+        delete_queues(rabbitmq, env["CLOUD_WORKER_QUEUE"])
 
 
 def test_the_start_up_settings_are_a_json_object_in_a_json_log_line(tmp_path):
@@ -176,12 +193,13 @@ def test_the_start_up_settings_are_a_json_object_in_a_json_log_line(tmp_path):
     first = json.loads(done.stderr.splitlines()[0])
     assert isinstance(first["settings"], dict)
     assert first["settings"]["backend"] == "local" and first["settings"]["amqp_url"].startswith("amqp://guest:***@")
+    assert not {"http_threads", "http_auth", "http_token", "http_probe_port"} & set(first["settings"])  # serve's
     for line in done.stderr.splitlines():
         json.loads(line)  # every line is one JSON object
 
 
 def test_a_returned_reply_is_reported_once_by_us_and_not_again_by_pika(tmp_path, rabbitmq):
-    queue = f"test.{uuid.uuid4().hex[:8]}.work"
+    queue = fresh_queue()
     env = clean_env(CLOUD_WORKER_BACKEND="local", CLOUD_WORKER_LOCAL_STATE_DIR=str(tmp_path / "state"),
                     CLOUD_WORKER_LOG_FORMAT="text", CLOUD_WORKER_AMQP_URL=rabbitmq, CLOUD_WORKER_HTTP_PORT="0",
                     CLOUD_WORKER_QUEUE=queue, AWS_ENDPOINT_URL_S3="http://127.0.0.1:9")
@@ -199,7 +217,7 @@ def test_a_returned_reply_is_reported_once_by_us_and_not_again_by_pika(tmp_path,
     finally:
         handler.send_signal(signal.SIGTERM)
         handler.wait(20)
-        delete_queue(rabbitmq, queue)
+        delete_queues(rabbitmq, queue)
     log = (tmp_path / "handler.log").read_text()
     assert "reply to no.such.queue." in log  # ours: the requester is gone
     assert "Published message was returned" not in log
@@ -208,32 +226,34 @@ def test_a_returned_reply_is_reported_once_by_us_and_not_again_by_pika(tmp_path,
 # --- the client refuses early, and says what to do
 
 
-def test_submit_to_an_s3_endpoint_that_is_down_is_one_line_and_exit_9(tmp_path, rabbitmq):
+@pytest.fixture
+def work_queue(rabbitmq):
+    """A work queue of the test's own, deleted afterwards (a client declares it as it connects)."""
+    queue = fresh_queue()
+    yield queue
+    delete_queues(rabbitmq, queue)
+
+
+def test_submit_to_an_s3_endpoint_that_is_down_is_one_line_and_exit_9(tmp_path, rabbitmq, work_queue):
     (tmp_path / "in.txt").write_text("x")
     env = clean_env(AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s", CLOUD_WORKER_AMQP_URL=rabbitmq)
     done = cloud_worker("submit", "--image", "mstc/python-test", "--job-name", "s3-down", "--input",
                         str(tmp_path / "in.txt"), "--bucket-url", f"http://127.0.0.1:{free_port()}/bucket",
-                        "--routing-key", f"test.{uuid.uuid4().hex[:8]}.work", env=env)
+                        "--routing-key", work_queue, env=env)
     assert done.returncode == ExitCode.STORAGE, done.stderr
     assert "Traceback" not in done.stderr and "Retrying" not in done.stderr and "urllib3" not in done.stderr
     [line] = [x for x in done.stderr.splitlines() if x.startswith("cloud-worker submit:")]
-    assert "endpoint unreachable" in line
+    assert "is unreachable (connection refused)" in line
 
 
-def test_a_missing_bucket_suggests_create_buckets(tmp_path, rabbitmq, s3_endpoint):
+def test_a_missing_bucket_suggests_create_buckets(tmp_path, rabbitmq, s3_endpoint, work_queue):
     (tmp_path / "in.txt").write_text("x")
     env = clean_env(**s3_endpoint.env, CLOUD_WORKER_AMQP_URL=rabbitmq)
     done = cloud_worker("submit", "--image", "mstc/python-test", "--job-name", "no-bucket", "--input",
                         str(tmp_path / "in.txt"), "--bucket-url", s3_endpoint.bucket_url(f"nb-{uuid.uuid4().hex[:8]}"),
-                        "--routing-key", f"test.{uuid.uuid4().hex[:8]}.work", env=env)
+                        "--routing-key", work_queue, env=env)
     assert done.returncode == ExitCode.STORAGE, done.stderr
     assert "--create-buckets" in done.stderr and "Traceback" not in done.stderr
-
-
-def delete_queue(amqp_url: str, queue: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    connection.channel().queue_delete(queue)
-    connection.close()
 
 
 # --- status, logs and cancel over RabbitMQ: the local backend
@@ -244,7 +264,7 @@ def local_consumer(rabbitmq, s3_endpoint, tmp_path):
     """``cloud-worker consume --backend local`` as a subprocess; yields the environment
     the tools need to reach it (broker, queue, state folder)."""
     (tmp_path / "images.toml").write_text(IMAGES)
-    queue = f"test.{uuid.uuid4().hex[:8]}.work"
+    queue = fresh_queue()
     env = clean_env(**s3_endpoint.env, CLOUD_WORKER_AMQP_URL=rabbitmq, CLOUD_WORKER_QUEUE=queue,
                     CLOUD_WORKER_BACKEND="local", CLOUD_WORKER_LOCAL_STATE_DIR=str(tmp_path / "state"),
                     CLOUD_WORKER_LOCAL_IMAGES=str(tmp_path / "images.toml"), CLOUD_WORKER_HTTP_PORT="0",
@@ -255,7 +275,7 @@ def local_consumer(rabbitmq, s3_endpoint, tmp_path):
     yield env
     handler.send_signal(signal.SIGTERM)
     assert handler.wait(30) == 0, (tmp_path / "handler.log").read_text()
-    delete_queue(rabbitmq, queue)
+    delete_queues(rabbitmq, queue)
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
@@ -265,12 +285,12 @@ def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
 
 
 def start_submit(env, tmp_path, *args: str) -> tuple[subprocess.Popen, str]:
-    """``cloud-worker submit`` in the background; returns it and the request id it printed at once."""
+    """``cloud-worker submit`` in the background; returns it and the request id it printed once it was sent."""
     (tmp_path / "in.txt").write_text("x")
     proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "submit", "--input", str(tmp_path / "in.txt"),
                              "--create-buckets", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    seen = [proc.stderr.readline(), proc.stderr.readline()]  # "uploading inputs", then the id, before any upload
+    seen = [proc.stderr.readline() for _ in range(3)]  # "uploading inputs", "inputs uploaded", then the id
     match = re.search(r"^request ([0-9a-f]{32}) \(cancel it with: cloud-worker cancel \1\)$", "".join(seen), re.M)
     if not match:
         proc.kill()
@@ -293,6 +313,9 @@ def test_status_logs_and_cancel_reach_a_local_job_and_submit_exits_cancelled(loc
     assert doc["requestId"] == request_id and re.fullmatch(r"talk-[0-9a-f]{10}", doc["jobName"])
     wait_until(lambda: "line 3\n" in cloud_worker("logs", request_id, env=env).stdout, "the log grows")
     assert cloud_worker("logs", doc["jobName"], env=env).stdout.startswith("line 0\nline 1\n")  # by job name too
+    unsaid = {k: v for k, v in env.items() if k != "CLOUD_WORKER_BACKEND"}  # found by the handler running here
+    assert json.loads(cloud_worker("status", request_id, env=unsaid).stdout)["jobName"] == doc["jobName"]
+    assert cloud_worker("logs", request_id, env=unsaid).stdout.startswith("line 0\n")
 
     follower = subprocess.Popen([sys.executable, "-m", "handler.cli", "logs", "-f", request_id], cwd=REPO, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -327,9 +350,11 @@ def test_the_tools_say_when_there_is_no_such_request(local_consumer):
 
 
 @pytest.mark.integration
-def test_submit_follow_streams_the_log_while_it_waits(local_consumer, s3_endpoint, tmp_path):
+def test_submit_follow_finds_the_local_handler_and_streams_the_log_while_it_waits(local_consumer, s3_endpoint,
+                                                                                  tmp_path):
     bucket = s3_endpoint.bucket_url(f"cli-{uuid.uuid4().hex[:8]}")
-    submitting, _ = start_submit(local_consumer, tmp_path, "--image", "mstc/python-test", "--job-name", "followed",
+    unsaid = {k: v for k, v in local_consumer.items() if k != "CLOUD_WORKER_BACKEND"}
+    submitting, _ = start_submit(unsaid, tmp_path, "--image", "mstc/python-test", "--job-name", "followed",
                                  "--bucket-url", bucket, "--follow")
     code, _, err = finish(submitting, 60)
     assert code == 0, err
@@ -339,13 +364,13 @@ def test_submit_follow_streams_the_log_while_it_waits(local_consumer, s3_endpoin
 
 @pytest.mark.integration
 def test_cancel_with_no_handler_listening_gives_up_with_exit_8(rabbitmq):
-    queue = f"test.{uuid.uuid4().hex[:8]}.work"
+    queue = fresh_queue()
     env = clean_env(CLOUD_WORKER_AMQP_URL=rabbitmq, CLOUD_WORKER_QUEUE=queue)
     try:
         done = cloud_worker("cancel", "some-request", "--wait-seconds", "1", env=env)
         assert done.returncode == ExitCode.NO_REPLY and "no answer" in done.stderr and "Traceback" not in done.stderr
     finally:
-        delete_queue(rabbitmq, queue)
+        delete_queues(rabbitmq, queue)
 
 
 def test_cancel_with_the_broker_down_is_one_line_and_exit_4():
@@ -392,7 +417,7 @@ def test_serve_writes_an_access_log_line_per_request_in_the_json_format(tmp_path
 
     port = free_port()
     env = clean_env(CLOUD_WORKER_BACKEND="local", CLOUD_WORKER_LOCAL_STATE_DIR=str(tmp_path / "state"),
-                    CLOUD_WORKER_LOG_FORMAT="json", CLOUD_WORKER_HTTP_AUTH="none",
+                    CLOUD_WORKER_LOG_FORMAT="json", CLOUD_WORKER_HTTP_AUTH="none", CLOUD_WORKER_HTTP_HOST="127.0.0.1",
                     CLOUD_WORKER_HTTP_PROBE_PORT=str(free_port()), AWS_ENDPOINT_URL_S3="http://127.0.0.1:9")
     with open(tmp_path / "serve.log", "wb") as log:
         server = subprocess.Popen([sys.executable, "-m", "handler.cli", "serve", "--http-port", str(port)], cwd=REPO,
@@ -413,3 +438,6 @@ def test_serve_writes_an_access_log_line_per_request_in_the_json_format(tmp_path
     lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines() if line.startswith("{")]
     access = [line for line in lines if line["logger"] == "gunicorn.access"]
     assert access and '"GET /jobs/no-such-id HTTP/1.1" 404' in access[-1]["message"]
+    assert not {"amqp_url", "queue", "concurrency"} & set(lines[0]["settings"])  # consume's, not serve's
+    [warning] = [line for line in lines if "CLOUD_WORKER_HTTP_AUTH=none" in line["message"]]
+    assert warning["level"] == "WARNING" and f"127.0.0.1:{port}" in warning["message"]

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pika
@@ -23,6 +22,7 @@ from handler.service.backends.local import open_local_backend
 from handler.service.consumer import Consumer
 from handler.service.handling import RequestHandler
 from handler.tools.client import Client, NoReply
+from tests.support.rabbit import delete_queues, fresh_queue
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -115,7 +115,7 @@ def test_inputs_land_under_the_requests_own_prefix_and_the_outputs_come_back(loc
         f"runs/{rid}/input/a.txt", f"runs/{rid}/input/extra.csv", f"runs/{rid}/input/sub/b.txt",
         f"runs/{rid}/output/result.txt",
     ], bucket
-    assert states == ["checked", "uploaded", "published", "accepted", "started", "succeeded"]
+    assert states == ["checked", "uploading", "uploaded", "published", "accepted", "started", "succeeded"]
     assert [e["type"] for e in reply.events] == [ACCEPTED, STARTED]
     assert reply.downloaded == ((tmp_path / "out" / "result.txt").resolve(),)
     result = (tmp_path / "out" / "result.txt").read_text()
@@ -179,7 +179,7 @@ def test_concurrent_submissions_on_one_client_each_get_their_own_reply(local_han
 def consume_process(rabbitmq, s3_endpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp("consume")
     (folder / "images.toml").write_text(IMAGES)
-    queue = f"test.{uuid.uuid4().hex[:10]}.work"
+    queue = fresh_queue()
     env = {"PATH": os.environ["PATH"], **s3_endpoint.env, "CLOUD_WORKER_AMQP_URL": rabbitmq,
            "CLOUD_WORKER_QUEUE": queue, "CLOUD_WORKER_HTTP_PORT": "0", "CLOUD_WORKER_LOG_FORMAT": "text",
            "CLOUD_WORKER_LOCAL_IMAGES": str(folder / "images.toml"),
@@ -240,7 +240,7 @@ def test_cloud_worker_submit_has_distinct_exit_codes_when_it_cannot_get_an_answe
                                                                                 tmp_path):
     (tmp_path / "in.txt").write_text("x")
     common = ["--image", "mstc/python-test", "--job-name", "t", "--input", str(tmp_path / "in.txt")]
-    nobody_listens = f"test.{uuid.uuid4().hex[:10]}.unserved"
+    nobody_listens = fresh_queue("unserved")
     try:
         done = submit(consume_process, *common, "--bucket-url", s3_bucket(), "--routing-key", nobody_listens,
                       "--wait-seconds", "1")
@@ -254,14 +254,6 @@ def test_cloud_worker_submit_has_distinct_exit_codes_when_it_cannot_get_an_answe
     assert done.returncode == 3 and "scheme" in done.stderr, done.stderr
     done = submit(consume_process, *common[:-1], str(tmp_path / "missing.txt"), "--bucket-url", s3_bucket())
     assert done.returncode == 2 and "missing.txt" in done.stderr, done.stderr
-
-
-def delete_queues(amqp_url, *queues):
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    for queue in queues:
-        channel.queue_delete(queue)
-    connection.close()
 
 
 def test_a_request_nobody_takes_in_time_expires_into_the_dead_letter_queue_the_policy_names(
@@ -300,7 +292,7 @@ def test_cloud_worker_submit_with_a_profile_runs_with_it_straight_from_the_profi
     (tmp_path / "profiles.yaml").write_text("default: plain\nprofiles:\n  plain: {}\n  big:\n    maxInFlight: 1\n"
                                             "    resources: {limits: {memory: 1Gi}}\n")
     (tmp_path / "in.txt").write_text("x")
-    queue = f"test.{uuid.uuid4().hex[:10]}.work"
+    queue = fresh_queue()
     env = {"PATH": os.environ["PATH"], **s3_endpoint.env, "CLOUD_WORKER_AMQP_URL": rabbitmq,
            "CLOUD_WORKER_QUEUE": queue}
     handler_env = {**env, "CLOUD_WORKER_HTTP_PORT": "0", "CLOUD_WORKER_LOG_FORMAT": "text",
@@ -331,7 +323,7 @@ def test_cloud_worker_submit_with_a_profile_runs_with_it_straight_from_the_profi
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0, (tmp_path / "handler.log").read_text()
-        delete_queues(rabbitmq, queue, f"{queue}.cancel", f"{queue}.profile.big")
+        delete_queues(rabbitmq, queue, f"{queue}.profile.big")
     log = (tmp_path / "handler.log").read_text()
     assert "profile big: limits.memory 1Gi as RLIMIT_DATA" in log
     assert "forwarded to" not in log and "forwarded=0" in log  # the client published each where it runs: nothing took a detour

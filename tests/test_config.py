@@ -66,3 +66,17 @@ def test_service_link_variables_of_a_cloud_worker_service_are_not_taken_for_miss
         Settings.from_env({**links, "CLOUD_WORKER_QEUE": "typo"})
     with pytest.raises(ConfigError, match="CLOUD_WORKER_HTTP_PROB_PORT"):  # a misspelt port is still a typo
         Settings.from_env({**links, "CLOUD_WORKER_HTTP_PROB_PORT": "8081"})
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("CLOUD_WORKER_CONCURRENCY", "abc", "expected a whole number"),
+    ("CLOUD_WORKER_RETRY_DELAY_SECONDS", "soon", "expected a number"),
+    ("CLOUD_WORKER_JOB_FAIL_FAST_EXIT_CODES", "2,x", "expected whole numbers separated by commas"),
+    ("CLOUD_WORKER_JOB_RESOURCES", "{", "expected a JSON object"),
+])
+def test_a_value_that_does_not_parse_is_explained_in_words_not_pythons(name, value, says):
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({name: value})
+    assert str(raised.value).startswith(f"{name}={value!r}: {says}")
+    for internal in ("invalid literal", "base 10", "could not convert", "Expecting", "char 0"):
+        assert internal not in str(raised.value)

@@ -4,11 +4,10 @@ crashes and lost connections, and never a second Job for one request."""
 import json
 import signal
 import time
-import uuid
 
 import pytest
 
-from tests.support.rabbit import close_handler_connections
+from tests.support.rabbit import close_handler_connections, fresh_queue
 from tests.support.requester import SEED_REQUEST
 from tests.support.waiting import job_request, wait_until
 
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_an_invalid_request_is_rejected_acked_and_dead_lettered(handlers, requester):
-    dlq = f"test.{uuid.uuid4().hex[:8]}.dead"
+    dlq = fresh_queue("dead")
     handlers.start(dead_letter_queue=dlq)
     cid = requester.submit(dict(SEED_REQUEST, timeOut=-5))
     reply = requester.wait_reply(cid)

@@ -165,6 +165,18 @@ def test_builder_copies_what_the_wheel_needs_and_dockerignore_keeps_it(builder) 
     assert not ignored, f".dockerignore drops {ignored}"
 
 
+def test_the_license_the_project_and_the_image_name_is_the_license_file_the_image_carries(builder, final) -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0"
+    assert 'org.opencontainers.image.licenses="Apache-2.0"' in " ".join(args_of(final, "LABEL"))
+    text = (REPO_ROOT / "LICENSE").read_text()
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text and "END OF TERMS AND CONDITIONS" in text
+    # In the build context, beside pyproject.toml: setuptools puts it in the wheel's metadata.
+    sources = [src for args in args_of(builder, "COPY") for src in args.split()[:-1] if not src.startswith("--")]
+    assert "LICENSE" in sources and not dockerignored("LICENSE")
+
+
 @pytest.mark.parametrize(
     "path",
     [".git/HEAD", ".venv/bin/python", ".tools/bin/helm", "tests/test_chart.py", ".env", "handler/__pycache__/x.pyc"],

@@ -56,6 +56,17 @@ def test_the_rejected_reply_names_the_field():
     assert (data["status"], data["field"], data["reason"]) == ("rejected", "timeOut", "InvalidTimeout")
 
 
+def test_each_different_rejection_has_an_id_of_its_own_and_the_same_one_keeps_its_id():
+    def rejected(field, reason, message, identity="i"):
+        return rejected_event(Rejected(field, reason, message), identity=identity, request_id="r", source="u",
+                              now=NOW).get_id()
+
+    ids = {rejected("content-type", "UnsupportedMediaType", "not JSON"), rejected("body", "BodyTooLarge", "too big"),
+           rejected("timeOut", "InvalidTimeout", "negative"), rejected("timeOut", "InvalidTimeout", "negative", "j")}
+    assert len(ids) == 4
+    assert rejected("timeOut", "InvalidTimeout", "negative") == rejected("timeOut", "InvalidTimeout", "negative")
+
+
 def test_trace_context_travels_from_request_to_reply():
     tp = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
     r = request(headers={"traceparent": tp})

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -287,7 +288,8 @@ def test_watch_beyond_the_retained_history_gets_410(make_fake, tmp_path):
         assert caught.value.status == 410
 
 
-def test_watch_ends_cleanly_after_timeout_with_a_bookmark(batch, fake):
+def test_watch_ends_cleanly_after_timeout_with_a_bookmark_once_jobs_changed(batch, fake):
+    batch.create_namespaced_job("elsewhere", job("moved", image="scenario/hold", suspend=True))
     started = time.monotonic()
     events = list(watch.Watch().stream(batch.list_namespaced_job, NS, resource_version="1", timeout_seconds=1,
                                        allow_watch_bookmarks=True))
@@ -1192,8 +1194,9 @@ def test_a_quota_counts_only_pods_that_have_not_ended(batch, core, fake):
     assert conditions(wait_for_job(batch, "second"))[-1] == ("Complete", "CompletionsReached")
 
 
-def test_pod_security_admission_refusing_the_pod_is_a_failed_create_event(batch, core):
-    batch.create_namespaced_job(NS, job("unsafe", image="scenario/forbidden", active_deadline_seconds=1))
+def test_pod_security_admission_refusing_the_pod_is_a_failed_create_event(batch, core, fake):
+    fake.enforce_pod_security("restricted", NS)
+    batch.create_namespaced_job(NS, job("unsafe", active_deadline_seconds=1))
     event = wait_until(lambda: job_events_of(core, "unsafe", "FailedCreate"))[0]
     assert re.fullmatch(r'Error creating: pods "unsafe-[a-z0-9]{5}" is forbidden: violates PodSecurity '
                         r'"restricted:latest": allowPrivilegeEscalation != false \(container "main" must set '
@@ -1202,6 +1205,39 @@ def test_pod_security_admission_refusing_the_pod_is_a_failed_create_event(batch,
     assert conditions(done) == [("FailureTarget", "DeadlineExceeded"), ("Failed", "DeadlineExceeded")]
     assert not done.status.failed
     assert job_events_of(core, "unsafe", "DeadlineExceeded")[0].type == "Warning"
+
+
+def _handler_pod_spec() -> dict:
+    from handler.core.config import Settings
+    from handler.core.manifest import build_job
+    from handler.core.messages import Message
+    from handler.core.request import parse_request
+
+    settings = Settings.from_env({"CLOUD_WORKER_NAMESPACE": NS})
+    body = b'{"image": "mstc/python-test", "jobName": "psa", "inputBucketUrl": "http://minio:9000/inputs"}'
+    request = parse_request(Message(body, "application/json", correlation_id="c", reply_to="r"), settings)
+    return build_job(request, settings)["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(("loosen", "reason"), [
+    pytest.param(lambda c, p: None, None, id="as-built"),
+    (lambda c, p: c.update(runAsUser=0), 'runAsUser=0 (container "job" must not set runAsUser=0)'),
+    (lambda c, p: c.update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation != false"),
+    (lambda c, p: c.pop("capabilities"), 'unrestricted capabilities (container "job" must set'),
+    (lambda c, p: c.update(runAsNonRoot=False), "runAsNonRoot != true"),
+    (lambda c, p: (c.pop("seccompProfile", None), p.pop("seccompProfile", None)), "seccompProfile (pod or"),
+    (lambda c, p: c.update(privileged=True), 'privileged (container "job" must not set'),
+])
+def test_pod_security_judges_the_security_context_so_a_loosened_handler_job_is_refused(loosen, reason):
+    from tests.fakekube.podsecurity import restricted_violations
+
+    spec = _handler_pod_spec()
+    loosen(spec["containers"][0]["securityContext"], spec.setdefault("securityContext", {}))
+    violations = restricted_violations(spec)
+    if reason is None:
+        assert violations == []
+    else:
+        assert len(violations) == 1 and violations[0].startswith(reason), violations
 
 
 def test_similar_events_are_combined_after_nine_distinct_messages(make_fake, tmp_path):
@@ -1233,14 +1269,34 @@ def test_events_can_be_watched_with_a_field_selector(batch, core):
 
 # -- watches that go quiet ---------------------------------------------------------------------------------
 
-def test_bookmarks_come_periodically_while_a_watch_is_quiet(make_fake, tmp_path):
+def test_bookmarks_come_periodically_while_jobs_elsewhere_change_and_never_on_a_resource_nobody_touches(
+        make_fake, tmp_path):
     fake = make_fake(bookmark_interval=0.2)
     with connect(fake, tmp_path) as api:
         batch = client.BatchV1Api(api)
-        kinds = [e["type"] for e in watch.Watch().stream(batch.list_namespaced_job, NS, resource_version="1",
+        version = batch.list_namespaced_job(NS).metadata.resource_version
+        quiet = [e["type"] for e in watch.Watch().stream(batch.list_namespaced_job, NS, resource_version=version,
                                                          timeout_seconds=1, allow_watch_bookmarks=True)]
+        assert quiet == []
+        stop = threading.Event()
+
+        def churn() -> None:  # Jobs of another namespace: not in the watch, but the version moves
+            for i in range(50):
+                if stop.wait(0.05):
+                    return
+                batch.create_namespaced_job("elsewhere", job(f"other-{i}", image="scenario/hold", suspend=True))
+
+        thread = threading.Thread(target=churn)
+        thread.start()
+        try:
+            kinds = [e["type"] for e in watch.Watch().stream(batch.list_namespaced_job, NS, resource_version=version,
+                                                             timeout_seconds=3, allow_watch_bookmarks=True)]
+        finally:
+            stop.set()
+            thread.join()
         assert kinds.count("BOOKMARK") >= 3 and set(kinds) == {"BOOKMARK"}
-        assert list(watch.Watch().stream(batch.list_namespaced_job, NS, resource_version="1", timeout_seconds=1)) == []
+        assert list(watch.Watch().stream(batch.list_namespaced_job, NS, resource_version=version,
+                                         timeout_seconds=1)) == []
 
 
 def test_a_silent_watch_sends_nothing_at_all_until_the_client_gives_up(make_fake, tmp_path):

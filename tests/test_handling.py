@@ -37,6 +37,12 @@ def test_a_request_that_runs_is_answered_with_one_reply_to_its_reply_to():
     assert json.loads(reply.body)["data"]["logTail"] == "hello\n"
 
 
+def test_a_handler_without_bucket_credentials_says_in_the_reply_why_the_log_object_is_missing():
+    result = handler_for().process(message(), threading.Event())
+    data = json.loads(result.publications[0].body)["data"]
+    assert "logObject" not in data and "no bucket credentials" in data["logUploadError"]
+
+
 def test_a_rejected_request_is_answered_and_copied_to_the_dead_letter_queue_with_the_reason():
     result = handler_for().process(message(dict(SEED_REQUEST, timeOut=-1)), threading.Event())
     reply, copy = result.publications

@@ -211,6 +211,43 @@ def test_a_body_over_the_limit_is_rejected_with_413_and_runs_nothing(serve, fake
     assert fakekube.created_jobs(namespace) == []
 
 
+@pytest.mark.parametrize("mode", ["structured", "binary"])
+@pytest.mark.parametrize("attribute", ["id", "source", "specversion", "type"])
+def test_a_cloudevent_without_a_required_attribute_is_rejected_naming_it_and_runs_nothing(
+        serve, fakekube, namespace, mode, attribute):
+    client = serve()
+    for _ in range(2):  # the same event twice: two answers, and still no Job
+        if mode == "structured":
+            event = {k: v for k, v in json.loads(structured("ev-x", SEED_REQUEST)).items() if k != attribute}
+            response = client.post("/", data=json.dumps(event), content_type="application/cloudevents+json")
+        else:
+            headers = {k: v for k, v in binary_headers("ev-x").items() if k != f"ce-{attribute}"}
+            response = client.post("/", data=json.dumps(SEED_REQUEST), headers=headers)
+        assert response.status_code == 400
+        data = response.get_json()["data"] if mode == "structured" else response.get_json()  # binary: the data
+        assert (data["field"], data["reason"]) == (attribute, "InvalidCloudEvent")
+        assert f"no '{attribute}' attribute" in data["message"]
+    assert fakekube.created_jobs(namespace) == []
+
+
+def test_different_rejections_of_id_less_requests_have_different_event_and_request_ids(serve, fakekube, namespace):
+    client = serve(max_body_bytes=1024)
+    answers = [
+        client.post("/", data=json.dumps(SEED_REQUEST), content_type="text/plain"),  # 415
+        client.post("/", data=json.dumps(SEED_REQUEST), content_type="text/plain"),  # 415, another request
+        client.post("/", json=dict(SEED_REQUEST, padding="x" * 2000)),  # 413
+        client.post("/", json=dict(SEED_REQUEST, timeOut=-1)),  # 400
+        client.post("/", json=dict(SEED_REQUEST, jobName="../bad")),  # 400, another answer
+    ]
+    assert [a.status_code for a in answers] == [415, 415, 413, 400, 400]
+    events = [a.get_json() for a in answers]
+    assert len({e["id"] for e in events}) == len(events)
+    assert len({e["data"]["requestId"] for e in events}) == len(events)
+    again = client.post("/", json=dict(SEED_REQUEST, timeOut=-1))  # the same answer to the same request
+    assert again.get_json()["id"] == events[3]["id"]
+    assert fakekube.created_jobs(namespace) == []
+
+
 def test_probes_and_metrics_are_served_in_http_mode(serve):
     client = serve()
     assert client.get("/healthz").get_json()["alive"] is True
@@ -376,6 +413,12 @@ def test_a_rotated_token_file_is_read_again_without_a_restart(serve, tmp_path):
     assert (status("old-token"), status("new-token")) == (401, 404)
 
 
+@pytest.mark.parametrize("host, bind", [("0.0.0.0", "0.0.0.0:8080"), ("127.0.0.1", "127.0.0.1:8080"),
+                                        ("::1", "[::1]:8080")])
+def test_serve_binds_every_interface_unless_told_which(host, bind):
+    assert options(Settings(http_auth="none", http_host=host))["bind"] == [bind]
+
+
 def test_serve_refuses_to_start_without_a_token_unless_authentication_is_turned_off(serve, fakekube, namespace,
                                                                                    tmp_path):
     with pytest.raises(ConfigError, match="CLOUD_WORKER_HTTP_AUTH=none"):
@@ -509,3 +552,16 @@ def test_a_profiles_max_in_flight_holds_in_http_mode_while_other_profiles_go_on(
     again = client.post("/", data=json.dumps(job_request("scenario/succeed:0.1")),
                         headers=binary_headers("ev-gpu-2", **{"ce-profile": "gpu"}))
     assert again.status_code == 200 and again.get_json()["profile"] == "gpu"
+
+
+def test_the_readme_lists_every_status_get_jobs_can_answer():
+    import re
+
+    from handler.core.outcome import Status
+
+    readme = (REPO / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith("| `GET /jobs/<request id>`")]
+    listed = set(re.search(r'"status": ([a-z|\\]+),', row).group(1).replace("\\", "").split("|"))
+    # following (this replica), the Job's two states before its end, and every way a Job ends
+    answered = {"accepted", "pending", "running"} | {s.value for s in Status if s is not Status.REJECTED}
+    assert listed == answered

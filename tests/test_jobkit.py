@@ -172,6 +172,55 @@ def test_a_missing_input_bucket_fails_the_job_with_a_traceback_and_never_runs_th
     assert b"NoSuchBucket" in outputs["errors/traceback.txt"]
 
 
+@pytest.fixture
+def termination_log(tmp_path):
+    """A container's /dev/termination-log, as the kubelet makes it (empty, before the job starts)."""
+    path = tmp_path / "termination-log"
+    path.write_bytes(b"")
+    return path
+
+
+def test_a_missing_input_bucket_is_named_in_the_termination_message_the_reply_carries(
+    s3_endpoint, job_env, tmp_path, termination_log
+):
+    env = {**job_env, "INPUT_BUCKET_URL": s3_endpoint.bucket_url("no-such-input-bucket"),
+           "MSTC_TERMINATION_LOG": str(termination_log)}
+
+    assert jobkit.run_job(_python("pass"), env, tmp_path / "work") == jobkit.EX_SOFTWARE
+
+    message = termination_log.read_text()
+    assert message.startswith("cannot download the inputs: ") and "NoSuchBucket" in message
+    assert "\n" not in message.strip() and "Traceback" not in message
+
+
+def test_a_lost_output_bucket_and_an_unusable_environment_say_why_in_the_termination_message(
+    s3_endpoint, job_env, tmp_path, termination_log
+):
+    code = "import os; open(os.environ['OUTPUT_DIR'] + '/out.txt', 'w').write('o')"
+    env = {**job_env, "OUTPUT_BUCKET_URL": s3_endpoint.bucket_url("no-such-output-bucket"),
+           "MSTC_TERMINATION_LOG": str(termination_log)}
+    assert jobkit.run_job(_python(code), env, tmp_path / "work") == jobkit.EX_SOFTWARE
+    assert termination_log.read_text().startswith("cannot upload the outputs: ")
+    assert "NoSuchBucket" in termination_log.read_text()
+
+    env = {k: v for k, v in env.items() if k != "AWS_ACCESS_KEY_ID"}
+    assert jobkit.run_job(_python(code), env, tmp_path / "again") == jobkit.EX_CONFIG
+    assert termination_log.read_text().startswith("the job cannot start: S3 credentials missing")
+
+
+def test_a_successful_job_and_a_job_outside_a_container_write_no_termination_message(
+    s3_endpoint, job_env, tmp_path, termination_log
+):
+    assert jobkit.run_job(_python("pass"), {**job_env, "MSTC_TERMINATION_LOG": str(termination_log)},
+                          tmp_path / "work") == 0
+    assert termination_log.read_bytes() == b""
+    nowhere = tmp_path / "no-such-file"
+    env = {**job_env, "INPUT_BUCKET_URL": s3_endpoint.bucket_url("no-such-input-bucket"),
+           "MSTC_TERMINATION_LOG": str(nowhere)}
+    assert jobkit.run_job(_python("pass"), env, tmp_path / "again") == jobkit.EX_SOFTWARE
+    assert not nowhere.exists()  # (as /dev/termination-log outside a pod: never created)
+
+
 def test_an_input_key_escaping_the_workdir_fails_the_job_before_the_command_runs(s3_endpoint, job_env, tmp_path):
     parsed = parse_bucket_url(job_env["INPUT_BUCKET_URL"])
     s3_endpoint.put_raw_object(parsed.bucket, parsed.prefix + "../../../escaped.txt")
@@ -238,7 +287,7 @@ def test_the_python_test_example_fails_on_request_and_never_logs_secrets(s3_endp
     assert jobkit.run_job([sys.executable, str(EXAMPLE)], env, tmp_path) == 4
 
     captured = capfd.readouterr()
-    assert "FAIL=4 is set" in captured.err
+    assert "FAIL=4 is set" in captured.err and "SUCCESS" not in captured.out  # the word means it went well
     assert job_env["AWS_SECRET_ACCESS_KEY"] not in captured.err + captured.out
     assert "hunter2" not in captured.err + captured.out
     outputs = _objects(s3_endpoint, job_env["OUTPUT_BUCKET_URL"])

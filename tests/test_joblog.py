@@ -100,11 +100,14 @@ def test_without_the_full_log_the_tail_stands_in_and_without_either_the_outcome_
     assert body == b"[cloud-worker: no log: image nope cannot be pulled]\n"
 
 
-def test_a_url_request_to_a_handler_without_credentials_reads_and_writes_nothing():
+def test_a_url_request_to_a_handler_without_credentials_reads_and_writes_nothing_and_says_why():
     request = parse_request(Message(json.dumps({"image": "i", "jobName": "j", "inputBucketUrl": "http://h:9/bucket"})
                                     .encode()), Settings.from_env({}))
     logs = Logs()
-    assert upload_job_log(request, DONE, logs, Settings.from_env({})) is None and logs.calls == []
+    upload = upload_job_log(request, DONE, logs, Settings.from_env({}))
+    assert logs.calls == []
+    assert upload is not None and upload.key == f"{request.job_name}.log"
+    assert "no bucket credentials" in upload.error and "AWS_ACCESS_KEY_ID" in upload.error
 
 
 def test_a_url_request_with_credentials_gets_its_log_under_the_output_urls_path(s3_endpoint, s3_bucket):
@@ -242,6 +245,8 @@ def test_a_bucket_host_that_never_answers_costs_the_reply_its_upload_deadline_on
         took = time.monotonic() - started
     finally:
         endpoint.close()
-    assert 1.4 < took < 3.0, took
-    assert "took longer than 1.5 s" in upload.error and upload.key.startswith("17-test-job-")
+    assert took < 3.0, took
+    # The PUT timed out on its own (no answer within the deadline), or the deadline ended the wait first.
+    assert "no answer within 1.5 s" in upload.error or "took longer than 1.5 s" in upload.error, upload.error
+    assert upload.key.startswith("17-test-job-")
     assert endpoint.connections  # it was tried, and given up on time

@@ -104,6 +104,49 @@ def test_scaled_job_outlives_the_longest_job_and_rolls_out_gradually() -> None:
     assert pod["terminationGracePeriodSeconds"] > 25  # CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS
 
 
+def test_the_numbers_the_readme_gives_are_the_manifests_and_the_handlers_defaults() -> None:
+    """Each number keda/README.md gives for a setting is the one the files or the handler
+    use (its `activeDeadlineSeconds` once said 7645 s while the file had 1945)."""
+    import re
+
+    readme = (KEDA_DIR / "README.md").read_text()
+    (scaled_object,) = [o for o in all_objects() if o["kind"] == "ScaledObject"]
+    (scaled_job,) = [o for o in all_objects() if o["kind"] == "ScaledJob"]
+    job = scaled_job["spec"]["jobTargetRef"]
+    args = job["template"]["spec"]["containers"][0]["args"]
+    defaults = Settings.from_env({})
+
+    def said(pattern: str) -> int:
+        found = {int(n) for n in re.findall(pattern, readme)}
+        assert len(found) == 1, (pattern, found)  # said at least once, and the same each time
+        return found.pop()
+
+    assert said(r"`activeDeadlineSeconds` \((\d+) s\)") == job["activeDeadlineSeconds"]
+    assert said(r"`cooldownPeriod` \((\d+) s\)") == scaled_object["spec"]["cooldownPeriod"]
+    assert said(r"`pollingInterval`: (\d+) s here") == scaled_object["spec"]["pollingInterval"]
+    assert said(r"`--idle-exit-seconds` \((\d+)\)") == int(args[args.index("--idle-exit-seconds") + 1])
+    assert said(r"`CLOUD_WORKER_SHUTDOWN_GRACE_SECONDS` \((\d+)\)") == defaults.shutdown_grace_seconds
+    assert said(r"`CLOUD_WORKER_MAX_TIMEOUT_MINUTES`, (\d+)\)") == defaults.max_timeout_minutes
+    assert said(r"from 0 to (\d+) pods") == scaled_object["spec"]["maxReplicaCount"]
+    kept = re.search(r"keep (\d+)\s+finished and (\d+) failed handler Jobs", readme)
+    assert kept and (int(kept[1]), int(kept[2])) == (scaled_job["spec"]["successfulJobsHistoryLimit"],
+                                                     scaled_job["spec"]["failedJobsHistoryLimit"])
+
+
+def test_the_scaled_jobs_deadline_is_the_sum_its_comment_gives() -> None:
+    """The comment above activeDeadlineSeconds adds up the waits it covers; the sum is the value."""
+    import re
+
+    text = (KEDA_DIR / "scaledjob.yaml").read_text()
+    comment = re.search(r"((?:\s*#.*\n)+)\s*activeDeadlineSeconds: (\d+)", text)
+    assert comment
+    longest_job = Settings.from_env({}).max_timeout_minutes * 60
+    assert f"{longest_job:g} s" in comment[1]
+    waits = [int(n) for n in re.findall(r"\((\d+)\)", comment[1])]
+    slack = int(re.search(r"(\d+) s of slack", comment[1])[1])
+    assert longest_job + sum(waits) + slack == int(comment[2])
+
+
 def _chart_objects(values: str, home: Path) -> list[dict]:
     env = {**os.environ, **{f"HELM_{d}_HOME": str(home / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}}
     result = subprocess.run(

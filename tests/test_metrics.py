@@ -44,6 +44,77 @@ def test_the_worker_counts_outcomes_durations_and_the_time_to_create_the_job():
     assert m.value("cloud_worker_jobs_in_flight", profile="default") == 0
 
 
+def test_failed_requests_are_counted_by_reason_so_exhausted_retries_can_be_told_apart():
+    m = Metrics()
+    for reason in ("BackoffLimitExceeded", "RetriesExhausted", "RetriesExhausted"):
+        m.finished(Outcome(Status.FAILED, reason, "x"))
+    m.finished(Outcome(Status.SUCCEEDED, "Completed", "ok"))
+    assert m.value("cloud_worker_failed_requests_total", reason="RetriesExhausted") == 2
+    assert m.value("cloud_worker_failed_requests_total", reason="BackoffLimitExceeded") == 1
+    assert m.value("cloud_worker_failed_requests_total", reason="Completed") == 0
+
+
+def test_the_oldest_job_in_flight_is_timed_from_its_own_thread_and_forgotten_when_it_ends():
+    import threading
+
+    from handler.service.metrics import InFlight
+
+    now = [100.0]
+    in_flight = InFlight(Metrics().jobs_in_flight.gauge, clock=lambda: now[0])
+    started, finish = threading.Event(), threading.Event()
+
+    def follow():  # a request followed on a thread of its own, as the consumer's workers do
+        in_flight.labels("default").inc()
+        started.set()
+        finish.wait(10)
+        in_flight.labels("default").dec()
+
+    worker = threading.Thread(target=follow)
+    worker.start()
+    started.wait(10)
+    now[0] = 130.0
+    in_flight.labels("gpu").inc()  # a second, younger request on this thread
+    now[0] = 160.0
+    assert in_flight.longest_seconds() == 60.0  # the worker's, started at 100
+    finish.set()
+    worker.join(10)
+    assert in_flight.longest_seconds() == 30.0  # this thread's, started at 130
+    in_flight.labels("gpu").dec()
+    assert in_flight.longest_seconds() == 0.0
+
+
+def test_jobs_held_by_the_reply_finalizer_are_counted_with_the_longest_wait():
+    from handler.core.manifest import FINALIZER
+
+    class Tracker:
+        counters = type("C", (), {"restarts": 0, "relists": 0, "events": 0, "stalls": 0})()
+
+        def sizes(self):
+            return {"jobs": 3}
+
+        def jobs(self):
+            ended = datetime.now(UTC) - timedelta(hours=2)
+            held = {"metadata": {"name": "old", "finalizers": [FINALIZER]}, "status": {"conditions": [
+                {"type": "Complete", "status": "True", "lastTransitionTime": ended.isoformat()}]}}
+            running = {"metadata": {"name": "running", "finalizers": [FINALIZER],
+                                    "creationTimestamp": datetime.now(UTC).isoformat()},
+                       "spec": {"activeDeadlineSeconds": 600}, "status": {}}
+            released = {"metadata": {"name": "released", "finalizers": []}, "status": held["status"]}
+            return [held, running, released]
+
+    m = Metrics()
+    m.watch(Tracker())
+    assert m.value("cloud_worker_jobs_held_by_finalizer") == 1
+    assert 7190 < m.value("cloud_worker_jobs_held_by_finalizer_longest_seconds") < 7300
+
+
+def test_only_a_consumer_exports_the_brokers_consumer_timeout():
+    m = Metrics()
+    assert b"cloud_worker_broker_consumer_timeout_seconds" not in m.render()[1]
+    m.broker_consumer_timeout(1800)
+    assert m.value("cloud_worker_broker_consumer_timeout_seconds") == 1800
+
+
 def test_the_reply_latency_runs_from_the_jobs_completion_and_never_goes_negative():
     m = Metrics()
     m.replied(Outcome(Status.SUCCEEDED, "Completed", "ok", completion_time=NOW), now=NOW + timedelta(seconds=0.3))

@@ -162,3 +162,29 @@ def test_the_original_client_finds_its_jobs_log_and_outputs_in_local_mode(
 
 def minio_url(client):
     return client._base_url._url.geturl().rstrip("/")
+
+
+def test_the_originals_own_client_test_passes_in_local_mode_with_the_example_test_job(
+        rabbitmq, handlers, queue_name, minio, tmp_path):
+    """The original's ``test_send`` step by step, against the images file a user gets
+    (examples/images.toml): its last assertion is that a file named ``<prefix>-<job name>...``
+    among those it downloads with its prefix holds ``SUCCESS``."""
+    client, made = minio
+    handlers.spawn(backend="local")  # CLOUD_WORKER_LOCAL_IMAGES unset: examples/images.toml
+
+    reply, job_name, found, prefix = original_client(rabbitmq, queue_name, client, made)
+
+    assert reply["result"] == f"Job {job_name} succeeded."
+    job_unique_name = prefix + "-" + reply["result"].split(" ")[1]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for key, body in found.items():  # the original's Data.download(bucket, prefix, files_dir)
+        (scratch / (prefix + key)).write_bytes(body)
+    assert succeeded(job_unique_name, scratch, "SUCCESS")
+    log_lines = found[f"-{job_name}.log"].decode().splitlines()
+    assert "SUCCESS" in log_lines  # a line of its own, as the original's job printed it
+
+
+def succeeded(name, path, expected):
+    """The original test's own check: some downloaded file named ``name...`` contains ``expected``."""
+    return any(f.name.startswith(name) and expected in f.read_text() for f in path.iterdir() if f.is_file())

@@ -55,6 +55,12 @@ def test_terminal_conditions_decide_the_outcome_and_pods_add_detail(the_job, pod
     assert (out.status, out.reason, out.exit_code, out.pod_reason) == (status, reason, exit_code, pod_reason)
 
 
+def test_what_the_container_wrote_to_its_termination_message_is_in_the_failed_outcomes_message():
+    said = "cannot download the inputs: list objects in http://minio:9000/in/: NoSuchBucket: no such bucket"
+    out = finished_outcome(job(BACKOFF), [pod(terminated={"exitCode": 70, "reason": "Error", "message": said})])
+    assert out.message.endswith(f"container exited with code 70 (Error): {said}")
+
+
 def test_a_job_without_terminal_conditions_is_still_running():
     assert finished_outcome({"metadata": {"name": "j"}, "status": {}}, []) is None
     assert finished_outcome(job(("Suspended", "JobSuspended", "")), []) is None

@@ -98,10 +98,36 @@ def test_a_binary_cloudevent_carries_the_request_in_its_body():
 
 
 def test_a_broken_cloudevent_is_rejected():
-    msg = Message(b'{"specversion": "1.0", "data": {}}', "application/cloudevents+json")
+    msg = Message(b'{"specversion": "1.0", "id": "e", "source": "/s", "type": 7, "data": {}}',
+                  "application/cloudevents+json")
     with pytest.raises(Rejected) as caught:
         parse_request(msg, SETTINGS)
-    assert caught.value.field == "cloudevent"
+    assert (caught.value.field, caught.value.reason) == ("type", "InvalidCloudEvent")
+
+
+@pytest.mark.parametrize("mode", ["structured", "binary"])
+@pytest.mark.parametrize("missing", ["id", "source", "specversion", "type"])
+def test_a_cloudevent_without_a_required_attribute_is_rejected_naming_it_rather_than_given_a_made_up_one(
+        mode, missing):
+    if mode == "structured":
+        m = rabbitmq.to_structured_event(event())
+        doc = {k: v for k, v in json.loads(m.body).items() if k != missing}
+        msg = Message(json.dumps(doc).encode(), m.content_type, m.headers)
+    else:
+        m = rabbitmq.to_binary_event(event(datacontenttype="application/json"))
+        msg = Message(m.body, m.content_type, {k: v for k, v in m.headers.items() if k != f"ce-{missing}"})
+    with pytest.raises(Rejected) as caught:
+        parse_request(msg, SETTINGS)
+    assert (caught.value.field, caught.value.reason) == (missing, "InvalidCloudEvent")
+    assert "CloudEvents 1.0 requires id, source, specversion, type" in caught.value.message
+
+
+def test_binary_events_with_the_same_data_but_their_own_ids_are_told_apart_even_when_rejected():
+    m = rabbitmq.to_binary_event(event(datacontenttype="application/json"))
+    one = Message(m.body, m.content_type, dict(m.headers))
+    other = Message(m.body, m.content_type, {**m.headers, "ce-id": "ev-2"})
+    assert request_identity(one) != request_identity(other)
+    assert request_identity(plain(SEED)) == request_identity(plain(SEED))  # a plain request: by its body
 
 
 @pytest.mark.parametrize("props, prefix", [

@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.validate import REPO_ROOT, helm_binary, missing_tool
 
-pytestmark = [pytest.mark.git, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.git, pytest.mark.slow, pytest.mark.timeout(300)]
 
 TESTS = ["tests/test_keda.py", "tests/test_chart.py"]
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)\b")

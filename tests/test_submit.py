@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -17,13 +18,14 @@ import pytest
 from handler.core.errors import Rejected
 from handler.core.exitcodes import ExitCode
 from handler.tools.client import Client
+from tests.support.rabbit import fresh_queue
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def work_queue(rabbitmq):
-    queue = f"test.{uuid.uuid4().hex[:8]}.work"
+    queue = fresh_queue()
     yield queue
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq))
     connection.channel().queue_delete(queue)
@@ -80,16 +82,17 @@ def test_the_client_checks_with_the_handlers_parser_before_it_connects(s3_bucket
 
 
 @pytest.mark.integration
-def test_submit_prints_the_request_id_first_and_ctrl_c_says_how_to_cancel_it(rabbitmq, s3_endpoint, s3_bucket,
-                                                                           work_queue, tmp_path):
+def test_submit_prints_the_request_id_once_it_is_sent_and_ctrl_c_says_how_to_cancel_it(
+        rabbitmq, s3_endpoint, s3_bucket, work_queue, tmp_path):
     (tmp_path / "in.txt").write_text("x")
     proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "submit", "--image", "mstc/python-test",
                              "--job-name", "nobody-takes-it", "--input", str(tmp_path / "in.txt"),
                              "--bucket-url", s3_bucket()], cwd=REPO,
                             env=submit_env(rabbitmq, s3_endpoint, work_queue), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    lines = [proc.stderr.readline() for _ in range(2)]
-    match = re.search(r"^request ([0-9a-f]{32}) \(cancel it with: cloud-worker cancel \1\)$", "".join(lines), re.M)
+    lines = [proc.stderr.readline() for _ in range(3)]
+    assert "uploading inputs" in lines[0] and "inputs uploaded" in lines[1], lines
+    match = re.search(r"^request ([0-9a-f]{32}) \(cancel it with: cloud-worker cancel \1\)$", lines[2])
     assert match, lines
     request_id = match.group(1)
     for _ in range(100):  # published: no handler consumes this queue, so it waits there
@@ -101,3 +104,52 @@ def test_submit_prints_the_request_id_first_and_ctrl_c_says_how_to_cancel_it(rab
     assert proc.returncode == ExitCode.INTERRUPTED
     assert f"interrupted: request {request_id} may still run; cancel it with: cloud-worker cancel {request_id}" in err
     assert "Traceback" not in err
+
+
+def submit(env, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "handler.cli", "submit", "--image", "mstc/python-test",
+                           "--job-name", "what-happened", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", ["no credentials", "input not found", "s3 unreachable", "no such bucket"])
+def test_a_submit_that_fails_before_publishing_prints_only_its_failure(rabbitmq, s3_endpoint, s3_bucket, work_queue,
+                                                                       tmp_path, case):
+    (tmp_path / "in.txt").write_text("x")
+    env = submit_env(rabbitmq, s3_endpoint, work_queue)
+    bucket_url, given = s3_bucket(), str(tmp_path / "in.txt")
+    if case == "no credentials":
+        del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    elif case == "input not found":
+        given = str(tmp_path / "missing.txt")
+    elif case == "s3 unreachable":
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            bucket_url = f"http://127.0.0.1:{closed.getsockname()[1]}/some-bucket"
+    else:
+        bucket_url = s3_endpoint.bucket_url(f"nb-{uuid.uuid4().hex[:8]}")
+
+    done = submit(env, tmp_path, "--input", given, "--bucket-url", bucket_url)
+
+    assert done.returncode in (ExitCode.CONFIG, ExitCode.USAGE, ExitCode.STORAGE), done.stderr
+    [line] = done.stderr.splitlines()  # the failure, and nothing that did not happen
+    assert line.startswith("cloud-worker submit: ") and "Traceback" not in line
+    assert "HTTPConnectionPool" not in line and "Max retries" not in line
+    assert queue_depth(rabbitmq, work_queue) == 0
+
+
+@pytest.mark.parametrize("bucket_url", [
+    "http://169.254.169.254/latest-bucket",  # a metadata service: the handler would refuse it
+    "http://[fe80::1]:9000/some-bucket",  # link-local
+    "ftp://minio:9000/some-bucket",  # not a bucket URL at all
+    "http://minio:9000/Bad_Bucket",
+])
+def test_every_bad_bucket_url_is_a_configuration_error_with_one_exit_code(tmp_path, bucket_url):
+    (tmp_path / "in.txt").write_text("x")
+    env = {"PATH": __import__("os").environ["PATH"], "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+           "CLOUD_WORKER_AMQP_URL": "amqp://guest:guest@127.0.0.1:9/%2F"}
+    done = submit(env, tmp_path, "--input", str(tmp_path / "in.txt"), "--bucket-url", bucket_url)
+    assert done.returncode == ExitCode.CONFIG, done.stderr
+    [line] = done.stderr.splitlines()
+    assert "bucket" in line and "Traceback" not in line

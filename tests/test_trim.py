@@ -20,7 +20,7 @@ from handler.service.tracker import event_job_name, pod_job_name
 from tests.fakekube import FakeKube
 
 IMAGES = ["scenario/succeed:0", "scenario/fail:3", "scenario/oom", "scenario/imagepull", "scenario/configerror",
-          "scenario/forbidden", "scenario/hold", "scenario/hold", "scenario/hold"]
+          "mstc/root", "scenario/hold", "scenario/hold", "scenario/hold"]
 
 
 def _request(settings, image, name):
@@ -35,14 +35,18 @@ def history(tmp_path_factory):
     OOM-killed, stuck pulling or configuring, refused by admission, disrupted, cancelled
     (marked, deleted, held by the finalizer) and replied to."""
     writes: list[tuple[str, str, dict]] = []
-    with FakeKube(run_seconds=0.05) as fake:
+    with FakeKube(run_seconds=0.05, pod_security="restricted") as fake:
         fake.on_write(lambda plural, kind, ns, obj: writes.append((plural, kind, obj)))
         settings = Settings.from_env({"CLOUD_WORKER_NAMESPACE": "trim",
                                       "KUBECONFIG": str(fake.write_kubeconfig(
                                           tmp_path_factory.mktemp("trim") / "kubeconfig"))})
         kube = Kube(settings)
         requests = [_request(settings, image, f"t{i}") for i, image in enumerate(IMAGES)]
-        jobs = [kube.create_job(manifest.build_job(r, settings)) for r in requests]
+        manifests = [manifest.build_job(r, settings) for r in requests]
+        for m in manifests:  # mstc/root runs as root: Pod Security admission refuses its pod
+            if manifest.job_image(m) == "mstc/root":
+                m["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0
+        jobs = [kube.create_job(m) for m in manifests]
         time.sleep(1.0)
         held = [j["metadata"]["name"] for j in jobs if "hold" in manifest.job_image(j)]
         pods = {p["metadata"]["labels"]["job-name"]: p["metadata"]["name"] for p in fake.pods("trim")}

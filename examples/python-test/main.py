@@ -2,8 +2,9 @@
 
 Run as ``cloud-worker job -- python /app/main.py``: the toolkit has already downloaded
 the inputs into ``INPUT_DIR`` and will upload whatever lands in ``OUTPUT_DIR``. Like the
-seed's job it logs its environment and sleeps; it also summarises its inputs in
-``OUTPUT_DIR/result.txt``.
+seed's job it logs its environment, sleeps and, when all went well, prints ``SUCCESS`` as
+its last line (the original's client test looks for that word in the job's log object);
+it also summarises its inputs in ``OUTPUT_DIR/result.txt``.
 
 Environment: ``SLEEP_SECONDS`` (default 5, as the seed), ``FAIL`` (set: exit non-zero
 after writing the result; a number 1-255 is used as the exit code).
@@ -60,6 +61,7 @@ def main(environ: Mapping[str, str]) -> int:
         code = int(fail) if fail.isdigit() and 1 <= int(fail) <= 255 else 1
         log.error("FAIL=%s is set: exiting with %d", fail, code)
         return code
+    print("SUCCESS", flush=True)  # the original's last line, on stdout as it printed it
     return 0
 
 

@@ -479,6 +479,10 @@ class Broker:
             while not cancelled:
                 if not arrived:
                     link.connection.process_data_events(time_limit=inactivity_timeout)
+                    if channel.is_closed:  # by the broker (a consumer_timeout): pika's pump says nothing
+                        reason = getattr(channel, "_closing_reason", None)
+                        raise link.lost(BrokerError(f"the broker closed the consuming channel: "
+                                                    f"{describe(reason) if reason else 'no reason given'}"))
                 if not arrived:
                     yield None
                 while arrived and not cancelled:

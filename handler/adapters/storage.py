@@ -150,15 +150,20 @@ def open_bucket(url: BucketUrl, creds: S3Credentials, timeout: float | None = No
         )
     except ValueError as exc:
         raise StorageConfigError(f"cannot use S3 endpoint {endpoint!r}: {exc}") from exc
-    return Bucket(client, url)
+    return Bucket(client, url, endpoint, limits)
 
 
 class Bucket:
     """One bucket and key prefix; every key argument and result is under that prefix."""
 
-    def __init__(self, client: Minio, url: BucketUrl) -> None:
+    def __init__(self, client: Minio, url: BucketUrl, endpoint: str = "",
+                 limits: urllib3.Timeout | None = None) -> None:
         self._client = client
         self.url = url
+        #: ``host[:port]`` of the S3 endpoint (for ``s3://`` URLs, the one their credentials name).
+        self._endpoint = endpoint or url.endpoint or AWS_ENDPOINT
+        #: The timeouts its requests have, to say which one ran out.
+        self._limits = limits or urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
 
     def __repr__(self) -> str:
         return f"Bucket({str(self.url)!r})"
@@ -176,6 +181,13 @@ class Bucket:
                     raise
                 return
         log.info("created bucket %s", self.url.bucket)
+
+    def require(self) -> None:
+        """Raise ``NoSuchBucket`` unless the bucket exists (the endpoint's errors as ``_errors`` says)."""
+        with self._errors("look for the bucket"):
+            exists = self._client.bucket_exists(bucket_name=self.url.bucket)
+        if not exists:
+            raise NoSuchBucket(f"bucket {self.url.bucket!r} does not exist at {self._endpoint}")
 
     def put_bytes(self, relative_key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Write ``data`` as the object ``prefix + relative_key`` (taken as it is, not
@@ -308,7 +320,33 @@ class Bucket:
         except MinioException as exc:
             raise StorageError(f"{where}: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
-            raise StorageUnavailable(f"{where}: endpoint unreachable: {exc}") from exc
+            raise StorageUnavailable(f"{where}: the S3 endpoint {self._endpoint} is unreachable "
+                                     f"({unreachable_because(exc, self._limits)})") from exc
+
+
+def unreachable_because(exc: BaseException, limits: urllib3.Timeout | None = None) -> str:
+    """urllib3's failure in a few words (``connection refused``, ``no answer within 10 s``),
+    not its ``HTTPConnectionPool(host=..., port=...): Max retries exceeded ...``."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    # (NameResolutionError is a NewConnectionError, which is a ConnectTimeoutError: most specific first.)
+    if isinstance(exc, urllib3.exceptions.NameResolutionError):
+        return "its host name does not resolve"
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError) and \
+            not isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return f"no connection within {_seconds(limits, 'connect_timeout', CONNECT_TIMEOUT_SECONDS):g} s"
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return f"no answer within {_seconds(limits, 'read_timeout', READ_TIMEOUT_SECONDS):g} s"
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return f"TLS failed: {exc}"
+    if isinstance(exc, urllib3.exceptions.ResponseError):
+        return "it kept answering with server errors"
+    cause: BaseException | None = exc
+    while cause is not None:  # the socket's own words: "Connection refused", "No route to host"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:]
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 def _endpoint_from_url(endpoint_url: str) -> tuple[str, bool]:
@@ -341,3 +379,9 @@ def _local_path_for(root: Path, key: str, relative: str) -> Path:
     if not path.resolve().is_relative_to(root):
         raise UnsafeKey(f"refusing to download {key!r}: it resolves to {path.resolve()}, outside {root}")
     return path
+
+
+def _seconds(limits: urllib3.Timeout | None, which: str, default: float) -> float:
+    """One of ``limits``' timeouts (``connect_timeout``, ``read_timeout``) as a number."""
+    value = getattr(limits, which, None) if limits is not None else None
+    return float(value) if isinstance(value, int | float) else default

@@ -360,9 +360,11 @@ class Settings:
     )
     watch_stall_seconds: float = _setting(
         90.0,
-        "Seconds a watch may go without any event or bookmark before it is taken as stalled and restarted "
-        "(from the last version seen). The handler asks for bookmarks, which API servers send about once a "
-        "minute, so 90 s allows for one late bookmark. 0: only the read timeout (watch_timeout_seconds + 15 s).",
+        "Seconds a watch may go without any event or bookmark before it is resumed from the last version seen "
+        "(one watch request): a connection a proxy dropped silently is found this soon, not at the read timeout. "
+        "It counts as stalled only if the resumed watch at once replays changes the silent one missed, since "
+        "API servers send bookmarks (about once a minute) only while the watched resources change. 0: only the "
+        "read timeout (watch_timeout_seconds + 15 s).",
         float,
     )
     # --- where Jobs run
@@ -390,6 +392,12 @@ class Settings:
         8080, "Port of /healthz, /readyz and /metrics, and of `cloud-worker serve`. 0: no HTTP server (consume only).",
         int,
     )
+    http_host: str = _setting(
+        "0.0.0.0",
+        "Address the HTTP listeners bind: `cloud-worker serve` (its port and the probes' own) and the /healthz, "
+        "/readyz and /metrics of consume. 0.0.0.0: every interface, as a pod needs; 127.0.0.1 keeps them to this "
+        "machine (behind a local proxy, or a trial with CLOUD_WORKER_HTTP_AUTH=none).",
+    )
     http_threads: int = _setting(
         32,
         "Threads of `cloud-worker serve` (gunicorn gthread, one process): each synchronous request holds one "
@@ -406,9 +414,10 @@ class Settings:
     )
     http_token: str = _setting(
         "",
-        "Bearer token `cloud-worker serve` requires (from a Secret). Prefer CLOUD_WORKER_HTTP_TOKEN_FILE: a file "
-        "is re-read when it changes, so the token can be rotated without a restart.",
-        commands=SERVE,
+        "Bearer token `cloud-worker serve` requires (from a Secret; never a flag, which `ps` would show). Prefer "
+        "CLOUD_WORKER_HTTP_TOKEN_FILE: a file is re-read when it changes, so the token can be rotated without a "
+        "restart.",
+        commands=SERVE, secret=True,
     )
     http_token_file: str = _setting(
         "",
@@ -495,7 +504,7 @@ class Settings:
                 try:
                     values[f.name] = f.metadata["parse"](environ[name])
                 except ValueError as exc:
-                    raise ConfigError(f"{name}={environ[name]!r}: {exc}") from exc
+                    raise ConfigError(f"{name}={environ[name]!r}: {_expected(f.metadata['parse'], exc)}") from exc
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         if not values.get("namespace"):
             values["namespace"] = _default_namespace()
@@ -513,8 +522,6 @@ class Settings:
         """The settings as a dict fit for a log line: no credentials."""
         out = dataclasses.asdict(self)
         out["amqp_url"] = redact_url(self.amqp_url)
-        if self.http_token:
-            out["http_token"] = "***"
         for f in dataclasses.fields(self):
             if f.metadata.get("secret") and out[f.name]:
                 out[f.name] = "***"
@@ -542,6 +549,15 @@ class Settings:
         if named_buckets:
             return self.minio_root_user or "minioadmin", self.minio_root_password or "minioadmin"
         return None
+
+
+def _expected(parse: Callable[[str], Any], exc: ValueError) -> str:
+    """What a value should have been, in words a person acts on (not Python's
+    ``invalid literal for int() with base 10``)."""
+    words = {int: "expected a whole number, such as 4", float: "expected a number, such as 2.5",
+             _int_csv: "expected whole numbers separated by commas, such as 2,64",
+             _json_text: 'expected a JSON object, such as {"limits": {"memory": "512Mi"}}'}
+    return words.get(parse, str(exc))
 
 
 def env_name(f: dataclasses.Field[Any]) -> str:

@@ -5,8 +5,9 @@ reply with ``json.loads(body)``, keep working and newer ones get typed events. T
 original's client reads ``json.loads(body)["result"]`` and takes its second word as the
 Job's name; a terminal reply therefore carries ``result`` as a top-level extension
 attribute ("Job <job name> succeeded."), besides the longer ``data.result``. The
-event ``id`` is derived from the request and the event type: a reply sent twice (after
-a crash between publish and ack) has the same id, and consumers can deduplicate.
+event ``id`` is derived from the request and the event type (for a rejection, also from
+what it says): a reply sent twice (after a crash between publish and ack) has the same
+id, and consumers can deduplicate.
 """
 
 from __future__ import annotations
@@ -142,6 +143,9 @@ def rejected_event(error: Rejected, *, identity: str, request_id: str, source: s
         "result": f"Request rejected: {error.field}: {error.message}",
     }
     attrs = _attributes(Status.REJECTED.value, identity, source, None, now, None)
+    # The answer is part of the id: two different rejections are two events (a client drops
+    # duplicates by id), and the same rejection of the same request keeps its id.
+    attrs["id"] = _event_id(identity, Status.REJECTED.value, error.field, error.reason, error.message)
     attrs[RESULT_ATTRIBUTE] = data["result"]  # so the original's client reads it, not a KeyError
     return CloudEvent(attributes=attrs, data=data)
 

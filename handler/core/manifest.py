@@ -74,6 +74,13 @@ ANNOTATION_REPLIED = f"{GROUP}/replied"
 #: Set (to the reason) by a cancel just before it deletes the Job, so whoever follows the
 #: Job reports ``cancelled`` rather than "deleted by someone else" (see ``RequestHandler.cancel`` and the README's "Cancel").
 ANNOTATION_CANCELLED = f"{GROUP}/cancelled"
+#: Where a job's container says why it failed: Kubernetes' default terminationMessagePath
+#: (the kubelet makes the file and copies it into the pod's ``terminated.message``), the
+#: variable that names another file instead (the local backend sets it), and as much of
+#: it as the kubelet reads.
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LOG_VARIABLE = "MSTC_TERMINATION_LOG"
+TERMINATION_MESSAGE_BYTES = 4096
 
 
 def selector(settings: Settings) -> str:
@@ -411,12 +418,12 @@ def holds(job: Mapping[str, Any]) -> bool:
     return FINALIZER in (job["metadata"].get("finalizers") or ())
 
 
-def finalizer_expired(job: Mapping[str, Any], now: datetime, horizon_seconds: float) -> bool:
-    """Our finalizer has held the Job for longer than the horizon since it could have been
-    replied to: since its verdict, its deletion, or (never started, never deleted) its
-    deadline; the janitor then lets it go (``release_patch``)."""
+def held_since(job: Mapping[str, Any]) -> datetime | None:
+    """Since when our finalizer holds the Job only to wait for its reply: since its
+    verdict, its deletion, or (never started, never deleted) its deadline. None when the
+    finalizer is not on it, or the time cannot be told."""
     if not holds(job):
-        return False
+        return None
     meta = job["metadata"]
     found = verdict(job)
     since = None
@@ -428,6 +435,13 @@ def finalizer_expired(job: Mapping[str, Any], now: datetime, horizon_seconds: fl
         created = parse_time(meta.get("creationTimestamp"))
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds") or 0
         since = created + timedelta(seconds=deadline) if created is not None else None
+    return since
+
+
+def finalizer_expired(job: Mapping[str, Any], now: datetime, horizon_seconds: float) -> bool:
+    """Our finalizer has held the Job for longer than the horizon since it could have been
+    replied to (``held_since``); the janitor then lets it go (``release_patch``)."""
+    since = held_since(job)
     return since is not None and (now - since).total_seconds() > horizon_seconds
 
 

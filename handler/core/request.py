@@ -38,6 +38,10 @@ from handler.core.naming import is_valid_client_name, is_valid_job_name, job_nam
 from handler.core.profiles import BUILTIN, NAME, Profile, Profiles
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents"
+#: The attributes every CloudEvent carries (CloudEvents 1.0, "REQUIRED Attributes"). The
+#: SDK makes up a missing ``id`` (a fresh uuid each time it reads the event) and assumes a
+#: missing ``specversion``: a redelivered event without an id would be a new request.
+REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
 #: Asking for lifecycle events (accepted, started) besides the terminal reply:
 #: this AMQP/HTTP header set to "true", or the request field ``progressEvents: true``.
 PROGRESS_HEADER = "x-mstc-progress"
@@ -127,7 +131,10 @@ def request_identity(message: Message, event_id: str | None = None, event_source
     if message.message_id:
         return f"mid:{message.message_id}"
     digest = hashlib.sha256()
-    for part in ((message.reply_to or "").encode(), (message.correlation_id or "").encode(), message.body):
+    # A binary-mode event's id and source are headers: two events with the same data are two requests.
+    names = [str(_header(message, f"ce-{name}") or "") for name in ("source", "id")]
+    for part in ((message.reply_to or "").encode(), (message.correlation_id or "").encode(), message.body,
+                 *(name.encode("utf-8", "surrogatepass") for name in names if any(names))):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return ("cid:" if message.correlation_id else "body:") + digest.hexdigest()
@@ -266,12 +273,40 @@ def _size(value: Any, limit: int) -> int:
 
 
 def is_cloudevent(message: Message) -> bool:
+    """Structured mode (its content type), or binary mode: any of the required attributes as a
+    ``ce-`` header (one without the others is a CloudEvent missing them, not a plain request)."""
     content_type = (message.content_type or "").lower()
-    return content_type.startswith(STRUCTURED_CONTENT_TYPE) or _header(message, "ce-specversion") is not None
+    return content_type.startswith(STRUCTURED_CONTENT_TYPE) or any(
+        _header(message, f"ce-{name}") is not None for name in REQUIRED_ATTRIBUTES)
+
+
+def check_required_attributes(message: Message) -> None:
+    """Refuse a CloudEvent without one of its required attributes, naming it. Read from the
+    message itself, before the SDK, which would make up an id and a specversion."""
+    if (message.content_type or "").lower().startswith(STRUCTURED_CONTENT_TYPE):
+        try:
+            doc = json.loads(message.body)
+        except (ValueError, RecursionError):
+            return  # not JSON: the SDK says so
+        if not isinstance(doc, dict):
+            return
+        values = {name: doc.get(name) for name in REQUIRED_ATTRIBUTES}
+    else:
+        values = {name: _header(message, f"ce-{name}") for name in REQUIRED_ATTRIBUTES}
+    for name, value in values.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if value is None:
+            raise Rejected(name, "InvalidCloudEvent", f"the CloudEvent has no {name!r} attribute; CloudEvents 1.0 "
+                                                      f"requires {', '.join(REQUIRED_ATTRIBUTES)}")
+        if not isinstance(value, str) or not value:
+            raise Rejected(name, "InvalidCloudEvent", f"the CloudEvent's {name!r} attribute must be a non-empty "
+                                                      "string")
 
 
 def read_cloudevent(message: Message) -> Any:
     """The CloudEvent a message carries (structured or binary mode), or ``Rejected``."""
+    check_required_attributes(message)
     try:
         return rabbitmq.from_rabbitmq_event(
             rabbitmq.RabbitMQMessage(

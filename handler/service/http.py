@@ -17,12 +17,14 @@ settings from the environment when gunicorn loads the app, never at import.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import socket
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -41,7 +43,13 @@ from handler.core.config import Settings
 from handler.core.errors import Interrupted, Rejected, Transient
 from handler.core.events import reply_event
 from handler.core.messages import Message
-from handler.core.request import PROGRESS_HEADER, STRUCTURED_CONTENT_TYPE, is_cancel, parse_request
+from handler.core.request import (
+    PROGRESS_HEADER,
+    REQUIRED_ATTRIBUTES,
+    STRUCTURED_CONTENT_TYPE,
+    is_cancel,
+    parse_request,
+)
 from handler.service.auth import OPEN_PATHS, BearerTokens, bearer, challenge
 from handler.service.backends import JobBackend
 from handler.service.handling import Result
@@ -124,6 +132,9 @@ def message_from_http(headers: Mapping[str, str], body: bytes) -> Message:
     if not is_binary(lowered):
         return Message(body, content_type, passed, message_id=message_id)
     ce = {k: v for k, v in lowered.items() if k.startswith(cehttp.CE_PREFIX) or k == "content-type"}
+    if any(f"{cehttp.CE_PREFIX}{name}" not in lowered for name in REQUIRED_ATTRIBUTES):
+        # As it came: decoding would make up the missing id, and parse_request names what is missing.
+        return Message(body, content_type, {**ce, **passed}, message_id=message_id)
     try:
         event = cehttp.from_binary(cehttp.HTTPMessage(ce, body), FORMAT)
         amqp = rabbitmq.to_binary(event, FORMAT)
@@ -131,6 +142,18 @@ def message_from_http(headers: Mapping[str, str], body: bytes) -> Message:
         # Not a valid event: pass it on as it came, and parse_request rejects it saying why.
         return Message(body, content_type, {**ce, **passed}, message_id=message_id)
     return Message(amqp.body, amqp.content_type, {**amqp.headers, **passed}, message_id=message_id)
+
+
+def unread_message(headers: Mapping[str, str]) -> Message:
+    """A request whose body is not read (over the limit, or not JSON), for its rejection:
+    named by its ``Idempotency-Key`` or event id when it has one, else by an id of its own,
+    since nothing tells two such requests apart and a client drops answers it takes for
+    duplicates."""
+    message = message_from_http(headers, b"")
+    lowered = {k.lower() for k in headers}
+    if message.message_id is None and f"{cehttp.CE_PREFIX}id" not in lowered:
+        message = dataclasses.replace(message, message_id=uuid.uuid4().hex)
+    return message
 
 
 def event_response(event: BaseCloudEvent, status: int, binary: bool) -> Response:
@@ -358,6 +381,7 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
         response.call_on_close(lambda: face.worker.replied(result))
         return response
 
+
     @app.before_request
     def authenticate() -> Response | None:
         if tokens is None or request.path in OPEN_PATHS or tokens.accepts(_headers()):
@@ -386,7 +410,7 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
             error = Rejected("content-type", "UnsupportedMediaType",
                              f"Content-Type {request.content_type[:100]!r} is not JSON: send application/json, or a "
                              "CloudEvent (application/cloudevents+json, or binary mode with JSON data)")
-            return reply(face.worker.reject(message_from_http(_headers(), b""), error), binary, 415)
+            return reply(face.worker.reject(unread_message(_headers()), error), binary, 415)
         body = read_body(request.stream, settings.max_body_bytes)
         if body is None:
             raise RequestEntityTooLarge()
@@ -415,7 +439,7 @@ def create_app(settings: Settings | None = None, backend: JobBackend | None = No
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge) -> Response:
-        message = message_from_http(_headers(), b"")
+        message = unread_message(_headers())
         size = f"{request.content_length} bytes" if request.content_length is not None else "the body"
         error = Rejected("body", "BodyTooLarge", f"{size} is over the limit of {settings.max_body_bytes}")
         return reply(face.worker.reject(message, error), is_binary(_headers()), 413)

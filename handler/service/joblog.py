@@ -43,6 +43,9 @@ class LogSource(Protocol):
 BucketOpener = Callable[[BucketUrl, "S3Credentials"], "Bucket"]
 
 CONTENT_TYPE = "text/plain; charset=utf-8"
+#: Why a request with bucket URLs gets no log object from a handler without bucket keys.
+NO_CREDENTIALS = ("the handler has no bucket credentials to write the Job's log with: give it AWS_ACCESS_KEY_ID and "
+                  "AWS_SECRET_ACCESS_KEY (or MINIO_ROOT_USER and MINIO_ROOT_PASSWORD)")
 
 
 def truncation_marker(limit: int) -> bytes:
@@ -72,11 +75,11 @@ def object_url(url: BucketUrl, key: str) -> str:
 def upload_job_log(request: WorkRequest, outcome: Outcome, source: LogSource, settings: Settings,
                    opener: BucketOpener | None = None) -> LogUpload | None:
     """Write the Job's log (read from ``source``, the backend) to ``request.log_key`` in
-    the output bucket; None when the handler has no bucket credentials for this request
-    (nothing was read or tried)."""
-    if settings.s3_keys(request.named_buckets) is None:
-        return None
+    the output bucket. Without bucket credentials for this request nothing is read or
+    tried, and the error says which settings would give them."""
     key = request.log_key
+    if settings.s3_keys(request.named_buckets) is None:
+        return LogUpload(key, request.output_bucket_url, error=NO_CREDENTIALS)
     try:
         # minio comes with the s3 extra; a handler without it still replies.
         from handler.adapters.storage import S3Credentials, open_bucket

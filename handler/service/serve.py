@@ -70,7 +70,7 @@ def options(settings: Settings) -> dict[str, Any]:
     longest_call = settings.max_timeout_minutes * 60 + settings.deadline_slack_seconds \
         + settings.image_pull_grace_seconds
     return {
-        "bind": [f"0.0.0.0:{settings.http_port}"],
+        "bind": [f"{bind_host(settings.http_host)}:{settings.http_port}"],
         "workers": 1,
         "worker_class": "gthread",
         "threads": settings.http_threads,
@@ -88,6 +88,11 @@ def options(settings: Settings) -> dict[str, Any]:
         "proc_name": "cloud-worker-serve",
         "worker_exit": _worker_exit,
     }
+
+
+def bind_host(host: str) -> str:
+    """``host`` as gunicorn's bind takes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _worker_exit(_server: Any, worker: Any) -> None:
@@ -116,7 +121,8 @@ class Server(BaseApplication):
 
         app = create_app(self.settings)
         if self.settings.http_probe_port:
-            probes = HealthServer.serving(app.extensions["cloud_worker"].probes, self.settings.http_probe_port)
+            probes = HealthServer.serving(app.extensions["cloud_worker"].probes, self.settings.http_probe_port,
+                                          self.settings.http_host)
             app.extensions["cloud_worker_probes"] = probes.start()
         return app
 
@@ -124,7 +130,12 @@ class Server(BaseApplication):
 def run(settings: Settings) -> int:
     """Serve until stopped (gunicorn exits the process with its own status)."""
     server = Server(settings)
-    log.info("serving HTTP on port %d with %d threads (probes also on port %s, authentication: %s)",
-             settings.http_port, settings.http_threads, settings.http_probe_port or "-", settings.http_auth)
+    log.info("serving HTTP on %s:%d with %d threads (probes also on port %s, authentication: %s)",
+             settings.http_host, settings.http_port, settings.http_threads, settings.http_probe_port or "-",
+             settings.http_auth)
+    if settings.http_auth == "none":
+        log.warning("CLOUD_WORKER_HTTP_AUTH=none: anyone who reaches %s:%d can run jobs, read every request's reply "
+                    "and cancel it; keep it behind a gateway that authenticates, or bind it to 127.0.0.1 with "
+                    "CLOUD_WORKER_HTTP_HOST", settings.http_host, settings.http_port)
     server.run()
     return 0

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from handler.adapters.amqp import ClientLink
-from handler.adapters.storage import S3Credentials, open_bucket
-from handler.core.bucketurl import BucketUrl, parse_bucket_url
+from handler.adapters.storage import Bucket, S3Credentials, open_bucket
+from handler.core.bucketurl import BucketUrl, check_bucket_host, parse_bucket_url
 from handler.core.config import Settings
 from handler.core.errors import BrokerError, Rejected, ReplyUndeliverable, WorkerError
 from handler.core.messages import CANCEL_TYPE, Message, Publication
@@ -59,7 +59,8 @@ CANCEL_WAIT_SECONDS = 60.0
 #: The ``source`` of the cancel events this client sends.
 CLIENT_SOURCE = "urn:mstc:cloud-worker:client"
 
-#: ``on_event(state, event)``: ``state`` is ``checked``, ``uploaded`` or ``published`` (event None),
+#: ``on_event(state, event)``: ``state`` is ``checked`` (the request is valid), ``uploading`` (the
+#: input bucket answered), ``uploaded`` or ``published`` (event None),
 #: then ``accepted``, ``started`` and the terminal status with the CloudEvent as a dict.
 OnEvent = Callable[[str, "dict[str, Any] | None"], None]
 
@@ -156,9 +157,13 @@ class Client:
         """
         notify = on_event or (lambda state, event: None)
         request_id = request_id or uuid.uuid4().hex
+        # A bucket URL the handler would refuse (its host included) is the caller's to fix,
+        # like one that does not parse: the same InvalidBucketUrl either way.
         base = parse_bucket_url(bucket_url).child(request_id)
+        check_bucket_host(base, self.settings)
         input_url = base.child("input")
         output_url = parse_bucket_url(output_bucket_url) if output_bucket_url else base.child("output")
+        check_bucket_host(output_url, self.settings)
         body: dict[str, Any] = {"image": image, "jobName": job_name, "inputBucketUrl": str(input_url),
                                 "outputBucketUrl": str(output_url)}
         if timeout_minutes is not None:
@@ -171,9 +176,19 @@ class Client:
                                "letters, digits and '-')")
             body["profile"] = profile
         notify("checked", None)
+        paths = [Path(p) for p in ([input_paths] if isinstance(input_paths, (str, Path)) else input_paths)]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"input(s) not found: {', '.join(missing)}")
+        credentials = self.credentials  # StorageConfigError when there are none, before anything is tried
         self.connect()  # fail on the broker before spending time on uploads
-        paths = [input_paths] if isinstance(input_paths, (str, Path)) else list(input_paths)
-        self._upload(input_url, output_url, [Path(p) for p in paths], create_buckets)
+        inputs = self._buckets(input_url, output_url, credentials, create_buckets)
+        notify("uploading", None)
+        for path in paths:
+            if path.is_dir():
+                inputs.upload_dir(path)
+            else:
+                inputs.upload_file(path)
         notify("uploaded", None)
         link = self._current_link()
         mailbox = link.open_mailbox(request_id) if wait else None
@@ -257,20 +272,18 @@ class Client:
                 raise BrokerError("the client is closed")
             return self._link
 
-    def _upload(self, input_url: BucketUrl, output_url: BucketUrl, paths: list[Path], create: bool) -> None:
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise FileNotFoundError(f"input(s) not found: {', '.join(missing)}")
-        inputs = open_bucket(input_url, self.credentials)
-        if create:
-            inputs.ensure_bucket()
-            if (output_url.endpoint, output_url.bucket) != (input_url.endpoint, input_url.bucket):
-                open_bucket(output_url, self.credentials).ensure_bucket()
-        for path in paths:
-            if path.is_dir():
-                inputs.upload_dir(path)
-            else:
-                inputs.upload_file(path)
+    @staticmethod
+    def _buckets(input_url: BucketUrl, output_url: BucketUrl, credentials: S3Credentials, create: bool) -> Bucket:
+        """The input bucket, known to exist (made, with ``create``, as is the output bucket):
+        an endpoint that is down or a missing bucket fails here, before any upload."""
+        inputs = open_bucket(input_url, credentials)
+        if not create:
+            inputs.require()
+            return inputs
+        inputs.ensure_bucket()
+        if (output_url.endpoint, output_url.bucket) != (input_url.endpoint, input_url.bucket):
+            open_bucket(output_url, credentials).ensure_bucket()
+        return inputs
 
     def _wait(self, mailbox: queue.Queue, request_id: str, notify: OnEvent,
               wait_seconds: float | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -15,7 +15,6 @@ from typing import Any, TextIO
 #: What each state of a submission (see ``handler.tools.client.OnEvent``) is shown as.
 STATES = {
     "uploading": "uploading inputs",
-    "checked": "uploading inputs",
     "uploaded": "inputs uploaded",
     "published": "queued, waiting for a handler",
     "accepted": "accepted, job created",

@@ -168,7 +168,6 @@ class Demo:
         self.say(f"submitting the seed's example request {json.dumps(request)}")
         outputs = self.workdir / "outputs"
         with StatusDisplay(self.out) as display:
-            display.update(describe("uploading", None))
             try:
                 reply = client.submit(
                     IMAGE, JOB_NAME, [inputs], bucket_url, timeout_minutes=TIMEOUT_MINUTES, download_to=outputs,

@@ -19,6 +19,13 @@ With ``FILE_PREFIX`` set (a request in the original client's form, whose files a
 without the prefix, and every upload is named ``<prefix>-...`` in turn (errors under
 ``<prefix>-errors/``), so the client finds the outputs by listing with its prefix.
 
+When the toolkit itself fails (the environment is unusable, the inputs cannot be
+downloaded, the outputs cannot be uploaded, the command cannot be run) it also says why
+in one line in the container's termination message (``/dev/termination-log``, Kubernetes'
+default ``terminationMessagePath``; ``MSTC_TERMINATION_LOG`` names the file in local mode),
+which the reply's ``message`` carries: ``cannot download the inputs: ... NoSuchBucket ...``
+rather than only an exit code.
+
 Exit codes: COMMAND's own (128+N when signal N killed it); ``EX_CONFIG`` (78) when the
 environment is unusable (no or bad bucket URL, no credentials; nothing is uploaded);
 ``EX_SOFTWARE`` (70) when downloading inputs or uploading outputs failed; 126 / 127
@@ -47,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from handler.core.bucketurl import BucketUrl, InvalidBucketUrl, parse_bucket_url
+from handler.core.manifest import TERMINATION_LOG, TERMINATION_LOG_VARIABLE, TERMINATION_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from handler.adapters.storage import Bucket, S3Credentials
@@ -98,6 +106,26 @@ class _Outcome:
     exit_code: int
     stderr_tail: bytes | None = None  # None: the command never ran
     traceback: str | None = None  # set when the toolkit itself failed
+    reason: str | None = None  # why the toolkit failed, in one line (the termination message)
+
+
+def report_failure(environ: Mapping[str, str], reason: str) -> None:
+    """Write ``reason`` as the container's termination message, where there is one to write
+    (only to a file that exists: the kubelet's, or the local backend's)."""
+    path = Path(environ.get(TERMINATION_LOG_VARIABLE) or TERMINATION_LOG)
+    if not path.is_file():
+        return  # not in a container (or a local job): the log says it all
+    try:
+        path.write_bytes(reason.encode("utf-8", "replace")[:TERMINATION_MESSAGE_BYTES])
+    except OSError as exc:
+        log.warning("cannot write the termination message to %s: %s", path, exc)
+
+
+def _why(exc: BaseException) -> str:
+    """An exception in one line: our own errors say it all; others need their kind."""
+    from handler.core.errors import WorkerError
+
+    return str(exc) if isinstance(exc, WorkerError) else f"{type(exc).__name__}: {exc}"
 
 
 def run_job(command: list[str], environ: Mapping[str, str], workdir: Path | None = None) -> int:
@@ -118,6 +146,7 @@ def run_job(command: list[str], environ: Mapping[str, str], workdir: Path | None
         inputs, outputs = (open_bucket(url, job.credentials) for url in (job.input_url, job.output_url))
     except (InvalidBucketUrl, StorageConfigError) as exc:
         log.error("job cannot start: %s", exc)
+        report_failure(environ, f"the job cannot start: {exc}")
         return EX_CONFIG
     log.info("job starting: %s; inputs from %s, outputs to %s", command, job.input_url, job.output_url)
     if workdir is not None:
@@ -134,15 +163,17 @@ def _run_in(workdir: Path, command: list[str], environ: Mapping[str, str], input
     downloaded: list[Path] = []
     try:
         downloaded = inputs.download_all(input_dir, name_prefix)
-    except Exception:
+    except Exception as exc:
         log.exception("downloading inputs from %s failed", inputs.url)
-        outcome = _Outcome(EX_SOFTWARE, None, traceback.format_exc())
+        outcome = _Outcome(EX_SOFTWARE, None, traceback.format_exc(), f"cannot download the inputs: {_why(exc)}")
     else:
         env = {**environ, "INPUT_DIR": str(input_dir), "OUTPUT_DIR": str(output_dir)}
         outcome = _run_command(command, env, workdir)
     outcome, uploaded = _upload_outputs(outputs, output_dir, outcome, name_prefix)
     if outcome.exit_code != 0:
         _upload_errors(outputs, workdir / ".errors", outcome, name_prefix)
+    if outcome.reason is not None:
+        report_failure(environ, outcome.reason)
     log.info(
         "job finished: exit code %d, %d inputs, %d outputs, %.1f s",
         outcome.exit_code,
@@ -161,13 +192,15 @@ def _run_command(command: list[str], env: Mapping[str, str], cwd: Path) -> _Outc
         child = subprocess.Popen(command, cwd=cwd, env=dict(env), stderr=subprocess.PIPE)
     except FileNotFoundError:
         log.error("command not found: %s", command[0])
-        return _Outcome(EX_NOT_FOUND, f"command not found: {command[0]}\n".encode(), traceback.format_exc())
+        return _Outcome(EX_NOT_FOUND, f"command not found: {command[0]}\n".encode(), traceback.format_exc(),
+                        f"command not found: {command[0]}")
     except PermissionError:
         log.error("command cannot be executed: %s", command[0])
-        return _Outcome(EX_CANNOT_EXECUTE, f"permission denied: {command[0]}\n".encode(), traceback.format_exc())
-    except OSError:
+        return _Outcome(EX_CANNOT_EXECUTE, f"permission denied: {command[0]}\n".encode(), traceback.format_exc(),
+                        f"command cannot be executed: {command[0]}")
+    except OSError as exc:
         log.exception("starting %s failed", command[0])
-        return _Outcome(EX_SOFTWARE, b"", traceback.format_exc())
+        return _Outcome(EX_SOFTWARE, b"", traceback.format_exc(), f"cannot start {command[0]}: {exc}")
     tail = bytearray()
     with child, _forwarding_sigterm(child):
         assert child.stderr is not None
@@ -186,10 +219,11 @@ def _upload_outputs(outputs: Bucket, output_dir: Path, outcome: _Outcome,
     """Upload what the command wrote, even after a failure: partial results help."""
     try:
         return outcome, outputs.upload_dir(output_dir, name_prefix=name_prefix)
-    except Exception:
+    except Exception as exc:
         log.exception("uploading outputs to %s failed", outputs.url)
         # A command that succeeded but whose outputs are lost has not succeeded.
-        return _Outcome(outcome.exit_code or EX_SOFTWARE, outcome.stderr_tail, traceback.format_exc()), []
+        reason = outcome.reason or f"cannot upload the outputs: {_why(exc)}"
+        return _Outcome(outcome.exit_code or EX_SOFTWARE, outcome.stderr_tail, traceback.format_exc(), reason), []
 
 
 def _upload_errors(outputs: Bucket, local_dir: Path, outcome: _Outcome, name_prefix: str = "") -> None:

@@ -18,8 +18,10 @@ works. Exit codes say how the request ended:
 130   interrupted (Ctrl-C): the request id and how to cancel it are printed
 ====  ==========================================================================
 
-The request id is chosen here and printed before anything else happens, so a user can
-always name the request to ``status``, ``logs`` and ``cancel``. ``--follow`` streams the
+The request id is chosen here and printed once the request is published, with the
+command that cancels it, so a user can always name it to ``status``, ``logs`` and
+``cancel``; nothing is printed for what did not happen (no "uploading" before the
+inputs, the credentials and the bucket are known to be there). ``--follow`` streams the
 job's log (``handler.tools.control``) to stderr while waiting for the reply.
 """
 
@@ -108,17 +110,20 @@ def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], stdout: 
     display = StatusDisplay(stderr)
     follower = LogFollower(settings, environ, request_id, display) if args.follow else None
 
+    published = threading.Event()
+
     def on_event(state: str, event: dict | None) -> None:
-        if state == "checked":  # the request is valid: from now on it has this id
-            display.line(f"request {request_id} (cancel it with: cloud-worker cancel {request_id})")
+        if state == "checked":  # valid, but nothing is uploaded or sent yet: nothing to say
             return
+        if state == "published":  # from now on there is a request to name and to cancel
+            published.set()
+            display.line(f"request {request_id} (cancel it with: cloud-worker cancel {request_id})")
         display.update(describe(state, event))
         if follower is not None and state in ("accepted", "started"):
             follower.start()
 
     try:
         with client, display:
-            display.update(describe("uploading", None))
             reply = client.submit(
                 args.image, args.job_name, args.inputs, args.bucket_url, args.output_bucket_url, args.timeout,
                 wait=not args.no_wait, on_event=on_event, download_to=args.download, wait_seconds=wait_seconds,
@@ -146,6 +151,8 @@ def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], stdout: 
     except StorageError as exc:
         return _fail(stderr, ExitCode.STORAGE, str(exc))
     except KeyboardInterrupt:
+        if not published.is_set():
+            return _fail(stderr, ExitCode.INTERRUPTED, "interrupted before the request was sent: nothing runs")
         return _fail(stderr, ExitCode.INTERRUPTED, f"interrupted: request {request_id} may still run; cancel it "
                                                    f"with: cloud-worker cancel {request_id}")
     if reply.event is None:
@@ -192,16 +199,21 @@ class LogFollower:
 
     def _run(self) -> None:
         from handler.core.errors import WorkerError
+        from handler.service.runtime import open_for_inspection
         from handler.tools import control
 
         try:
-            backend = control.inspecting_backend(self.settings, self.environ)
+            backend = open_for_inspection(self.settings, self.environ, self.request_id,
+                                          chosen="CLOUD_WORKER_BACKEND" in self.environ)
             try:
                 for _ in range(60):  # the handler says "accepted" just before the job is written down
                     if backend.lookup(self.request_id) is not None:
                         break
                     threading.Event().wait(0.5)
-                control.print_log(backend, self.settings, self.request_id, self, follow=True)
+                if control.print_log(backend, self.request_id, self, follow=True) == ExitCode.NOT_FOUND:
+                    self.display.line(f"cannot follow the job's log: request {self.request_id} has no job in "
+                                      f"{backend.namespace!r} (CLOUD_WORKER_BACKEND, CLOUD_WORKER_NAMESPACE and "
+                                      "CLOUD_WORKER_LOCAL_STATE_DIR say where to look)")
             finally:
                 backend.close()
         except (WorkerError, OSError) as exc:

@@ -138,7 +138,7 @@ class Api:
     """WSGI callable serving the store; see the module docstring."""
 
     def __init__(self, store: Store, faults: Faults, requests: RequestLog, stopping: threading.Event,
-                 bookmark_interval: float = 1.0):
+                 bookmark_interval: float = 60.0):
         self._store, self._faults, self._requests = store, faults, requests
         self._stopping, self._bookmark_interval = stopping, bookmark_interval
 

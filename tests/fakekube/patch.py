@@ -18,6 +18,12 @@ class PatchError(ValueError):
     """The patch is well-formed JSON but cannot apply to this document."""
 
 
+class TestFailed(PatchError):
+    """A JSON patch ``test`` operation did not hold."""
+
+    __test__ = False  # not a pytest test class
+
+
 def merge_patch(target: object, patch: object) -> object:
     """RFC 7386: objects merge recursively, ``null`` deletes, anything else replaces."""
     if not isinstance(patch, dict):
@@ -110,7 +116,7 @@ def json_patch(target: dict, operations: list) -> dict:
             _add(doc, path, operation.get("value"))
         elif op == "test":
             if _get(doc, path) != operation.get("value"):
-                raise PatchError(f"testing value {path} failed")
+                raise TestFailed(f"testing value {path} failed")
         elif op in ("move", "copy"):
             value = _get(doc, operation.get("from", ""))
             if op == "move":

@@ -13,9 +13,11 @@ annotation of an Indexed Job) and creates it; on the way in:
 - validating admission may refuse it, and the controller then records a
   ``FailedCreate`` Event and retries: a ResourceQuota on ``pods``
   (``FakeKube.set_pod_quota``; only non-terminal pods count, as the quota
-  controller counts them) or Pod Security's ``restricted`` level (a container
-  with the ``scenario/forbidden`` image). Messages are worded as the API server
-  words them.
+  controller counts them) or Pod Security at the ``restricted`` level, judged on
+  the pod's securityContext (:mod:`.podsecurity`) in the namespaces where it is
+  enforced (``FakeKube(pod_security="restricted")`` everywhere,
+  ``FakeKube.enforce_pod_security`` per namespace). Messages are worded as the
+  API server words them.
 """
 
 import copy
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 from .kubelet import NODE_NAME
 from .objects import JOBS, random_suffix, timestamp
-from .scenarios import is_forbidden_image
+from .podsecurity import refusal as pod_security_refusal
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
@@ -76,31 +78,22 @@ def build_pod(job: dict, index: int | None = None) -> dict:
                         "lastTransitionTime": timestamp()}]}}
 
 
-def _pod_security_violations(pod: dict) -> str:
-    names = [c["name"] for c in pod["spec"].get("containers") or []]
-    listed = ", ".join(f'"{n}"' for n in names)
-    noun = "container" if len(names) == 1 else "containers"
-    return (f'allowPrivilegeEscalation != false ({noun} {listed} must set '
-            f'securityContext.allowPrivilegeEscalation=false), unrestricted capabilities ({noun} {listed} must '
-            f'set securityContext.capabilities.drop=["ALL"]), runAsNonRoot != true (pod or {noun} {listed} must '
-            f'set securityContext.runAsNonRoot=true), seccompProfile (pod or {noun} {listed} must set '
-            f'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")')
-
-
 class PodAdmission:
     """The per-namespace admission settings; set from the test thread, read by the controller."""
 
     def __init__(self):
         self.quotas: dict[str, tuple[str, int]] = {}  # namespace -> (quota name, hard pods)
         self.sidecars: dict[str | None, Sidecar] = {}  # namespace (None: every namespace) -> sidecar
+        self.pod_security: dict[str | None, str] = {}  # namespace (None: every namespace) -> enforced level
 
     def refusal(self, pod: dict, used_pods: Callable[[], int]) -> str | None:
         """Why the API server would refuse to create ``pod`` (``used_pods()`` counts the pods
         charged to the namespace's quota), as its error message; None to admit it."""
         meta = pod["metadata"]
         prefix = f'pods "{meta["name"]}" is forbidden: '
-        if any(is_forbidden_image(c.get("image", "")) for c in pod["spec"].get("containers") or []):
-            return prefix + 'violates PodSecurity "restricted:latest": ' + _pod_security_violations(pod)
+        level = self.pod_security.get(meta["namespace"], self.pod_security.get(None, "privileged"))
+        if level == "restricted" and (refused := pod_security_refusal(pod)):
+            return refused
         quota = self.quotas.get(meta["namespace"])
         used = used_pods() if quota is not None else 0
         if quota is not None and used + 1 > quota[1]:

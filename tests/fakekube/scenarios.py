@@ -19,8 +19,6 @@ a pod acts out its own image. Pure: parsing an image gives a frozen
                              after the others end (the classic sidecar trap)
 ``scenario/sidecar:exits``   the same, but exits 0 by itself once the pod's
                              other containers have ended (Istio's quitquitquit)
-``scenario/forbidden``       never runs: Pod Security admission refuses the
-                             pod, so the Job controller records FailedCreate
 anything else                runs the default time, exits 0
 ===========================  ==============================================
 
@@ -131,11 +129,6 @@ def start_lines(container: dict) -> list[str]:
 def is_sidecar_image(image: str) -> bool:
     match = _SCENARIO_IMAGE.search(image or "")
     return match is not None and match["name"] == "sidecar"
-
-
-def is_forbidden_image(image: str) -> bool:
-    match = _SCENARIO_IMAGE.search(image or "")
-    return match is not None and match["name"] == "forbidden"
 
 
 def end_lines(outcome: Outcome) -> list[str]:

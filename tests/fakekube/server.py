@@ -49,12 +49,14 @@ class _QuietHandler(WSGIRequestHandler):
 class FakeKube:
     """A stateful fake Kubernetes API server for batch/v1 Jobs, their pods and events.
 
-    ``sidecar`` injects that container into every pod (see :meth:`inject_sidecar`).
+    ``sidecar`` injects that container into every pod (see :meth:`inject_sidecar`);
+    ``pod_security="restricted"`` enforces that Pod Security level in every namespace (see
+    :meth:`enforce_pod_security`).
     """
 
     def __init__(self, run_seconds: float = 0.05, *, timings: Timings | None = None,
-                 history_limit: int = 1000, bookmark_interval: float = 1.0, host: str = "127.0.0.1",
-                 port: int = 0, sidecar: Sidecar | None = None):
+                 history_limit: int = 1000, bookmark_interval: float = 60.0, host: str = "127.0.0.1",
+                 port: int = 0, sidecar: Sidecar | None = None, pod_security: str | None = None):
         self.faults = Faults()
         self.timings = timings or Timings()
         self._host, self._port = host, port
@@ -63,6 +65,8 @@ class FakeKube:
         self._admission = PodAdmission()
         if sidecar is not None:
             self._admission.sidecars[None] = sidecar
+        if pod_security is not None:
+            self._admission.pod_security[None] = pod_security
         self._kubelet = Kubelet(self._store, self._scheduler, self.timings, run_seconds)
         self._controller = JobController(self._store, self._scheduler, self._kubelet, self.timings,
                                          self._admission, EventRecorder(self._store))
@@ -196,6 +200,15 @@ class FakeKube:
             self._admission.quotas.pop(namespace, None)
         else:
             self._admission.quotas[namespace] = (name, pods)
+
+    def enforce_pod_security(self, level: str | None = "restricted", namespace: str | None = None) -> None:
+        """Enforce a Pod Security level (``restricted``; ``privileged`` or None: none) on pods
+        created from now on in ``namespace`` or (None) everywhere, as the namespace label
+        ``pod-security.kubernetes.io/enforce`` does on a real cluster."""
+        if level is None:
+            self._admission.pod_security.pop(namespace, None)
+        else:
+            self._admission.pod_security[namespace] = level
 
     def inject_sidecar(self, sidecar: Sidecar | None = ISTIO_PROXY, namespace: str | None = None) -> None:
         """Have a webhook inject ``sidecar`` (default: Istio's ``istio-proxy``, running for

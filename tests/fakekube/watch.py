@@ -7,10 +7,16 @@ one ``ERROR`` event carrying a 410 ``Expired`` Status, then the stream ends.
 Streams end cleanly at ``timeoutSeconds`` (with a BOOKMARK if asked for),
 when the server stops, or when the client has gone away.
 
-With ``allowWatchBookmarks=true`` a BOOKMARK carrying the current
-resourceVersion comes every ``bookmark_interval`` seconds even while nothing
-changes (the real watch cache sends one about every minute), so a client can
-resume from a recent version and tell a quiet stream from a dead one.
+With ``allowWatchBookmarks=true`` a BOOKMARK carrying the current resourceVersion
+comes as the API server's watch cache sends it (``cacher.go`` ``dispatchEvents``,
+``cache_watcher.go`` ``nextBookmarkTime``, 1.35): at most every ``bookmark_interval``
+seconds (a minute, the cache's ``bookmarkFrequency``) and from 2 s before
+``timeoutSeconds`` on (each second; at once for a shorter watch), and only when objects of
+the watched resource changed since the watch's version, in any namespace and whatever
+its selector: a bookmark is never older than what the watcher saw, so a watch on a
+resource nobody touches gets none at all. None when the stream ends. Events are not in
+the watch cache (kube-apiserver's default cache sizes leave them out), so a watch on
+events gets no bookmark either.
 
 Two faults act on the stream: :func:`cut_after` drops the connection after N
 events; :func:`fall_silent` keeps it open but sends nothing more at all — no
@@ -39,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 # How often an idle stream looks whether its client hung up, in seconds.
 IDLE_CHECK = 0.5
+# The watch cache's last bookmark comes this long before the watch's timeoutSeconds.
+PRETIMEOUT_BOOKMARK = 2.0
 
 
 @dataclass(frozen=True)
@@ -99,11 +107,14 @@ def events(store: Store, request: WatchRequest, sock: socket.socket | None = Non
     else:
         cursor = request.since
     started = time.monotonic()
-    deadline, last_bookmark = started + request.timeout, started
+    deadline = started + request.timeout
+    bookmarks = request.bookmarks and request.resource.plural != "events"
+    bookmarked = cursor  # the version the client has: a bookmark must be newer
+    next_bookmark = min(started + request.bookmark_interval, deadline - PRETIMEOUT_BOOKMARK)
     while (remaining := deadline - time.monotonic()) > 0:
         wait = min(remaining, IDLE_CHECK)
-        if request.bookmarks:
-            wait = max(0.0, min(wait, last_bookmark + request.bookmark_interval - time.monotonic()))
+        if bookmarks:
+            wait = max(0.0, min(wait, next_bookmark - time.monotonic()))
         try:
             batch, cursor = store.events_after(request.resource, request.namespace, cursor, wait)
         except Expired as exc:
@@ -117,11 +128,21 @@ def events(store: Store, request: WatchRequest, sock: socket.socket | None = Non
         if not matching and client_gone(sock):
             logger.debug("watch client went away")
             return
-        if request.bookmarks and time.monotonic() - last_bookmark >= request.bookmark_interval:
-            last_bookmark = time.monotonic()
-            yield _bookmark(request.resource, cursor)
-    if request.bookmarks:
-        yield _bookmark(request.resource, cursor)
+        now = time.monotonic()
+        if bookmarks and now >= next_bookmark:
+            if _resource_changed(store, request.resource, bookmarked):
+                yield _bookmark(request.resource, cursor)
+                bookmarked = cursor
+            pretimeout = deadline - PRETIMEOUT_BOOKMARK
+            next_bookmark = now + 1.0 if now >= pretimeout else min(now + request.bookmark_interval, pretimeout)
+
+
+def _resource_changed(store: Store, resource: Resource, since: int) -> bool:
+    """Some object of ``resource``, in any namespace, changed after version ``since``."""
+    try:
+        return bool(store.events_after(resource, None, since, 0)[0])
+    except Expired:
+        return True
 
 
 def cut_after(lines: Iterator[bytes], limit: int | None, sock: socket.socket | None) -> Iterator[bytes]:

@@ -110,6 +110,10 @@ def patch_object(store: Store, resource: Resource, namespace: str, name: str, co
     def patched(obj: dict) -> dict:
         try:
             return patch.apply(content_type, obj, body)
+        except patch.TestFailed as exc:
+            # The real API server says no more than this of a failed `test` (checked against it in
+            # tests/test_conformance.py).
+            raise ApiError(422, "Invalid", "the server rejected our request due to an error in our request") from exc
         except (patch.PatchError, TypeError, KeyError, IndexError, AttributeError) as exc:
             raise ApiError(422, "Invalid", f"the server rejected our request due to an error in "
                                            f"our request: {exc}") from exc

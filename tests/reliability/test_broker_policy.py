@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +19,7 @@ from handler.core.config import Settings
 from handler.core.errors import BrokerError, Rejected, Transient
 from handler.core.messages import Message
 from handler.core.request import KNOWN_FIELDS, parse_request
-from tests.support.rabbit import close_handler_connections
+from tests.support.rabbit import close_handler_connections, fresh_queue
 from tests.support.requester import SEED_REQUEST
 from tests.support.waiting import job_request, wait_until
 
@@ -98,7 +97,7 @@ def test_a_connection_closed_while_a_reply_is_published_loses_and_duplicates_no_
 
 def test_a_poison_timeout_is_rejected_once_and_the_next_request_is_served(
         handlers, requester, fakekube, namespace, queue_name, figures):
-    dlq = f"test.{uuid.uuid4().hex[:8]}.dead"
+    dlq = fresh_queue("dead")
     handler = handlers.start(dead_letter_queue=dlq)
     poison = requester.publish(json.dumps(dict(SEED_REQUEST, timeOut=10**400)).encode())
     good_after = served_within_seconds(requester)
@@ -112,7 +111,7 @@ def test_a_poison_timeout_is_rejected_once_and_the_next_request_is_served(
 
 def test_an_unexpected_error_before_the_job_exists_rejects_the_request_as_internal_error(
         handlers, requester, fakekube, namespace, queue_name, monkeypatch):
-    dlq = f"test.{uuid.uuid4().hex[:8]}.dead"
+    dlq = fresh_queue("dead")
     handler = handlers.start(dead_letter_queue=dlq)
     real_parse = parse_request
 
@@ -133,7 +132,7 @@ def test_an_unexpected_error_before_the_job_exists_rejects_the_request_as_intern
 
 def test_a_refused_reply_is_retried_then_dropped_and_never_holds_the_delivery(
         handlers, requester, fakekube, namespace, queue_name, figures):
-    full = f"test.{uuid.uuid4().hex[:8]}.full"
+    full = fresh_queue("full")
     requester.channel.queue_declare(full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
     try:
         handler = handlers.start()
@@ -152,7 +151,7 @@ def test_a_refused_reply_is_retried_then_dropped_and_never_holds_the_delivery(
 
 def test_a_transient_error_that_persists_is_retried_with_growing_delays_then_dead_lettered(
         handlers, requester, fakekube, namespace, queue_name, figures):
-    dlq = f"test.{uuid.uuid4().hex[:8]}.dead"
+    dlq = fresh_queue("dead")
     handler = handlers.start(dead_letter_queue=dlq, max_attempts=4, retry_delay_seconds=0.3)
     calls: list[float] = []
 
@@ -225,7 +224,7 @@ def test_a_rejected_request_whose_dead_letter_queue_vanished_is_kept_until_the_c
     """The dead-letter copy is the only record of a rejected request: it is acked only once
     the copy is confirmed, so a dead-letter queue deleted under the handler loses nothing."""
     monkeypatch.setattr("handler.service.consumer.REQUEUE_DELAY", 0.3)
-    dlq = f"test.{uuid.uuid4().hex[:8]}.dead"
+    dlq = fresh_queue("dead")
     handler = handlers.start(dead_letter_queue=dlq)
     wait_until(lambda: handler.consumer.broker.is_open, "the handler declared its queues")
     requester.channel.queue_delete(dlq)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from handler.core.errors import NotFound
 from handler.core.messages import CancelOutcome, CancelStatus
 
 
@@ -23,6 +24,14 @@ class StubBackend:
         return self.outcome
 
     def start(self) -> None: ...
+
+    def inspect(self) -> None: ...
+
+    def reachable(self) -> bool:
+        return True
+
+    def log_stream(self, job_name, follow):
+        raise NotFound(f"no job {job_name}")
 
     def cancel(self, target):
         """Nothing runs for long here: a cancel finds nothing to stop (and is recorded)."""

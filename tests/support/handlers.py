@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pika
-
 from handler.adapters.amqp import Broker, profile_lanes
 from handler.core.config import Settings
 from handler.service.backends.kubernetes import KubernetesBackend
 from handler.service.consumer import Consumer
 from handler.service.handling import RequestHandler
+from tests.support.rabbit import delete_queues
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,8 +110,4 @@ class HandlerFactory:
         for handle in self.threads:
             if handle.thread.is_alive():
                 handle.stop()
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
-        channel = connection.channel()
-        for queue in {self.queue, f"{self.queue}.cancel", *self.extra_queues}:
-            channel.queue_delete(queue)
-        connection.close()
+        delete_queues(self.amqp_url, self.queue, *self.extra_queues)

@@ -7,10 +7,13 @@ schemas a real one would use:
   against the newest Kubernetes version the installed package ships;
 * KEDA kinds against the ``openAPIV3Schema`` of KEDA's own v2.20 CRDs, committed as a
   compact extract in ``tests/support/schemas/keda-v2.20/`` (one JSON file per kind, made
-  by ``scripts/extract-keda-schemas.py``; nothing outside the repository is read), made
-  strict the way the API server prunes: wherever a schema lists ``properties`` without
-  ``additionalProperties`` or ``x-kubernetes-preserve-unknown-fields``, anything else is
-  an error here rather than silently dropped there;
+  by ``scripts/extract-keda-schemas.py``; nothing outside the repository is read), and
+  the prometheus-operator's PodMonitor and PrometheusRule likewise against its v0.85.0
+  CRDs (``tests/support/schemas/prometheus-operator-v0.85.0/``, made by
+  ``scripts/extract-prometheus-operator-schemas.py``), made strict the way the API server
+  prunes: wherever a schema lists ``properties`` without ``additionalProperties`` or
+  ``x-kubernetes-preserve-unknown-fields``, anything else is an error here rather than
+  silently dropped there;
 * pod specs against the baseline and restricted Pod Security Standards
   (``restricted_pss_violations``), which no schema expresses.
 
@@ -38,6 +41,14 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The KEDA CRD schemas, as extracted by scripts/extract-keda-schemas.py.
 KEDA_SCHEMA_DIR = Path(__file__).resolve().parent / "schemas" / "keda-v2.20"
+#: The prometheus-operator's, as extracted by scripts/extract-prometheus-operator-schemas.py.
+OPERATOR_SCHEMA_DIR = Path(__file__).resolve().parent / "schemas" / "prometheus-operator-v0.85.0"
+#: Custom resources by API group: where their schemas are, and whose they are.
+CRD_SCHEMAS = {
+    "keda.sh": (KEDA_SCHEMA_DIR, "KEDA v2.20", "scripts/extract-keda-schemas.py"),
+    "monitoring.coreos.com": (OPERATOR_SCHEMA_DIR, "prometheus-operator v0.85.0",
+                              "scripts/extract-prometheus-operator-schemas.py"),
+}
 #: The newest Kubernetes version whose schemas kubernetes-validate ships.
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
@@ -69,8 +80,8 @@ def validate_manifest(obj: dict) -> None:
     api_version = obj.get("apiVersion", "")
     if not api_version or not obj.get("kind"):
         problems.append("apiVersion and kind are required")
-    elif api_version.split("/")[0] == "keda.sh":
-        problems.extend(_keda_problems(obj))
+    elif api_version.split("/")[0] in CRD_SCHEMAS:
+        problems.extend(_crd_problems(obj, *CRD_SCHEMAS[api_version.split("/")[0]]))
     else:
         problems.extend(_builtin_problems(obj))
     if problems:
@@ -156,34 +167,32 @@ def _path(parts: Iterable[Any]) -> str:
     return out.lstrip(".") or "<root>"
 
 
-# --- KEDA custom resources ------------------------------------------------------------
+# --- custom resources (KEDA, the prometheus-operator) ----------------------------------
 
 
-def _keda_problems(obj: dict) -> Iterator[str]:
-    validators = _keda_validators()
+def _crd_problems(obj: dict, schema_dir: Path, whose: str, script: str) -> Iterator[str]:
+    validators = _crd_validators(schema_dir, script)
     validator = validators.get((obj["apiVersion"], obj["kind"]))
     if validator is None:
         known = ", ".join(f"{kind} ({api})" for api, kind in sorted(validators))
-        yield f"no KEDA v2.20 CRD serves this kind; known: {known}"
+        yield f"no {whose} CRD serves this kind; known: {known}"
         return
     errors = sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
-        yield f"{_path(error.absolute_path)}: {error.message} (KEDA v2.20 CRD, strict)"
+        yield f"{_path(error.absolute_path)}: {error.message} ({whose} CRD, strict)"
 
 
 @functools.cache
-def _keda_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
+def _crd_validators(schema_dir: Path, script: str) -> dict[tuple[str, str], jsonschema.protocols.Validator]:
     validators = {}
-    for path in sorted(KEDA_SCHEMA_DIR.glob("*.json")):
+    for path in sorted(schema_dir.glob("*.json")):
         extract = json.loads(path.read_text(encoding="utf-8"))
         for version, openapi_schema in extract["versions"].items():
             schema = strict_openapi_schema(openapi_schema)
             validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
             validators[(f"{extract['group']}/{version}", extract["kind"])] = validator_class(schema)
     if not validators:
-        raise FileNotFoundError(
-            f"no KEDA CRD schemas in {KEDA_SCHEMA_DIR}: regenerate them with scripts/extract-keda-schemas.py"
-        )
+        raise FileNotFoundError(f"no CRD schemas in {schema_dir}: regenerate them with {script}")
     return validators
 
 
@@ -381,6 +390,19 @@ def missing_tool(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
     pytest.skip(reason)
+
+
+def tool_binary(name: str) -> str:
+    """A tool of scripts/install-tools.sh: from <repo>/.tools/bin, else PATH (skipped here
+    when missing, a failure in CI)."""
+    candidate = REPO_ROOT / ".tools" / "bin" / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    missing_tool(f"{name} not found: run `bash scripts/install-tools.sh`")
+    raise AssertionError("unreachable")  # missing_tool always raises
 
 
 def helm_binary() -> str:

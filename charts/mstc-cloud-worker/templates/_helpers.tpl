@@ -146,3 +146,18 @@ The cluster must never cut it short, or the Job's reply is lost until redelivery
 {{- define "mstc-cloud-worker.profilesDir" -}}
 /etc/cloud-worker/profiles
 {{- end }}
+
+{{/*
+Label matchers of this release's handler metrics, as the PodMonitor labels its targets
+(metrics.prometheusRule.selector overrides them).
+*/}}
+{{- define "mstc-cloud-worker.metricsSelector" -}}
+{{- default (printf "namespace=%q, job=%q" .Release.Namespace .Release.Name) .Values.metrics.prometheusRule.selector }}
+{{- end }}
+
+{{/*
+Label matchers of a queue in RabbitMQ's own metrics: call with a dict of root and queue.
+*/}}
+{{- define "mstc-cloud-worker.queueSelector" -}}
+{{- printf "queue=%q" .queue }}{{ with .root.Values.metrics.prometheusRule.rabbitmqSelector }}, {{ . }}{{ end }}
+{{- end }}

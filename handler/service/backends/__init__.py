@@ -8,7 +8,7 @@ of the same shape, so replies look the same whichever ran the job.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,6 +36,14 @@ class JobBackend(Protocol):
 
     def start(self) -> None:
         """Open connections and caches before the first request."""
+
+    def inspect(self) -> None:
+        """Open to look, not to run, from another process (``status``, ``logs``,
+        ``submit --follow``): read what ``lookup`` and ``log_stream`` need, claim nothing
+        and start nothing a job depends on."""
+
+    def reachable(self) -> bool:
+        """The backend's API answers (checked before a process forks the workers that need it)."""
 
     def run(self, request: WorkRequest, stop: threading.Event, progress: Progress | None = None) -> Outcome:
         """Create (or adopt) the request's Job and block until it ends.
@@ -72,6 +80,11 @@ class JobBackend(Protocol):
 
     def job_log(self, request: WorkRequest, outcome: Outcome, limit_bytes: int) -> bytes | None:
         """The Job's log from its start, at most ``limit_bytes``; None when there is none."""
+
+    def log_stream(self, job_name: str, follow: bool) -> Iterator[bytes]:
+        """The log of the Job named ``job_name`` as it is now, and with ``follow`` what it
+        writes until it ends (``cloud-worker logs``). Raises ``NotFound`` when there is no
+        such Job, ``Transient`` when its API cannot be reached."""
 
     def instrument(self, metrics: Any) -> None:
         """Register the backend's own counters (a watch's restarts, ...) with ``metrics``."""

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from handler.adapters.kube import Kube
@@ -65,6 +66,7 @@ from handler.core.request import WorkRequest
 from handler.core.unanswered import claim_patch, held_reply_patch, unanswered_outcome
 from handler.service import logs
 from handler.service.backends import JobView, Progress
+from handler.service.backends.podlog import pod_log_stream
 from handler.service.tracker import JobTracker, Snapshot, pod_job_name
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,16 @@ class KubernetesBackend:
         self.tracker.start()
         self._janitor = threading.Thread(target=self._janitor_loop, name="finalizer-janitor", daemon=True)
         self._janitor.start()
+
+    def inspect(self) -> None:
+        """For ``status`` and ``logs``: the watch cache alone (no finalizer janitor: a tool changes nothing)."""
+        self.tracker.start()
+
+    def reachable(self) -> bool:
+        return self.kube.reachable()
+
+    def log_stream(self, job_name: str, follow: bool) -> Iterator[bytes]:
+        return pod_log_stream(self.kube, job_name, follow, self.settings.job_log_max_bytes)
 
     def ready(self) -> bool:
         return self.tracker.healthy(stale_after=self.settings.watch_timeout_seconds + 60)

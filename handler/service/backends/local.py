@@ -45,7 +45,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,15 @@ from handler.adapters.embedded_s3 import EmbeddedS3, endpoint_configured
 from handler.core.config import Settings
 from handler.core.errors import Interrupted
 from handler.core.events import ACCEPTED, STARTED
-from handler.core.manifest import build_job, cancel_annotations, container_env, expand_env_value, request_from_job
+from handler.core.manifest import (
+    TERMINATION_LOG_VARIABLE,
+    TERMINATION_MESSAGE_BYTES,
+    build_job,
+    cancel_annotations,
+    container_env,
+    expand_env_value,
+    request_from_job,
+)
 from handler.core.messages import CancelOutcome, CancelRequest, CancelStatus
 from handler.core.outcome import Outcome, utcnow
 from handler.core.profiles import Profiles
@@ -123,11 +131,13 @@ class LocalBackend:
         self._cond = threading.Condition()
         self._jobs: dict[str, _LocalJob] = {}
         self._closed = False
+        self._started = False
         self._counts: collections.Counter[str] = collections.Counter()
 
     # --- JobBackend
     def start(self) -> None:
         self.state.claim()
+        self._started = True
         log.info("local backend: jobs written down in %s", self.state.root)
         log.info("local backend: %d image(s) mapped by %s: %s", len(self.images.names()), self.images.source,
                  ", ".join(self.images.names()))
@@ -136,6 +146,15 @@ class LocalBackend:
             log.info("local backend: profile %s: %s%s", profile.name,
                      "; ".join(applied) or "no process limits",
                      f"; ignored here (only a cluster has them): {', '.join(ignored)}" if ignored else "")
+
+    def inspect(self) -> None:
+        """Nothing to open: ``lookup`` and ``log_stream`` read the state folder as they go."""
+
+    def reachable(self) -> bool:
+        return True
+
+    def log_stream(self, job_name: str, follow: bool) -> Iterator[bytes]:
+        return self.state.log_stream(job_name, follow)
 
     def ready(self) -> bool:
         return not self._closed
@@ -160,7 +179,8 @@ class LocalBackend:
         for closer in self._closers:
             closer()
         self.state.release()
-        log.info("local backend closed: %s", dict(self._counts) or "no jobs")
+        if self._started:
+            log.info("local backend closed: %s", dict(self._counts) or "no jobs")
 
     def run(self, request: WorkRequest, stop: threading.Event, progress: Progress | None = None) -> Outcome:
         name = request.job_name
@@ -272,6 +292,8 @@ class LocalBackend:
         env = {**self._base_env, **image.env, **self._credentials_env}
         for item in container_env(request):  # expanded as the kubelet would: a process sees what a pod sees
             env[item["name"]] = expand_env_value(item["value"], env)
+        # A container's /dev/termination-log: where a job says why it failed, for the reply.
+        env[TERMINATION_LOG_VARIABLE] = str(self.state.termination_log(request.job_name))
         job = _LocalJob(request, image.command, env, _pod_name(request.job_name))
         job.log_file = self.state.record(request.job_name, build_job(request, self.settings)).open("ab")
         job.thread = threading.Thread(target=self._execute, args=(job,), name=f"local-{request.job_name}",
@@ -320,6 +342,8 @@ class LocalBackend:
     def _attempt(self, job: _LocalJob, deadline: float) -> Ended:
         """Run the command once, in a fresh working directory, until it exits or the deadline."""
         lines: collections.deque[bytes] = collections.deque(maxlen=max(1, self.settings.log_tail_lines))
+        termination_log = Path(job.env[TERMINATION_LOG_VARIABLE])
+        termination_log.write_bytes(b"")  # each attempt's own, as each container's is
         with tempfile.TemporaryDirectory(prefix=f"cloud-worker-{job.request.job_name[:40]}-") as workdir:
             start = utcnow()
             command = command_with_limits(job.command, limits_of(job.request.profile), deadline - time.monotonic())
@@ -354,7 +378,8 @@ class LocalBackend:
                 process.stdout.close()
             end = utcnow()
         exit_code = returncode if returncode >= 0 else 128 - returncode
-        return Ended(exit_code, self._tail(lines), start, end, timed_out=timed_out)
+        return Ended(exit_code, self._tail(lines), start, end, timed_out=timed_out,
+                     message=_termination_message(termination_log))
 
     def _read(self, job: _LocalJob, process: subprocess.Popen[bytes], lines: collections.deque[bytes]) -> None:
         limit = max(1, self.settings.log_tail_bytes)
@@ -391,6 +416,15 @@ class LocalBackend:
         for name in [n for n, j in self._jobs.items() if j.finished_at is not None and now - j.finished_at > ttl]:
             del self._jobs[name]
         self.state.forget_expired(ttl)
+
+
+def _termination_message(path: Path) -> str:
+    """What the job wrote to its termination message file, as much as the kubelet reads."""
+    try:
+        with open(path, "rb") as message:
+            return message.read(TERMINATION_MESSAGE_BYTES).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
 
 
 def _pod_name(job_name: str) -> str:

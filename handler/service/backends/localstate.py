@@ -14,7 +14,9 @@ request back), the output as it is written (``log``, at most ``job_log_max_bytes
 ``started`` marker and, at the end, the outcome (``outcome.json``). ``cloud-worker
 status`` and ``logs -f`` read these from another process, the way they read a Job and
 its pod from the API server; finished jobs are removed after ``job_ttl_seconds``, as
-``ttlSecondsAfterFinished`` removes a Job.
+``ttlSecondsAfterFinished`` removes a Job. The lock file holds the handler's pid while
+it runs, which is how those tools, started without ``--backend``, know that jobs run
+here (``holder``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from handler.core.config import Settings
-from handler.core.errors import ConfigError
+from handler.core.errors import ConfigError, NotFound
 from handler.core.manifest import ANNOTATION_REQUEST_ID
 from handler.core.outcome import Outcome, Status, parse_time
 
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Held by the one handler using the folder.
 HANDLER_LOCK = "handler.lock"
+#: Seconds between looks at a job's log file that has not grown (``log_stream`` with follow).
+POLL_SECONDS = 0.5
 
 
 def default_state_dir() -> Path:
@@ -112,8 +116,25 @@ class LocalState:
 
     def release(self) -> None:
         if self._lock is not None:
+            self._lock.truncate(0)  # no pid: nobody runs the jobs of this folder now
             self._lock.close()  # closing the file drops the lock
             self._lock = None
+
+    def holder(self) -> int | None:
+        """The pid of the handler running the jobs of this folder, when one runs (its pid
+        is in the lock file and the process is alive); None otherwise. Only reads: taking
+        the lock even for a moment could refuse a handler starting at that moment."""
+        try:
+            pid = int((self.root / HANDLER_LOCK).read_text(encoding="ascii").strip())
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None  # a handler that died without releasing the folder
+        except PermissionError:
+            pass  # alive, another user's (the folder is this user's: see _prepare)
+        return pid
 
     def _prepare(self) -> None:
         self.jobs.mkdir(parents=True, exist_ok=True)
@@ -132,6 +153,10 @@ class LocalState:
         _write_json(folder / "job.json", manifest)
         (folder / "log").touch()
         return folder / "log"
+
+    def termination_log(self, name: str) -> Path:
+        """The job's termination message file (a container's ``/dev/termination-log``)."""
+        return self.jobs / name / "termination-log"
 
     def mark_started(self, name: str) -> None:
         (self.jobs / name / "started").touch()
@@ -166,6 +191,35 @@ class LocalState:
         found = [r for r in self.records() if (r.manifest["metadata"].get("annotations") or {})
                  .get(ANNOTATION_REQUEST_ID) == request_id]
         return max(found, key=lambda r: r.log_path.parent.stat().st_mtime, default=None)
+
+    def knows(self, target: str) -> bool:
+        """A job of this name, or of this request id, is written down here."""
+        return self.read(target) is not None or self.find(target) is not None
+
+    def log_stream(self, name: str, follow: bool) -> Iterator[bytes]:
+        """The job's log file, and with ``follow`` what is added to it until the job ends;
+        ``NotFound`` when no such job is written down."""
+        record = self.read(name)
+        if record is None:
+            raise NotFound(f"no local job {name} in {self.root}")
+        position = 0
+        while True:
+            try:
+                with open(record.log_path, "rb") as log_file:
+                    if log_file.seek(0, 2) < position:
+                        position = 0  # a retry starts a new log, as a new pod does
+                    log_file.seek(position)
+                    chunk = log_file.read()
+            except FileNotFoundError:
+                return  # expired while we read it
+            if chunk:
+                position += len(chunk)
+                yield chunk
+            if not follow or record.outcome is not None and not chunk:
+                return
+            if not chunk:
+                time.sleep(POLL_SECONDS)
+                record = self.read(name) or record
 
     def records(self) -> Iterator[JobRecord]:
         if not self.jobs.is_dir():

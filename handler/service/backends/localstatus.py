@@ -36,6 +36,8 @@ class Ended:
     cannot_start: str | None = None  # the reason it never started
     #: Its exit code is one that fails the Job at once (a podFailurePolicy FailJob rule).
     fail_fast: bool = False
+    #: What the process wrote to its termination message file, as a container's ``terminated.message``.
+    message: str = ""
 
 
 def reported_outcome(ended: Ended, pod_name: str, start_time: datetime) -> Outcome:
@@ -66,6 +68,8 @@ def reported_outcome(ended: Ended, pod_name: str, start_time: datetime) -> Outco
         job_status["completionTime"] = end
     terminated = {"exitCode": ended.exit_code, "reason": "Completed" if ended.exit_code == 0 else "Error",
                   "startedAt": _iso(ended.start_time), "finishedAt": end}
+    if ended.message:
+        terminated["message"] = ended.message
     pod = {"metadata": {"name": pod_name, "creationTimestamp": _iso(ended.start_time)},
            "status": {"containerStatuses": [{"name": "job", "state": {"terminated": terminated}}]}}
     outcome = finished_outcome({"status": job_status}, [pod])
