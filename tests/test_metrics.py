@@ -47,8 +47,8 @@ def test_the_worker_counts_outcomes_durations_and_the_time_to_create_the_job():
 def test_failed_requests_are_counted_by_reason_so_exhausted_retries_can_be_told_apart():
     m = Metrics()
     for reason in ("BackoffLimitExceeded", "RetriesExhausted", "RetriesExhausted"):
-        m.finished(Outcome(Status.FAILED, reason, "x"))
-    m.finished(Outcome(Status.SUCCEEDED, "Completed", "ok"))
+        m.finished(Outcome(Status.FAILED, reason, "x"), "default")
+    m.finished(Outcome(Status.SUCCEEDED, "Completed", "ok"), "default")
     assert m.value("cloud_worker_failed_requests_total", reason="RetriesExhausted") == 2
     assert m.value("cloud_worker_failed_requests_total", reason="BackoffLimitExceeded") == 1
     assert m.value("cloud_worker_failed_requests_total", reason="Completed") == 0
