@@ -140,17 +140,24 @@ def test_a_jobs_failed_create_events_reach_its_snapshot():
 
 
 class SilentSource(ScriptedSource):
-    """A jobs watch that connects, then sends nothing at all until stopped (a stalled proxy)."""
+    """A jobs watch that connects, then sends nothing at all until stopped (a stalled proxy,
+    or a quiet namespace on a real API server, which sends no bookmark then). With
+    ``missed``, each watch resumed after the first replays that many changes at once: what
+    a stalled stream never delivered."""
 
-    def __init__(self):
+    def __init__(self, missed: int = 0):
         super().__init__([], [])
         self.opened = 0
+        self.missed = missed
 
     def watch(self, kind, selector, version, stopper):
         if kind != "jobs":
             self.done.wait(5)
             return
         self.opened += 1
+        if self.opened > 1:
+            for n in range(self.missed):
+                yield {"type": "MODIFIED", "object": job(f"j-{self.opened}-{n}", 100 * self.opened + n)}
         stream = threading.Event()
         stream.stop = stream.set
         stopper.append(stream)
@@ -158,18 +165,28 @@ class SilentSource(ScriptedSource):
             stream.wait(5)
         finally:
             stopper.remove(stream)
-        return
-        yield
 
 
-def test_a_watch_silent_past_the_stall_limit_is_restarted_long_before_its_read_timeout():
+def test_a_silent_watch_is_resumed_long_before_its_read_timeout_and_a_quiet_one_is_no_stall():
     source = SilentSource()
     tracker = JobTracker(source, "x=y", Backoff(base=0.001, cap=0.01), stall_seconds=0.2)
     tracker.start()
     time.sleep(1.0)
     source.done.set()
     tracker.stop()
-    assert tracker.counters.stalls >= 2 and source.opened >= 3
+    assert source.opened >= 3  # resumed, again and again: one cheap watch request each time
+    assert tracker.counters.stalls == 0  # nothing was missed: it was only quiet
+
+
+def test_a_silent_watch_whose_resumption_replays_missed_changes_counts_as_stalled():
+    source = SilentSource(missed=2)
+    tracker = JobTracker(source, "x=y", Backoff(base=0.001, cap=0.01), stall_seconds=0.2)
+    tracker.start()
+    time.sleep(1.0)
+    source.done.set()
+    tracker.stop()
+    assert source.opened >= 3 and tracker.counters.stalls >= 2
+    assert "j-2-1" in {j["metadata"]["name"] for j in tracker.jobs()}  # what it missed is in the cache now
     metrics = Metrics()
     metrics.watch(tracker)
     assert metrics.value("cloud_worker_watch_stalls_total") == tracker.counters.stalls

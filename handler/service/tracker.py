@@ -56,6 +56,9 @@ REMEMBER_KEEP = 256
 #: Longest a snapshot waits for the pods' first LIST, in seconds; past it, it goes on
 #: without (a follower looks again at the next change).
 SYNC_WAIT = 30.0
+#: Seconds after the watchdog resumed a silent watch within which an event counts as one
+#: the silent watch missed: a resumed watch sends what changed since its version at once.
+REPLAY_SECONDS = 2.0
 
 
 class WatchSource(Protocol):
@@ -131,6 +134,8 @@ class JobTracker:
         self._pods_synced.set()
         self._streams: dict[str, list] = {kind: [] for kind in self.selectors}
         self._heard: dict[str, float] = {kind: time.monotonic() for kind in self.selectors}
+        #: When the watchdog resumed a silent watch, until its first event or ``REPLAY_SECONDS``.
+        self._resumed: dict[str, float] = {}
         self._threads: list[threading.Thread] = []
         self.counters = _Counters()
 
@@ -311,6 +316,7 @@ class JobTracker:
         kind_of_event = event.get("type")
         with self._cond:
             self.counters.last_contact = self._heard[kind] = time.monotonic()
+            self._judge(kind, event)
             owner = (obj.get("metadata") or {}).get("name") if kind == "jobs" else (
                 event_job_name(obj) if kind == EVENTS else pod_job_name(obj))
             by_job = self._events_by_job if kind == EVENTS else self._pods_by_job
@@ -442,11 +448,29 @@ class JobTracker:
                 streams = list(self._streams.get(kind, ()))
                 if not streams:
                     continue
-                self.counters.stalls += 1
-                log.warning("%s watch silent for over %.0f s (no event, no bookmark); restarting it",
-                            kind, self.stall_seconds)
+                # Silent is not stalled: a real API server sends no bookmark on a watch whose
+                # resources nobody touches. Resume it (cheap: one watch request from the last
+                # version seen); only if the resumed watch at once replays changes the silent
+                # one never delivered was it stalled (``_judge``).
+                log.debug("%s watch silent for over %.0f s (no event, no bookmark); resuming it to see whether "
+                          "it missed anything", kind, self.stall_seconds)
+                with self._cond:
+                    self._resumed[kind] = time.monotonic()
                 for stream in streams:
                     stream.stop()
+
+    def _judge(self, kind: str, event: Json) -> None:
+        """A watch resumed by the watchdog: changes it replays at once are what the silent
+        watch missed, so it was stalled (a warning, ``cloud_worker_watch_stalls_total``);
+        nothing within ``REPLAY_SECONDS`` means it had only been quiet (lock held)."""
+        resumed = self._resumed.get(kind)
+        if resumed is None or event.get("type") == "BOOKMARK":
+            return
+        del self._resumed[kind]
+        if time.monotonic() - resumed <= REPLAY_SECONDS:
+            self.counters.stalls += 1
+            log.warning("%s watch had stalled: silent for over %.0f s while changes were made; resumed, it "
+                        "replayed them", kind, self.stall_seconds)
 
     def _relist_quietly(self, kind: str, version: str) -> str:
         try:
