@@ -5,7 +5,7 @@
 #
 #   scripts/cluster.sh up [--without ADDON]...
 #                                build what is missing (cached by version), start, wait until a Job
-#                                runs, then add the addons (keda-crds, keda) unless left out
+#                                runs, then add the addons (keda-crds, keda, monitoring-crds) unless left out
 #   scripts/cluster.sh env       print `export KUBECONFIG=...` and the API server's and etcd's URLs
 #   scripts/cluster.sh versions  print the version of every control-plane binary
 #   scripts/cluster.sh kill C    SIGKILL one component (kube-apiserver, etcd, ...), as a crash would
@@ -45,6 +45,7 @@ node_name="kwok-node-0"
 # operator, and nothing of KEDA built).
 addons=()
 [[ -n "${KEDA_VERSION:-}" ]] && addons+=(keda-crds keda)
+[[ -n "${PROMETHEUS_OPERATOR_VERSION:-}" ]] && addons+=(monitoring-crds)
 keda_bin="$tools/keda-${KEDA_VERSION:-none}/bin"
 # KEDA's processes run outside the cluster, like the control plane: their certificates, pid
 # files, logs and ports live here, and go with the cluster (`down`).
@@ -133,13 +134,34 @@ wait_for_a_job() {
     kctl -n default delete job "$job" --cascade=foreground --wait=true >/dev/null
 }
 
+# The directory of a Go module (MODULE@VERSION) in the module cache, downloaded if missing; the
+# proxy's error on stderr, and a non-zero status, when it is not served.
+module_dir() {
+    go mod download -json "$1" |
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir") or sys.exit(d.get("Error")))'
+}
+
+# The prometheus-operator's PodMonitor and PrometheusRule CRDs (only those two: the chart's
+# monitoring objects), from its Go module's example/prometheus-operator-crd: so the API server
+# validates what the chart renders with `monitoring.podMonitor` / `monitoring.prometheusRule` on.
+# No operator runs; nothing reads these objects.
+addon_monitoring-crds() {
+    local dir kind
+    dir="$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")" ||
+        die "prometheus-operator $PROMETHEUS_OPERATOR_VERSION: its module is not served"
+    for kind in podmonitors prometheusrules; do
+        kctl apply --server-side --field-manager=cluster-sh \
+            -f "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" >/dev/null
+        kctl wait --for=condition=Established "crd/$kind.monitoring.coreos.com" --timeout=60s >/dev/null
+    done
+    say "prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs installed (PodMonitor, PrometheusRule)"
+}
+
 # KEDA's CustomResourceDefinitions, from its Go module (config/crd/bases): so the API server
 # validates ScaledObjects, ScaledJobs and TriggerAuthentications for real.
 addon_keda-crds() {
     local dir
-    dir="$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir") or sys.exit(d.get("Error")))')" ||
-        die "KEDA $KEDA_VERSION: its module is not served"
+    dir="$(module_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")" || die "KEDA $KEDA_VERSION: its module is not served"
     kctl apply --server-side --field-manager=cluster-sh -f "$dir/config/crd/bases/" >/dev/null
     kctl wait --for=condition=Established crd --all --timeout=60s >/dev/null
     say "KEDA $KEDA_VERSION CRDs installed ($(ls "$dir/config/crd/bases" | wc -l) from github.com/kedacore/keda/v2 config/crd/bases)"
