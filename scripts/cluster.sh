@@ -61,13 +61,40 @@ kctl() { kubectl --kubeconfig "$kubeconfig" "$@"; }
 
 api_ready() { [[ -f "$kubeconfig" ]] && kctl get --raw /readyz >/dev/null 2>&1; }
 
+# The pid recorded in FILE, if that process is alive and its command line names BINARY; else
+# nothing and a non-zero status. Pid files outlive a reboot, when their pid may be any other
+# process's: only a pid that passes this is ever signalled.
+live_pid() {
+    local file="$1" binary="$2" pid
+    [[ -f "$file" ]] || return 1
+    pid="$(cat "$file")"
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$binary" || return 1
+    # A zombie (killed, not yet reaped by a PID 1 that does not reap) is dead too.
+    [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
+    echo "$pid"
+}
+
+# kwokctl names each component's pid file after its binary (pids/kube-apiserver.pid runs
+# bin/kube-apiserver).
+component_pid() { live_pid "$1" "bin/$(basename "$1" .pid)"; }
+
 pids_alive() {
     local pid_file
     [[ -d "$cluster_dir/pids" ]] || return 1
     for pid_file in "$cluster_dir"/pids/*.pid; do
-        [[ -f "$pid_file" ]] || return 1
-        kill -0 "$(cat "$pid_file")" 2>/dev/null || return 1
+        component_pid "$pid_file" >/dev/null || return 1
     done
+}
+
+# Pid files of components that are not running: kwokctl would take a reused pid for its
+# component still running and not start it.
+forget_stale_pids() {
+    local pid_file
+    for pid_file in "$cluster_dir"/pids/*.pid; do
+        [[ -f "$pid_file" ]] && ! component_pid "$pid_file" >/dev/null && rm -f "$pid_file"
+    done
+    return 0
 }
 
 # The kwok configuration: our Stages, one file per behaviour, and the pods' logs (CRI format).
@@ -238,7 +265,7 @@ addon_keda() {
 keda_running() {
     local process
     for process in operator adapter; do
-        [[ -f "$keda_dir/$process.pid" ]] && kill -0 "$(cat "$keda_dir/$process.pid")" 2>/dev/null || return 1
+        live_pid "$keda_dir/$process.pid" "keda-$process" >/dev/null || return 1
     done
 }
 
@@ -258,17 +285,21 @@ keda_ready() {
 keda_stop() {
     local process pid i
     for process in operator adapter; do
-        [[ -f "$keda_dir/$process.pid" ]] || continue
-        pid="$(cat "$keda_dir/$process.pid")"
-        if kill -TERM "$pid" 2>/dev/null; then
+        if pid="$(live_pid "$keda_dir/$process.pid" "keda-$process")" && kill -TERM "$pid" 2>/dev/null; then
             for i in $(seq 1 50); do
-                kill -0 "$pid" 2>/dev/null || break
+                live_pid "$keda_dir/$process.pid" "keda-$process" >/dev/null || break
                 sleep 0.2
             done
             kill -KILL "$pid" 2>/dev/null || true
         fi
         rm -f "$keda_dir/$process.pid"
     done
+    # Its APIService goes too: one the API server cannot reach blocks the deletion of every
+    # namespace (the namespace controller lists every API group first).
+    if api_ready; then
+        kctl delete apiservice v1beta1.external.metrics.k8s.io --ignore-not-found --request-timeout=10s >/dev/null ||
+            say "could not delete the APIService v1beta1.external.metrics.k8s.io"
+    fi
 }
 
 # KEDA's own CA, and one certificate for both ends of the operator's gRPC service (mutual TLS)
@@ -391,12 +422,14 @@ up() {
         rm -f "$config.new"
     fi
     if api_ready && pids_alive; then
+        [[ " ${wanted[*]} " == *" keda "* ]] || keda_stop  # left out: nothing of a former run stays
         for addon in "${wanted[@]}"; do "addon_$addon"; done
         say "$name is already up ($kubeconfig)"
         return 0
     fi
     if [[ -d "$cluster_dir" ]]; then
         say "$name exists but is not all running: starting what stopped"
+        forget_stale_pids
         if ! kwokctl start cluster --name "$name" >&2 || ! api_ready; then
             say "could not restart $name: recreating it"
             down
@@ -418,6 +451,7 @@ up() {
     fi
     create_node
     wait_for_a_job
+    [[ " ${wanted[*]} " == *" keda "* ]] || keda_stop  # left out: nothing of a former run stays
     for addon in "${wanted[@]}"; do "addon_$addon"; done
     say "$name is up in $((SECONDS - started))s: $(kctl get --raw /version | python3 -c 'import json,sys; print(json.load(sys.stdin)["gitVersion"])'), node $node_name Ready, a Job ran"
     say "$(env_lines | head -1)"
@@ -436,11 +470,15 @@ env_lines() {
 }
 
 kill_component() {
-    local component="$1" pid_file="$cluster_dir/pids/$1.pid" pid
+    local component="$1" pid_file="$cluster_dir/pids/$1.pid" pid i
     [[ -f "$pid_file" ]] || die "no such component: $component (see $cluster_dir/pids)"
-    pid="$(cat "$pid_file")"
-    kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    pid="$(component_pid "$pid_file")" || die "$component is not running"
+    kill -KILL "$pid"
+    for i in $(seq 1 100); do
+        component_pid "$pid_file" >/dev/null || break
+        sleep 0.1
+    done
+    component_pid "$pid_file" >/dev/null && die "$component (pid $pid) still runs 10 s after SIGKILL"
     say "killed $component (pid $pid)"
 }
 
@@ -463,6 +501,7 @@ controllers_act() {
 start() {
     [[ -d "$cluster_dir" ]] || die "$name does not exist: scripts/cluster.sh up"
     local started=$SECONDS i
+    forget_stale_pids
     kwokctl start cluster --name "$name" >&2
     for i in $(seq 1 600); do
         api_ready && break
@@ -476,13 +515,14 @@ start() {
 down() {
     keda_stop
     if [[ -d "$cluster_dir" ]]; then
+        forget_stale_pids  # kwokctl SIGKILLs every pid it has a file for
         if [[ -x "$kwok_bin/kwokctl" ]]; then
             kwokctl delete cluster --name "$name" --kubeconfig "$kubeconfig" >&2 || true
         fi
         # Whatever kwokctl could not stop (a component it no longer knows about).
-        local pid_file
+        local pid_file pid
         for pid_file in "$cluster_dir"/pids/*.pid; do
-            [[ -f "$pid_file" ]] && kill -KILL "$(cat "$pid_file")" 2>/dev/null || true
+            pid="$(component_pid "$pid_file")" && kill -KILL "$pid" 2>/dev/null || true
         done
         rm -rf "$cluster_dir"
         say "$name is down"

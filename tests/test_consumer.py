@@ -28,6 +28,22 @@ def test_an_invalid_request_is_rejected_acked_and_dead_lettered(handlers, reques
     assert requester.queue_depth() == 0
 
 
+def test_a_dead_letter_copy_the_broker_refuses_keeps_the_request_until_the_copy_is_taken(handlers, requester):
+    dlq = fresh_queue("dead")  # full, and refusing what does not fit
+    requester.channel.queue_declare(dlq, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    requester.channel.basic_publish("", dlq, b"already there")
+    handler = handlers.start(dead_letter_queue=dlq)
+    cid = requester.submit(dict(SEED_REQUEST, timeOut=-5))
+    wait_until(lambda: handler.consumer.stats.requeued >= 1, "the refused copy sends the request back", timeout=30)
+    assert requester.replies_for(cid) == []  # no answer while nothing keeps the request
+    requester.channel.queue_purge(dlq)
+    assert requester.wait_reply(cid, timeout=30)["data"]["reason"] == "InvalidTimeout"
+    wait_until(lambda: requester.queue_depth(dlq) == 1, "the copy reaches the dead-letter queue")
+    assert json.loads(requester.get_one(dlq)[1])["timeOut"] == -5
+    assert requester.queue_depth() == 0
+    assert handler.consumer.stats.replies_dropped == 0
+
+
 def test_a_body_that_is_not_json_is_rejected_and_the_next_request_still_runs(handlers, requester, fakekube, namespace):
     handlers.start()
     bad = requester.submit(b"\x00\xff not json")
@@ -81,6 +97,21 @@ def test_once_mode_handles_one_message_and_exits_zero(handlers, requester, fakek
     requester.collect(0.5)
     assert requester.replies_for(second) == []
     assert requester.queue_depth() == 1
+    assert len(fakekube.created_jobs(namespace)) == 1
+
+
+def test_once_mode_gives_back_what_it_was_handed_and_did_not_take_while_its_job_runs(
+        handlers, requester, fakekube, namespace):
+    """A prefetch above 1 (or the other lanes) hands a ``--once`` handler several deliveries in
+    one go: the ones it does not take go back to the queue at once, for the next handler, not
+    when its Job ends."""
+    cids = [requester.submit(job_request("scenario/succeed:4"), correlation_id=f"r{i}") for i in range(20)]
+    proc = handlers.spawn("--once", concurrency=20)
+    wait_until(lambda: fakekube.created_jobs(namespace), "its one Job is created", timeout=20)
+    wait_until(lambda: requester.queue_depth() == 19, "the requests it did not take are ready again", timeout=3)
+    assert proc.poll() is None  # still following its Job
+    assert proc.wait(30) == 0, handlers.log_of()
+    assert requester.wait_reply(cids[0])["data"]["status"] == "succeeded"
     assert len(fakekube.created_jobs(namespace)) == 1
 
 

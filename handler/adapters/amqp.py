@@ -374,6 +374,8 @@ class Broker:
         self._channel: BlockingChannel | None = None
         self._consumer_arguments: dict[str, int] | None = None
         self._consumer_tags: list[str] = []
+        #: Deliveries the broker handed over that ``deliveries`` has not yielded yet.
+        self._arrived: collections.deque[Delivery] = collections.deque()
         self.publisher = Publisher(settings)
 
     # --- connection (on the consuming thread)
@@ -455,7 +457,7 @@ class Broker:
         seconds of quiet. Ends when the broker cancels a consumer (its queue deleted, a
         node lost). A lost connection raises ``BrokerError`` and fails every pending ``call``."""
         link, channel = self._require()
-        arrived: collections.deque[Delivery] = collections.deque()
+        arrived = self._arrived = collections.deque()
         cancelled: list[Any] = []
         generation = self.generation
 
@@ -491,12 +493,18 @@ class Broker:
             raise link.lost(exc) from exc
 
     def stop_consuming(self) -> None:
-        """Stop deliveries on every lane; what was delivered and not yet acked stays ours until close."""
+        """Stop deliveries on every lane. What was taken and not yet acked stays ours until
+        close; what arrived but was never taken (one pump may bring several deliveries, and
+        ``--once`` takes one) goes back to its queue at once, not when the connection closes."""
         link, channel = self._require()
         try:
             for tag in self._consumer_tags:
                 if channel.is_open:
                     channel.basic_cancel(tag)
+            while self._arrived:
+                untaken = self._arrived.popleft()
+                if channel.is_open and untaken.generation == self.generation:
+                    channel.basic_nack(untaken.delivery_tag, requeue=True)
         except PIKA_ERRORS as exc:
             raise link.lost(exc) from exc
         self._consumer_tags = []

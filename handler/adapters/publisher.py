@@ -52,6 +52,9 @@ from handler.core.messages import Publication
 log = logging.getLogger(__name__)
 #: Seconds a connection gets to open (TCP, then the AMQP handshake).
 CONNECT_TIMEOUT = 10.0
+#: How long a caller past its deadline waits for the I/O thread to settle its publication, in
+#: seconds (it takes microseconds unless that thread is stuck).
+EXPIRY_WAIT = 5.0
 
 
 class _Pending:
@@ -63,11 +66,13 @@ class _Pending:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.returned: str | None = None  # the broker's basic.return, before its confirm
+        self._lock = threading.Lock()
 
     def finish(self, error: BaseException | None = None) -> None:
-        if not self.done.is_set():
-            self.error = error
-            self.done.set()
+        with self._lock:  # the I/O thread, or a caller whose I/O thread is stuck (``Publisher.publish``)
+            if not self.done.is_set():
+                self.error = error
+                self.done.set()
 
 
 class _Session:
@@ -316,9 +321,14 @@ class Publisher:
         pending = _Pending(pub)
         self._hand_over(lambda: self._submit(pending))
         if not pending.done.wait(self.timeout):
-            self._hand_over(lambda: self._expired(pending))
-            raise BrokerError(f"publishing to {pub.routing_key!r}: no confirm from the broker at "
-                              f"{redact_url(self.url)} within {self.timeout:g} s; trying a new connection")
+            # Past the deadline the I/O thread decides, so that a confirm arriving meanwhile
+            # counts: the caller must never hear "failed" of a publication the broker took
+            # (it would publish it again, a second reply).
+            late = BrokerError(f"publishing to {pub.routing_key!r}: no confirm from the broker at "
+                               f"{redact_url(self.url)} within {self.timeout:g} s; trying a new connection")
+            self._hand_over(lambda: self._expired(pending, late))
+            if not pending.done.wait(EXPIRY_WAIT):  # the I/O thread itself is stuck
+                pending.finish(late)
         if pending.error is not None:
             raise pending.error
 
@@ -369,9 +379,14 @@ class Publisher:
         if self._probe is probe:
             self._probe = None
 
-    def _expired(self, pending: _Pending) -> None:
-        """A publication missed its deadline: the connection it waits on is suspect."""
+    def _expired(self, pending: _Pending, error: BrokerError) -> None:
+        """A publication missed its deadline: unless its confirm came meanwhile, it fails with
+        ``error``, and the connection it waits on is suspect (given up, failing the others it
+        holds, whose callers try again on a new one)."""
+        if pending.done.is_set():
+            return  # settled meanwhile: its caller gets that result
         reason = f"a publication to {pending.pub.routing_key!r} was not confirmed within {self.timeout:g} s"
+        pending.finish(error)
         if self._session is not None and self._session.holds(pending):
             log.warning("%s: abandoning the publishing connection", reason)
             self._session.abandon(reason, silent=True)

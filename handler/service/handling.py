@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -178,11 +178,10 @@ class RequestHandler:
         if result.request is not None and result.outcome is not None:
             self.backend.mark_replied(result.request, result.status, release=release)
 
-    def unanswered(self) -> list[Result]:
+    def unanswered(self) -> Iterator[Result]:
         """The replies to Jobs whose requests left the queue unanswered (``core.unanswered``),
-        each Job claimed for this replica; publish them, then record them with
-        ``replied(result, release=False)``."""
-        results = []
+        each Job claimed for this replica as it is yielded; publish each, then record it with
+        ``replied(result, release=False)``, before taking the next."""
         for request, outcome in self.backend.unanswered(self.settings.unanswered_after_seconds):
             log.warning("request %s: job %s %s %.0f s ago and nobody answered it: answering it from the Job",
                         request.request_id, request.job_name, outcome.status.value,
@@ -194,8 +193,7 @@ class RequestHandler:
                                 now=self.clock(), log_upload=upload_job_log(request, outcome, self.backend,
                                                                             self.settings))
             pubs = self._replies(encode(event), request.reply_to, request.correlation_id)
-            results.append(Result(outcome.status.value, pubs, request=request, outcome=outcome, reply=event))
-        return results
+            yield Result(outcome.status.value, pubs, request=request, outcome=outcome, reply=event)
 
     def _cancel(self, message: Message) -> Result:
         """A cancel event: cancel the Job it names, tell the Job's requester ``cancelled``

@@ -7,9 +7,10 @@ answers Jobs nobody answered).
 - A reply the broker refuses (a nack, or the connection closed in answer to it) is tried
   ``REPLY_ATTEMPTS`` times with a delay, then dropped (``reason="refused"``): retrying
   longer would not change the broker's mind, and it must not hold the request.
-- A dead-letter copy with no queue to go to, and any publication whose connection is in
-  trouble (lost, blocked, silent past its deadline) for every attempt, raises
-  ``PublishingFailed``: the caller leaves the request to come back, never unanswered.
+- A dead-letter copy with no queue to go to or refused at every attempt (a full queue
+  with ``x-overflow: reject-publish``), and any publication whose connection is in trouble
+  (lost, blocked, silent past its deadline) for every attempt, raises ``PublishingFailed``:
+  the caller leaves the request to come back, never unanswered and never without its copy.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Replies:
                 return
             except BrokerError as exc:  # ReplyRefused too
                 if attempt == REPLY_ATTEMPTS:
-                    if not isinstance(exc, ReplyRefused):
+                    if not isinstance(exc, ReplyRefused) or not pub.may_be_unroutable:  # never drop a copy
                         raise PublishingFailed(f"publishing to {pub.routing_key}: {exc}") from exc
                     log.error("reply to %s dropped after %d attempts (%s); the request is settled anyway",
                               pub.routing_key, attempt, exc)

@@ -219,6 +219,8 @@ keda() {
     if [[ "${check_only:-0}" != 1 ]] && is_built keda "$v" "$x" "${pkgs[@]}"; then return 0; fi
     # The module's own source, writable (the module cache is read-only), fresh each time.
     json="$(go mod download -json "$module@$v")"
+    # A copy left half-made (an interrupted cp) may still be read-only, as the cache is.
+    [[ -d "$src" ]] && chmod -R u+w "$src"
     rm -rf "$src"
     mkdir -p "$dir/bin"
     cp -r "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["Dir"])' "$json")" "$src"

@@ -97,3 +97,24 @@ def test_a_forged_direct_reply_to_name_costs_only_its_reply(handlers, requester,
     assert dropped(handler, reason) == 1
     assert_queue_drained(queue_name)
     assert handler.consumer.stats.reconnects == 0 and good_after < 15
+
+
+def test_forged_names_answered_at_the_same_moment_as_a_live_one_cost_only_their_own_replies(
+        handlers, requester, queue_name, rabbitmq, fakekube, namespace):
+    """The broker answers a forged name by closing the connection that asked, and every
+    question on it dies with it: only a name asked alone is taken as refused."""
+    handler = handlers.start(concurrency=5)
+    client = DirectRequester(rabbitmq, queue_name)
+    try:
+        for _ in range(4):
+            requester.submit(job_request("scenario/hold"), reply_to=FORGED_REPLY_TO)
+        cid = client.submit(job_request("scenario/hold"))
+        wait_until(lambda: len(fakekube.created_jobs(namespace)) == 5, "the five jobs run")
+        for name in fakekube.created_jobs(namespace):  # all at once: their replies go out together
+            fakekube.finish(namespace, name)
+        assert client.wait_reply(cid, timeout=60)["data"]["status"] == "succeeded"
+        wait_until(lambda: handler.consumer.stats.replies_dropped == 4, "the forged replies are dropped", timeout=60)
+    finally:
+        client.close()
+    assert dropped(handler, "refused") == 4 and dropped(handler, "unroutable") == 0
+    assert_queue_drained(queue_name)

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from handler.core.manifest import ANNOTATION_REPLIED, FINALIZER, LABEL_REPLIED
+from handler.core.unanswered import ANNOTATION_CLAIMED
 from tests.support.waiting import job_request, wait_until
 
 pytestmark = pytest.mark.integration
@@ -110,3 +111,35 @@ def test_a_retry_copy_of_an_expiring_request_does_not_expire(handlers, requester
     faults.reject_create_status = None
     reply = requester.wait_reply(cid, timeout=30)
     assert reply["data"]["status"] == "succeeded" and len(fakekube.created_jobs(namespace)) == 1
+
+
+def test_a_sweep_claims_each_job_only_as_it_comes_to_answer_it(handlers, requester, fakekube, namespace):
+    """A claim lapses after CLOUD_WORKER_UNANSWERED_AFTER_SECONDS, and answering a Job may take
+    a while (its log's upload, its reply's publication): claiming them all first would let the
+    last claims lapse, and another replica answer those Jobs a second time."""
+    first = handlers.start(unanswered_after_seconds=1, concurrency=2)
+    for i in range(2):
+        requester.submit(job_request("scenario/hold"), expiration="3000", message_id=f"exp-{i}")
+    wait_until(lambda: len(fakekube.created_jobs(namespace)) == 2, "both requests' jobs exist")
+    first.stop()
+    wait_until(lambda: requester.queue_depth() == 0, "the broker dropped both expired requests", timeout=15)
+    for name in fakekube.created_jobs(namespace):
+        fakekube.finish(namespace, name)
+    second = handlers.start(unanswered_after_seconds=3600)  # its own sweep stays out of the way
+
+    def ended_in_its_cache() -> int:
+        return sum(any(c["type"] == "Complete" and c["status"] == "True" for c in j.get("status", {}).get("conditions", []))
+                   for j in second.backend.tracker.jobs())
+
+    def claimed() -> int:
+        return sum(ANNOTATION_CLAIMED in j["metadata"].get("annotations", {}) for j in fakekube.jobs(namespace))
+
+    wait_until(lambda: ended_in_its_cache() == 2, "the second handler sees both jobs ended")
+    time.sleep(1.1)
+    sweep = iter(second.backend.unanswered(1.0))
+    next(sweep)
+    assert claimed() == 1
+    next(sweep)
+    assert claimed() == 2
+    assert next(sweep, None) is None
+    second.stop()

@@ -64,9 +64,11 @@ class JobBackend(Protocol):
         """Record, where the backend keeps durable state, that the terminal reply went out;
         with ``release``, let the Job go. Never raises."""
 
-    def unanswered(self, after_seconds: float) -> list[tuple[WorkRequest, Outcome]]:
-        """Jobs that ended ``after_seconds`` ago or more and that nobody answered, claimed for
-        this process to answer (a backend whose Jobs die with their handler has none)."""
+    def unanswered(self, after_seconds: float) -> Iterator[tuple[WorkRequest, Outcome]]:
+        """Jobs that ended ``after_seconds`` ago or more and that nobody answered, each claimed
+        for this process to answer as it is yielded: answer it before taking the next, or the
+        claims of the last would lapse while the first are answered (a backend whose Jobs die
+        with their handler has none)."""
 
     def wake(self) -> None:
         """Make waiting ``run`` calls look at ``stop`` now."""

@@ -291,18 +291,20 @@ class KubernetesBackend:
             # out either way, and the Job is let go by a redelivery or the janitor.
             log.info("could not mark job %s replied: %s", request.job_name, exc)
 
-    def unanswered(self, after_seconds: float) -> list[tuple[WorkRequest, Outcome]]:
+    def unanswered(self, after_seconds: float) -> Iterator[tuple[WorkRequest, Outcome]]:
         """The Jobs that ended (or were deleted) ``after_seconds`` ago or more without a
         reply, that this replica does not follow, each claimed for this replica (see
-        ``core.unanswered``), with the request to answer and its outcome."""
-        now, found = utcnow(), []
-        with self._following_lock:
-            following = set(self._following)
-        for job in self.tracker.jobs():
-            name = job["metadata"]["name"]
-            if name in following or not owned(job, self.settings):
+        ``core.unanswered``) as it is yielded, with the request to answer and its outcome."""
+        for cached in self.tracker.jobs():
+            name = cached["metadata"]["name"]
+            with self._following_lock:
+                if name in self._following:  # now, not when the sweep began: a redelivery may have adopted it
+                    continue
+            snap = self.tracker.snapshot(name, pods=False)  # as it is now: answering the last ones took a while
+            job = snap.last or cached
+            if not owned(job, self.settings):
                 continue
-            snap = self.tracker.snapshot(name, pods=False)
+            now = utcnow()
             outcome = unanswered_outcome(job, snap.pods, now, after_seconds)
             if outcome is None:
                 continue
@@ -311,8 +313,7 @@ class KubernetesBackend:
             except (Transient, JobFailedToStart, NotFound) as exc:  # changed meanwhile: another replica, or gone
                 log.info("not answering job %s now: %s", name, exc)
                 continue
-            found.append((request_from_job(claimed), outcome.with_log(self.log_tail(outcome))))
-        return found
+            yield request_from_job(claimed), outcome.with_log(self.log_tail(outcome))
 
     def stop(self, request: WorkRequest, reason: str) -> CancelOutcome:
         """Stop this request's own Job (found as ``_job_of`` finds it: under its usual or

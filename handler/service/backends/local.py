@@ -244,9 +244,9 @@ class LocalBackend:
     def mark_replied(self, request: WorkRequest, status: str, release: bool = True) -> None:
         """Nothing to record: local jobs live in this process's memory, not in a cluster."""
 
-    def unanswered(self, after_seconds: float) -> list[tuple[WorkRequest, Outcome]]:
+    def unanswered(self, after_seconds: float) -> Iterator[tuple[WorkRequest, Outcome]]:
         """None: a local job ends with its handler, so no job outlives the one following it."""
-        return []
+        return iter(())
 
     def stop(self, request: WorkRequest, reason: str) -> CancelOutcome:
         """Stop the request's own running job (the one made for its identity), as a cancel does."""
