@@ -85,7 +85,10 @@ def test_a_job_held_past_its_ttl_by_the_finalizer_is_adopted_by_the_redelivery_n
 @pytest.mark.timeout(400)
 def test_the_api_server_killed_and_restarted_mid_flight_loses_and_doubles_no_reply(
         cluster, namespace, handlers, requester, recorder):
-    handlers.spawn(concurrency=20)
+    # The chart's 60 s grace for a pod that cannot start, not the suite's 3 s: a restarted API
+    # server refuses pods for a moment (its admission's caches are not filled yet) and the Job
+    # controller tries again after its backoff, which a 3 s grace would take for a refusal.
+    handlers.spawn(concurrency=20, image_pull_grace_seconds=60, job_start_grace_seconds=60)
     cids = [requester.submit(job_request("e2e/ok:8", jobName=f"flight-{i}")) for i in range(20)]
     wait_until(lambda: len(remaining_jobs(cluster, namespace)) == 20, "20 Jobs exist", timeout=120)
     cluster.kill("kube-apiserver")

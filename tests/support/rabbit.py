@@ -8,8 +8,10 @@ behind, whatever other test runs share the broker.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
+from pathlib import Path
 
 import pika
 
@@ -36,14 +38,53 @@ def queues_named(prefix: str) -> list[str] | None:
 
 
 def close_handler_connections():
-    """Force-close the handlers' AMQP connections from the broker side."""
-    listed = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+    """Force-close, from the broker's side, the AMQP connections of the handlers this test
+    process runs: its own and its children's (the broker is shared: another checkout's tests,
+    or a demo, keep theirs)."""
+    ports = _own_client_ports()
+    listed = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "peer_port", "client_properties"],
                             capture_output=True, text=True, timeout=60, check=True).stdout
-    pids = [line.split("\t")[0] for line in listed.splitlines() if "mstc-cloud-worker" in line]
+    pids = [fields[0] for fields in (line.split("\t") for line in listed.splitlines())
+            if len(fields) > 2 and "mstc-cloud-worker" in fields[2] and fields[1].isdigit() and int(fields[1]) in ports]
     assert pids, listed
     for pid in pids:
         subprocess.run(["rabbitmqctl", "close_connection", pid, "test: broker-side close"],
                        capture_output=True, timeout=60, check=True)
+
+
+def _own_client_ports() -> set[int]:
+    """The local TCP ports of the sockets this process and its descendants hold (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    family = {os.getpid()}
+    while grown := {pid for pid, parent in parents.items() if parent in family} - family:
+        family |= grown
+    inodes = set()
+    for pid in family:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def delete_queues(amqp_url: str, *queues: str) -> None:
