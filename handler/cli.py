@@ -207,7 +207,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
                   "lists)", settings.namespace, exc)
         return ExitCode.CONFIG
     runtime.metrics.broker_consumer_timeout(settings.broker_consumer_timeout_minutes * 60)
-    broker = Broker(settings)
+    broker = Broker(settings, runtime.handler.profiles)
     heartbeat = Heartbeat()
     health = None
     try:
@@ -240,6 +240,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
     _log_settings(settings, "serve")
+    from handler.service.profiles import load_profiles
+
+    load_profiles(settings)  # a bad profile stops serve here (exit 3), not in a forked web worker
     if not reachable(settings, os.environ):
         log.error("the Kubernetes API server cannot be reached (check KUBECONFIG or the in-cluster service account)")
         return ExitCode.KUBE_UNREACHABLE

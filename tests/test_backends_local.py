@@ -42,6 +42,16 @@ elif mode == "lines":
 elif mode == "env":
     with open(os.environ["ENV_FILE"], "w") as out:
         json.dump({"env": dict(os.environ), "cwd": os.getcwd()}, out)
+elif mode == "limits":
+    import resource
+    with open(os.environ["LIMITS_FILE"], "w") as out:
+        json.dump({name: resource.getrlimit(getattr(resource, name)) for name in ("RLIMIT_CPU", "RLIMIT_DATA")}, out)
+elif mode == "allocate":
+    block = bytearray(int(arg) * 2**20)
+    print(f"allocated {len(block)} bytes", flush=True)
+elif mode == "spin":
+    while True:
+        pass
 """
 
 IMAGES = """
@@ -63,6 +73,13 @@ command = ["python", "{here}/job.py", "env"]
 env = { ENV_FILE = "{here}/env.json", FROM_IMAGE = "yes", MSTC_JOB = "overridden by the Job" }
 [images."test/missing-command"]
 command = ["/nonexistent/bin/tool"]
+[images."test/limits"]
+command = ["python", "{here}/job.py", "limits"]
+env = { LIMITS_FILE = "{here}/limits.json" }
+[images."test/allocate"]
+command = ["python", "{here}/job.py", "allocate", "512"]
+[images."test/spin"]
+command = ["python", "{here}/job.py", "spin"]
 """
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_ENDPOINT_URL_S3": "http://s3:9000"}
@@ -81,11 +98,11 @@ def images_dir(tmp_path):
 def make_backend(images_dir):
     made = []
 
-    def make(**settings):
+    def make(profiles=None, **settings):
         settings.setdefault("local_state_dir", images_dir / f"state-{len(made)}")
         s = Settings.from_env({f"CLOUD_WORKER_{k.upper()}": str(v) for k, v in settings.items()})
         backend = LocalBackend(s, load_image_map(images_dir / "images.toml"), CREDENTIALS,
-                               job_base_env(HANDLER_ENVIRON))
+                               job_base_env(HANDLER_ENVIRON), profiles=profiles)
         backend.start()
         made.append(backend)
         return backend
@@ -95,12 +112,14 @@ def make_backend(images_dir):
         backend.close()
 
 
-def request_for(image, timeout=None, message_id=None, settings=None):
+def request_for(image, timeout=None, message_id=None, settings=None, profile=None, profiles=None):
     body = {"image": image, "jobName": "local-test", "inputBucketUrl": "http://127.0.0.1:9000/bucket/in"}
     if timeout is not None:
         body["timeOut"] = timeout
+    if profile is not None:
+        body["profile"] = profile
     message = Message(json.dumps(body).encode(), "application/json", message_id=message_id or uuid.uuid4().hex)
-    return parse_request(message, settings or Settings.from_env({}))
+    return parse_request(message, settings or Settings.from_env({}), profiles)
 
 
 def run(backend, request, stop=None, progress=None):
@@ -307,6 +326,71 @@ def test_a_cancelled_job_is_stopped_and_its_follower_reports_cancelled(make_back
     assert backend.cancel(target).status is CancelStatus.FINISHED
     unknown = CancelRequest(request_id="nobody", job_name=None, reason="r", event_id="e2", event_source="/t")
     assert backend.cancel(unknown).status is CancelStatus.NOT_FOUND
+
+
+# --- Job profiles in local mode: limits as resource limits, the rest said to be ignored
+
+def local_profiles(**profiles):
+    from handler.core.profiles import parse_profiles
+
+    return parse_profiles({"default": "plain", "profiles": {"plain": {}, **profiles}}, Settings.from_env({}),
+                          "profiles.yaml")
+
+
+def test_a_profiles_cpu_and_memory_limits_become_the_processs_resource_limits(make_backend, images_dir):
+    profiles = local_profiles(small={"resources": {"limits": {"cpu": "500m", "memory": "256Mi"}}})
+    backend = make_backend(profiles)
+    outcome = run(backend, request_for("test/limits", timeout=1, profile="small", profiles=profiles))
+    assert outcome.status is Status.SUCCEEDED, outcome.log_tail
+    limits = json.loads((images_dir / "limits.json").read_text())
+    # CPU: half a core for the seconds left of a 60 s deadline (a moment of it spent starting); memory: 256 MiB.
+    assert 28 <= limits["RLIMIT_CPU"][0] <= 30 and limits["RLIMIT_CPU"][1] == limits["RLIMIT_CPU"][0] + 1
+    assert limits["RLIMIT_DATA"] == [256 * 2**20, 256 * 2**20]
+    run(backend, request_for("test/limits", timeout=1, profile="plain", profiles=profiles))
+    unlimited = json.loads((images_dir / "limits.json").read_text())
+    assert unlimited["RLIMIT_DATA"] != limits["RLIMIT_DATA"] and unlimited["RLIMIT_CPU"] != limits["RLIMIT_CPU"]
+
+
+def test_a_job_over_its_profiles_memory_limit_fails_where_it_would_succeed_without_the_profile(make_backend):
+    profiles = local_profiles(small={"resources": {"limits": {"memory": "128Mi"}}})
+    backend = make_backend(profiles)
+    roomy = run(backend, request_for("test/allocate", profile="plain", profiles=profiles))
+    assert roomy.status is Status.SUCCEEDED and "allocated 536870912 bytes" in roomy.log_tail
+    cramped = run(backend, request_for("test/allocate", profile="small", profiles=profiles))
+    assert (cramped.status, cramped.exit_code) == (Status.FAILED, 1) and "MemoryError" in cramped.log_tail
+
+
+def test_a_job_past_its_profiles_cpu_time_is_stopped_by_the_kernel(make_backend):
+    profiles = local_profiles(tiny={"resources": {"limits": {"cpu": "100m"}}})
+    started = time.monotonic()
+    # A 12 s deadline at a tenth of a core: 2 CPU seconds, then SIGXCPU (exit 128 + 24).
+    outcome = run(make_backend(profiles), request_for("test/spin", timeout=0.2, profile="tiny", profiles=profiles))
+    assert (outcome.status, outcome.reason, outcome.exit_code) == (Status.FAILED, "BackoffLimitExceeded", 152)
+    assert time.monotonic() - started < 11  # the CPU limit, before the deadline
+
+
+def test_a_profiles_backoff_limit_and_fail_fast_exit_codes_hold_in_local_mode(make_backend, images_dir):
+    profiles = local_profiles(retried={"backoffLimit": 2}, fast={"backoffLimit": 2, "failFastExitCodes": [3]})
+    backend = make_backend(profiles)
+    assert run(backend, request_for("test/fail", profile="retried", profiles=profiles)).exit_code == 3
+    assert len((images_dir / "trace").read_text().splitlines()) == 3
+    (images_dir / "trace").unlink()
+    outcome = run(backend, request_for("test/fail", profile="fast", profiles=profiles))
+    assert (outcome.status, outcome.reason, outcome.exit_code) == (Status.FAILED, "PodFailurePolicy", 3)
+    assert outcome.message.startswith("Container job for pod local/") and "matching FailJob rule" in outcome.message
+    assert len((images_dir / "trace").read_text().splitlines()) == 1
+
+
+def test_local_mode_says_at_start_up_which_profile_fields_it_ignores(make_backend, caplog):
+    profiles = local_profiles(gpu={"resources": {"requests": {"cpu": "2"}, "limits": {"memory": "8Gi",
+                                                                                      "nvidia.com/gpu": 1}},
+                                   "nodeSelector": {"accelerator": "nvidia"},
+                                   "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]})
+    with caplog.at_level("INFO", logger="handler.service.backends.local"):
+        make_backend(profiles)
+    lines = [r.getMessage() for r in caplog.records if "profile gpu" in r.getMessage()]
+    assert lines == ["local backend: profile gpu: limits.memory 8Gi as RLIMIT_DATA; ignored here (only a cluster "
+                     "has them): resources.limits.nvidia.com/gpu, resources.requests, nodeSelector, tolerations"]
 
 
 def test_a_jobs_storage_failure_reaches_the_reply_through_its_termination_message(images_dir, s3_endpoint, tmp_path):

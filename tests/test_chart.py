@@ -71,13 +71,27 @@ def handler_pods(objects: list[dict]) -> list[tuple[str, dict]]:
 
 
 def settings_configmap(objects: list[dict]) -> dict:
-    """The handler's settings ConfigMap (not the Grafana dashboard's)."""
-    return one([o for o in of_kind(objects, "ConfigMap") if not o["metadata"]["name"].endswith("-dashboard")],
-               "ConfigMap")
+    """The handler's settings (the ConfigMap its pods read with envFrom: not the Job profiles'
+    file, nor the Grafana dashboard's)."""
+    found = [c for c in of_kind(objects, "ConfigMap")
+             if not c["metadata"]["name"].endswith(("-profiles", "-dashboard"))]
+    assert len(found) == 1, f"expected one settings ConfigMap, got {[describe(o) for o in found]}"
+    return found[0]
 
 
 def settings(objects: list[dict]) -> dict[str, str]:
     return settings_configmap(objects)["data"]
+
+
+def profile_queues(objects: list[dict]) -> dict[str, str]:
+    """{queue: maxInFlight} of the Job profiles' lanes, from the rendered profiles file."""
+    found = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-profiles")]
+    if not found:
+        return {}
+    profiles = yaml.safe_load(found[0]["data"]["profiles.yaml"])["profiles"]
+    queue = settings(objects)["CLOUD_WORKER_QUEUE"]
+    return {f"{queue}.profile.{name}": str(p["maxInFlight"]) for name, p in profiles.items() if (p or {}).get(
+        "maxInFlight")}
 
 
 def test_there_are_ci_scenarios_for_defaults_scaled_jobs_http_and_everything() -> None:
@@ -236,13 +250,15 @@ def test_keda_triggers_count_unacked_requests_through_the_management_api(render:
     scalers = of_kind(objects, "ScaledObject") + of_kind(objects, "ScaledJob")
     auths = {a["metadata"]["name"]: a for a in of_kind(objects, "TriggerAuthentication")}
     for scaler in scalers:
+        # The work queue, then each Job profile lane's queue: every queue requests wait in.
+        queues = [t["metadata"]["queueName"] for t in scaler["spec"]["triggers"]]
+        assert queues == [settings(objects)["CLOUD_WORKER_QUEUE"], *sorted(profile_queues(objects))]
         for trigger in scaler["spec"]["triggers"]:
             meta = trigger["metadata"]
             assert trigger["type"] == "rabbitmq"
             assert meta["protocol"] == "http"
             assert meta["mode"] == "QueueLength"
             assert meta.get("excludeUnacknowledged", "false") == "false"
-            assert meta["queueName"] == settings(objects)["CLOUD_WORKER_QUEUE"]
             auth = auths[trigger["authenticationRef"]["name"]]
             assert [ref["parameter"] for ref in auth["spec"]["secretTargetRef"]] == ["host"]
 
@@ -258,8 +274,10 @@ def test_scaled_object_scales_the_consumers_to_zero_at_one_pod_per_concurrency(r
         )
         assert "replicas" not in consumer["spec"], "KEDA owns the replica count"
         assert scaled["spec"]["minReplicaCount"] == 0
-        (trigger,) = scaled["spec"]["triggers"]
+        trigger, *lanes = scaled["spec"]["triggers"]
         assert trigger["metadata"]["value"] == settings(objects)["CLOUD_WORKER_CONCURRENCY"]
+        # A pod takes maxInFlight requests of each profile lane besides `concurrency` others.
+        assert {t["metadata"]["queueName"]: t["metadata"]["value"] for t in lanes} == profile_queues(objects)
 
 
 def test_scaled_job_mode_runs_one_handler_per_request_that_outlives_the_longest_job(render: Render) -> None:
@@ -737,3 +755,59 @@ def test_job_pods_get_an_egress_policy_to_dns_and_the_bucket_ports_only_never_li
                                                 for e in peer["ipBlock"].get("except", [])), peer
     chart_values = merged(yaml.safe_load((CHART / "values.yaml").read_text()), yaml.safe_load(values.read_text()))
     assert extra == chart_values["jobNetworkPolicy"]["extraEgress"]
+
+
+# --- Job profiles (values `profiles`) ------------------------------------------------
+
+PROFILES = CHART / "ci" / "profiles-values.yaml"
+
+
+@pytest.mark.parametrize("mode", ["deployment", "scaledJob"])
+def test_the_profiles_value_becomes_the_file_the_handler_proves_at_start_up(render: Render, mode: str,
+                                                                           tmp_path: Path) -> None:
+    from handler.service.profiles import load_profiles
+
+    objects = render(PROFILES, "--set", f"mode={mode}", keda=True)
+    config = settings(objects)
+    (profiles_map,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-profiles")]
+    mounted = Path(config["CLOUD_WORKER_PROFILES_FILE"])
+    for where, spec in handler_pods(objects):
+        (container,) = spec["containers"]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "profiles")
+        volume = next(v for v in spec["volumes"] if v["name"] == "profiles")
+        assert (mount["mountPath"], mount["readOnly"]) == (str(mounted.parent), True), where
+        assert volume["configMap"]["name"] == profiles_map["metadata"]["name"] and mounted.name in profiles_map["data"]
+    # The handler, given the ConfigMap's settings and the file as mounted, loads and proves them.
+    (tmp_path / mounted.name).write_text(profiles_map["data"][mounted.name])
+    loaded = load_profiles(Settings.from_env({**config, "CLOUD_WORKER_PROFILES_FILE": str(tmp_path / mounted.name)}))
+    values = yaml.safe_load(PROFILES.read_text())["profiles"]
+    assert loaded.default.name == values["default"] and list(loaded.names) == sorted(values["profiles"])
+    assert {p.name: p.max_in_flight for p in loaded.limited} == {"gpu-large": 2, "solver": 1}
+
+
+def test_a_profiles_change_rolls_the_handler_pods(render: Render) -> None:
+    def checksums(*flags: str) -> set[str]:
+        return {o["spec"]["template"]["metadata"]["annotations"]["checksum/profiles"]
+                for o in render(PROFILES, *flags) if o["kind"] == "Deployment"}
+
+    assert checksums() != checksums("--set", "profiles.profiles.gpu-large.maxInFlight=3")
+
+
+def test_the_scaled_job_counts_the_requests_of_every_queue_when_profiles_have_lanes(render: Render) -> None:
+    spec = one(render(PROFILES, "--set", "mode=scaledJob", keda=True), "ScaledJob")["spec"]
+    assert spec["scalingStrategy"]["multipleScalersCalculation"] == "sum"  # a handler Job per waiting request
+    assert [t["metadata"]["value"] for t in spec["triggers"]] == ["1", "1", "1"]
+    plain = one(render(CHART / "ci" / "scaledjob-values.yaml", keda=True), "ScaledJob")["spec"]
+    assert "multipleScalersCalculation" not in plain["scalingStrategy"]
+
+
+@pytest.mark.parametrize("flag", [
+    "profiles.profiles.gpu.hostNetwork=true",
+    "profiles.profiles.gpu.securityContext.privileged=true",
+    "profiles.profiles.gpu.maxInFlight=0",
+    "profiles.profiles.Bad_Name.maxInFlight=1",
+])
+def test_values_schema_refuses_a_profile_field_the_handler_would_refuse(helm: Helm, flag: str) -> None:
+    result = helm.run("lint", CHART, "--values", PROFILES, "--set", flag)
+    assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stdout + \
+        result.stderr, result.stdout

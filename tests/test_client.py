@@ -23,6 +23,7 @@ from handler.service.consumer import Consumer
 from handler.service.handling import RequestHandler
 from handler.tools.client import Client, NoReply
 from tests.support.rabbit import delete_queues, fresh_queue
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -283,3 +284,58 @@ def test_a_request_nobody_takes_in_time_expires_into_the_dead_letter_queue_the_p
         channel.queue_delete(dead)
         connection.close()
         delete_queues(rabbitmq, queue_name)
+
+
+def test_cloud_worker_submit_with_a_profile_runs_with_it_straight_from_the_profiles_queue(
+        rabbitmq, s3_endpoint, s3_bucket, tmp_path):
+    (tmp_path / "images.toml").write_text(IMAGES)
+    (tmp_path / "profiles.yaml").write_text("default: plain\nprofiles:\n  plain: {}\n  big:\n    maxInFlight: 1\n"
+                                            "    resources: {limits: {memory: 1Gi}}\n")
+    (tmp_path / "in.txt").write_text("x")
+    queue = fresh_queue()
+    env = {"PATH": os.environ["PATH"], **s3_endpoint.env, "CLOUD_WORKER_AMQP_URL": rabbitmq,
+           "CLOUD_WORKER_QUEUE": queue}
+    handler_env = {**env, "CLOUD_WORKER_HTTP_PORT": "0", "CLOUD_WORKER_LOG_FORMAT": "text",
+                   "CLOUD_WORKER_LOCAL_IMAGES": str(tmp_path / "images.toml"),
+                   "CLOUD_WORKER_LOCAL_STATE_DIR": str(tmp_path / "state"),
+                   "CLOUD_WORKER_PROFILES_FILE": str(tmp_path / "profiles.yaml")}
+    with open(tmp_path / "handler.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "handler.cli", "consume", "--backend", "local"], cwd=REPO,
+                                   env=handler_env, stdout=log, stderr=subprocess.STDOUT)
+    common = ["--image", "mstc/python-test", "--job-name", "t", "--input", str(tmp_path / "in.txt"), "--bucket-url",
+              s3_bucket(), "--wait-seconds", "30"]
+    try:
+        # The handler declares the profile's queue when it connects; until then the client sends the request
+        # to the work queue (and the handler forwards it): wait for the queue, to see the straight path.
+        wait_until(lambda: queue_exists(rabbitmq, f"{queue}.profile.big"), "the handler declares the profile's queue",
+                   timeout=30)
+        big = submit(env, *common, "--profile", "big")
+        assert big.returncode == 0, big.stderr
+        assert (json.loads(big.stdout)["data"]["status"], json.loads(big.stdout)["data"]["profile"]) == (
+            "succeeded", "big")
+        plain = submit(env, *common, "--profile", "plain")  # no queue of its own: the work queue
+        assert plain.returncode == 0 and json.loads(plain.stdout)["data"]["profile"] == "plain", plain.stderr
+        unknown = submit(env, *common, "--profile", "huge")
+        assert unknown.returncode == 7 and "'huge' is not a profile of this handler; it has plain, big" in \
+            unknown.stdout, unknown.stdout
+        malformed = submit(env, *common, "--profile", "Not A Name")
+        assert malformed.returncode == 7 and "nothing was uploaded" in malformed.stderr, malformed.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0, (tmp_path / "handler.log").read_text()
+        delete_queues(rabbitmq, queue, f"{queue}.profile.big")
+    log = (tmp_path / "handler.log").read_text()
+    assert "profile big: limits.memory 1Gi as RLIMIT_DATA" in log
+    assert "forwarded to" not in log and "forwarded=0" in log  # the client published each where it runs: nothing took a detour
+
+
+def queue_exists(amqp_url, queue):
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        connection.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()

@@ -14,6 +14,8 @@ from tests.support.backends import StubBackend
 
 
 class NoBroker:
+    profile_lanes = ()
+
     def publish(self, pub):
         raise AssertionError("nothing is published here")
 

@@ -111,3 +111,17 @@ def test_the_reply_says_where_the_log_went_or_why_it_did_not():
     failed = LogUpload(r.log_key, done.url, error="endpoint unreachable")
     data = reply_event(r, outcome(), source="u", namespace="n", now=NOW, log_upload=failed).get_data()
     assert data["logUploadError"] == "endpoint unreachable" and "logObject" not in data
+
+
+def test_replies_and_lifecycle_events_name_the_profile_of_a_handler_with_profiles():
+    import dataclasses
+
+    from handler.core.profiles import Profile
+
+    plain = request(correlation_id="c-1")
+    assert "profile" not in json.loads(encode(reply_event(plain, outcome(), source="u", namespace="n", now=NOW)).body)[
+        "data"]  # without a profiles file replies stay as they were
+    gpu = dataclasses.replace(plain, profile=Profile("gpu-large"))
+    for event in (reply_event(gpu, outcome(), source="u", namespace="n", now=NOW),
+                  lifecycle_event("accepted", gpu, source="u", namespace="n", now=NOW)):
+        assert json.loads(encode(event).body)["data"]["profile"] == "gpu-large"

@@ -256,7 +256,7 @@ def test_probes_and_metrics_are_served_in_http_mode(serve):
     client.post("/", json=job_request("scenario/succeed:0.1"))
     metrics = client.get("/metrics")
     assert metrics.content_type.startswith("text/plain")
-    assert 'cloud_worker_requests_total{outcome="succeeded"} 1.0' in metrics.text
+    assert 'cloud_worker_requests_total{outcome="succeeded",profile="default"} 1.0' in metrics.text
 
 
 @pytest.mark.parametrize("mode", ["header", "extension"])
@@ -327,7 +327,7 @@ def test_cloud_worker_serve_runs_gunicorn_that_answers_a_cloudevent(fakekube, na
         probe_port = env["CLOUD_WORKER_HTTP_PROBE_PORT"]
         assert requests.get(f"http://127.0.0.1:{probe_port}/healthz", timeout=5).json()["alive"] is True
         metrics = requests.get(base + "/metrics", timeout=5).text
-        assert 'cloud_worker_requests_total{outcome="succeeded"} 1.0' in metrics
+        assert 'cloud_worker_requests_total{outcome="succeeded",profile="default"} 1.0' in metrics
         assert "cloud_worker_receipt_to_job_created_seconds_count 1.0" in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -526,6 +526,32 @@ def test_a_body_is_read_up_to_the_limit_and_one_byte_more_never_to_its_end():
     assert sum(read) == 100_001
     assert read_body(io.BytesIO(b"x" * 100), 100) == b"x" * 100
     assert read_body(io.BytesIO(b""), 100) == b""
+
+
+def test_a_profiles_max_in_flight_holds_in_http_mode_while_other_profiles_go_on(serve, fakekube, namespace, tmp_path):
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text("default: plain\nprofiles:\n  plain: {}\n  gpu: {maxInFlight: 1, nodeSelector: {gpu: 'yes'}}\n")
+    client = serve(profiles_file=profiles)
+    answers = []
+    holder = threading.Thread(target=lambda: answers.append(client.post(
+        "/", data=json.dumps(job_request("scenario/hold", profile="gpu")), headers=binary_headers("ev-gpu-1"))))
+    holder.start()
+    wait_until(lambda: len(fakekube.created_jobs(namespace)) == 1, "the GPU Job runs")
+    busy = client.post("/", data=json.dumps(job_request("scenario/succeed:0.1")),
+                       headers=binary_headers("ev-gpu-2", **{"ce-profile": "gpu"}))
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert "profile gpu runs at most 1 Jobs at once" in busy.get_json()["message"]
+    later = client.post("/", data=json.dumps(job_request("scenario/succeed:0.1", profile="gpu")),
+                        headers=dict(binary_headers("ev-gpu-3"), Prefer="respond-async"))
+    assert later.status_code == 503  # asynchronous ones too: no thread waits for a slot
+    plain = client.post("/", data=json.dumps(job_request("scenario/succeed:0.1")), headers=binary_headers("ev-plain"))
+    assert plain.status_code == 200 and plain.get_json()["profile"] == "plain"  # binary in, binary out: the data
+    fakekube.finish(namespace, fakekube.created_jobs(namespace)[0])
+    holder.join(15)
+    assert answers[0].status_code == 200 and answers[0].get_json()["profile"] == "gpu"
+    again = client.post("/", data=json.dumps(job_request("scenario/succeed:0.1")),
+                        headers=binary_headers("ev-gpu-2", **{"ce-profile": "gpu"}))
+    assert again.status_code == 200 and again.get_json()["profile"] == "gpu"
 
 
 def test_the_readme_lists_every_status_get_jobs_can_answer():

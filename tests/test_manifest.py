@@ -1,6 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
+from cloudevents.core.bindings import rabbitmq
+from cloudevents.core.v1.event import CloudEvent
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from handler.core.config import Settings
 from handler.core.manifest import (
@@ -9,7 +14,9 @@ from handler.core.manifest import (
     ANNOTATION_REQUEST_ID,
     SELECTOR,
     build_job,
+    mismatch,
     request_from_job,
+    spec_fingerprint,
 )
 from handler.core.messages import Message
 from handler.core.request import parse_request
@@ -230,3 +237,215 @@ def test_the_finalizer_expires_a_horizon_after_the_verdict_or_the_deadline():
     assert finalizer_expired(job, t0 + timedelta(hours=1, seconds=70), 60)
     job["metadata"]["finalizers"] = []
     assert not finalizer_expired(job, t0 + timedelta(days=9), 60)
+
+
+#: Jobs built before profiles existed (at d150488, by the code of that commit), serialised with
+#: ``json.dumps``: the request, the settings and the Job's exact bytes.
+UNPROFILED_JOBS = json.loads((Path(__file__).parent / "data" / "unprofiled-jobs.json").read_text())
+
+
+@pytest.mark.parametrize("pinned", UNPROFILED_JOBS, ids=[case["case"] for case in UNPROFILED_JOBS])
+def test_a_request_without_a_profile_builds_the_very_bytes_it_built_before_profiles(pinned):
+    settings = Settings.from_env(pinned["env"])
+    sent = pinned["message"]
+    message = Message(sent["body"].encode(), sent["content_type"], reply_to=sent["reply_to"],
+                      correlation_id=sent["correlation_id"], message_id=sent["message_id"])
+    assert json.dumps(build_job(parse_request(message, settings), settings)) == pinned["job"]
+
+
+# --- Job profiles: a profile's fields, and only they, shape its Jobs
+
+GPU = {"resources": {"requests": {"cpu": "2"}, "limits": {"memory": "8Gi", "nvidia.com/gpu": 1}},
+       "nodeSelector": {"accelerator": "nvidia"},
+       "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+       "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+           {"matchExpressions": [{"key": "gpu-model", "operator": "In", "values": ["a100", "h100"]}]}]}}},
+       "priorityClassName": "gpu-batch", "runtimeClassName": "nvidia", "serviceAccountName": "solver",
+       "envFrom": [{"secretRef": {"name": "licence-server"}}],
+       "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "50Gi"}},
+                   {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}],
+       "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"},
+                        {"name": "models", "mountPath": "/models", "readOnly": True}],
+       "labels": {"team": "solvers"}, "annotations": {"example.com/cost-centre": "42"},
+       "maxTimeoutMinutes": 20, "backoffLimit": 1, "failFastExitCodes": [2, 64], "maxInFlight": 2}
+OPERATOR = {"CLOUD_WORKER_JOB_ENV_SECRET": "bucket-creds", "CLOUD_WORKER_JOB_SERVICE_ACCOUNT": "runner",
+            "CLOUD_WORKER_JOB_RESOURCES": '{"limits":{"memory":"512Mi"}}', "CLOUD_WORKER_JOB_FAIL_FAST_EXIT_CODES": "3"}
+
+
+def profiles_with(settings, **fields):
+    from handler.core.profiles import parse_profiles
+
+    return parse_profiles({"default": "standard", "profiles": {"standard": {}, **fields}}, settings, "profiles.yaml")
+
+
+def differences(a, b, path=""):
+    """The paths at which two JSON documents differ (lists of one length compared item by item)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {p for key in a.keys() | b.keys()
+                for p in differences(a.get(key, MISSING), b.get(key, MISSING), f"{path}.{key}".lstrip("."))}
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return {p for i, (x, y) in enumerate(zip(a, b, strict=True)) for p in differences(x, y, f"{path}[{i}]")}
+    return set() if a == b else {path}
+
+
+MISSING = object()
+
+
+def fields(paths):
+    """Differing paths cut to the Job field they are in (``...containers[0].resources.limits.memory``
+    → ``...containers[0].resources``; a pod label or annotation keeps its key)."""
+    out = set()
+    for path in paths:
+        for root in ("spec.template.spec.containers[0].", "spec.template.spec.", "spec.template.metadata.labels.",
+                     "spec.template.metadata.", "metadata.labels.", "metadata.annotations.", "spec."):
+            if path.startswith(root):
+                rest = path[len(root):]
+                head = rest if root.endswith("labels.") or root.endswith("annotations.") else \
+                    rest.split(".")[0].split("[")[0]
+                out.add(root + head)
+                break
+        else:
+            out.add(path)
+    return out
+
+
+def test_a_profiles_job_differs_from_the_default_profiles_by_exactly_the_profiles_fields():
+    settings = Settings.from_env(OPERATOR)
+    profiles = profiles_with(settings, **{"gpu-large": GPU})
+    body = dict(SEED, timeOut=20)
+    standard = build_job(parse_request(Message(json.dumps(body).encode()), settings, profiles), settings)
+    gpu = build_job(parse_request(Message(json.dumps(dict(body, profile="gpu-large")).encode()), settings, profiles),
+                    settings)
+    pod = "spec.template.spec"
+    assert fields(differences(standard, gpu)) == {
+        # The request differs (its body names the profile): its id, its Job's name and labels.
+        "metadata.name", f"{pod}.containers[0].env",  # (MSTC_REQUEST_ID)
+        "metadata.labels.cloud-worker.mstc.io/request", "metadata.labels.cloud-worker.mstc.io/request-id",
+        "metadata.annotations.cloud-worker.mstc.io/request-id", "metadata.annotations.cloud-worker.mstc.io/identity",
+        "metadata.labels.cloud-worker.mstc.io/profile", "spec.template.metadata.labels.cloud-worker.mstc.io/profile",
+        "spec.template.metadata.labels.cloud-worker.mstc.io/request",
+        "spec.template.metadata.labels.cloud-worker.mstc.io/request-id",
+        # ... and the profile's fields, each where Kubernetes has it:
+        f"{pod}.containers[0].resources", f"{pod}.containers[0].envFrom", f"{pod}.containers[0].volumeMounts",
+        f"{pod}.nodeSelector", f"{pod}.tolerations", f"{pod}.affinity", f"{pod}.priorityClassName",
+        f"{pod}.runtimeClassName", f"{pod}.serviceAccountName", f"{pod}.volumes",
+        "spec.template.metadata.labels.team", "spec.template.metadata.annotations",
+        "spec.backoffLimit", "spec.podFailurePolicy",
+    }
+    spec, container = gpu["spec"]["template"]["spec"], gpu["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "2"}, "limits": {"memory": "8Gi", "nvidia.com/gpu": "1"}}
+    assert container["envFrom"] == [{"secretRef": {"name": "bucket-creds"}}, *GPU["envFrom"]]
+    assert container["volumeMounts"] == GPU["volumeMounts"]
+    assert {k: spec[k] for k in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "runtimeClassName",
+                                 "serviceAccountName", "volumes")} == \
+        {k: GPU[k] for k in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "runtimeClassName",
+                             "serviceAccountName", "volumes")}
+    assert gpu["spec"]["template"]["metadata"]["annotations"] == GPU["annotations"]
+    assert (gpu["spec"]["backoffLimit"], gpu["spec"]["podFailurePolicy"]["rules"][1]["onExitCodes"]["values"]) == \
+        (1, [2, 64])
+    # The handler's part is untouched by any profile.
+    assert spec["securityContext"] == standard["spec"]["template"]["spec"]["securityContext"]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert spec["automountServiceAccountToken"] is False
+
+
+def test_a_profile_that_names_nothing_gives_the_job_of_the_settings_with_the_profile_on_it():
+    settings = Settings.from_env(OPERATOR)
+    profiles = profiles_with(settings)
+    message = Message(json.dumps(SEED).encode(), message_id="m-1")
+    unprofiled = build_job(parse_request(message, settings), settings)
+    standard = build_job(parse_request(message, settings, profiles), settings)
+    assert differences(unprofiled, standard) == {"metadata.labels.cloud-worker.mstc.io/profile",
+                                                 "spec.template.metadata.labels.cloud-worker.mstc.io/profile"}
+
+
+def test_a_profiles_job_reads_back_its_profile_and_a_redelivery_with_another_profile_is_other_work():
+    settings = Settings.from_env({})
+    profiles = profiles_with(settings, **{"gpu-large": GPU})
+    message = Message(json.dumps(dict(SEED, profile="gpu-large")).encode(), message_id="m-1")
+    job = build_job(parse_request(message, settings, profiles), settings)
+    again = request_from_job(job)
+    assert (again.profile.name, again.profile.configured) == ("gpu-large", True)
+    same_id_standard = parse_request(Message(json.dumps(SEED).encode(), message_id="m-1"), settings, profiles)
+    assert mismatch(job, parse_request(message, settings, profiles)) is None
+    assert mismatch(job, same_id_standard) == "its profile is 'gpu-large', not 'standard'"
+    assert spec_fingerprint(same_id_standard) != spec_fingerprint(parse_request(message, settings, profiles))
+
+
+def test_a_profiles_jobs_are_valid_and_admitted_by_a_restricted_namespace():
+    from tests.support.validate import restricted_pss_violations, validate_manifest
+
+    settings = Settings.from_env(OPERATOR)
+    profiles = profiles_with(settings, **{"gpu-large": GPU})
+    job = build_job(parse_request(Message(json.dumps(dict(SEED, profile="gpu-large")).encode()), settings, profiles),
+                    settings)
+    validate_manifest(job)
+    assert restricted_pss_violations(job["spec"]["template"]["spec"]) == []
+
+
+# --- no request field can add, remove or change a profile field (property test)
+
+#: Request fields that look like what a profile sets, or like the Job itself.
+LOOKALIKES = ["resources", "nodeSelector", "tolerations", "affinity", "priorityClassName", "runtimeClassName",
+              "serviceAccountName", "envFrom", "volumes", "volumeMounts", "labels", "annotations", "backoffLimit",
+              "maxInFlight", "maxTimeoutMinutes", "allowedImages", "failFastExitCodes", "securityContext",
+              "hostNetwork", "spec", "template", "metadata", "podFailurePolicy", "namespace", "containers", "env"]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10**6) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(LOOKALIKES) | st.text(max_size=8),
+                                                                inner, max_size=3),
+    max_leaves=8)
+PROFILE_OWNED = {
+    "container": ("resources", "envFrom", "volumeMounts", "securityContext"),
+    "pod": ("nodeSelector", "tolerations", "affinity", "priorityClassName", "runtimeClassName", "serviceAccountName",
+            "volumes", "securityContext", "automountServiceAccountToken", "restartPolicy", "hostNetwork"),
+}
+
+
+def profile_part(job):
+    """Everything in a Job that a profile (or the handler) decides and no request may touch."""
+    template = job["spec"]["template"]
+    spec, (container,) = template["spec"], template["spec"]["containers"]
+    labels = {k: v for k, v in template["metadata"]["labels"].items()
+              if not k.startswith("cloud-worker.mstc.io/request") and k != "cloud-worker.mstc.io/job-name"}
+    return {"container": {k: container.get(k) for k in PROFILE_OWNED["container"]},
+            "pod": {k: spec.get(k) for k in PROFILE_OWNED["pod"]},
+            "other containers": len(spec["containers"]), "labels": labels,
+            "annotations": template["metadata"].get("annotations"),
+            "backoffLimit": job["spec"]["backoffLimit"], "podFailurePolicy": job["spec"]["podFailurePolicy"],
+            "namespace": job["metadata"]["namespace"]}
+
+
+PROPERTY_SETTINGS = Settings.from_env(dict(OPERATOR, CLOUD_WORKER_MAX_BODY_BYTES="1000000"))
+PROPERTY_PROFILES = profiles_with(PROPERTY_SETTINGS, **{"gpu-large": GPU, "bare": {"maxInFlight": 1}})
+#: Each profile's part, from a plain request of it: what every request of that profile must get.
+REFERENCE = {name: profile_part(build_job(parse_request(
+    Message(json.dumps(dict(SEED, profile=name)).encode()), PROPERTY_SETTINGS, PROPERTY_PROFILES), PROPERTY_SETTINGS))
+    for name in PROPERTY_PROFILES.names}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(profile=st.sampled_from([None, *PROPERTY_PROFILES.names]),
+       extras=st.dictionaries(st.sampled_from(LOOKALIKES) | st.text(max_size=10), JSON_VALUES, max_size=6),
+       timeout=st.none() | st.integers(0, 20) | st.floats(0.1, 20),
+       as_cloudevent=st.booleans(),
+       extensions=st.dictionaries(st.sampled_from(["nodeselector", "resources", "volumes", "tolerations",
+                                                   "serviceaccountname", "securitycontext"]),
+                                  st.text(max_size=12), max_size=3),
+       prefix=st.none() | st.text(alphabet="abc-$()_", max_size=10))
+def test_no_request_field_can_add_remove_or_change_a_profile_field(profile, extras, timeout, as_cloudevent,
+                                                                   extensions, prefix):
+    body = {**extras, **SEED}
+    for key, value in (("profile", profile), ("timeOut", timeout), ("prefix", prefix)):
+        if value is not None:
+            body[key] = value
+    if as_cloudevent:
+        m = rabbitmq.to_structured_event(CloudEvent(
+            attributes={"type": "t", "source": "/s", "id": "1", **extensions}, data=body))
+        message = Message(m.body, m.content_type, m.headers)
+    else:
+        message = Message(json.dumps(body).encode(), "application/json")
+    request = parse_request(message, PROPERTY_SETTINGS, PROPERTY_PROFILES)
+    chosen = profile or "standard"
+    assert request.profile is PROPERTY_PROFILES.get(chosen)
+    assert profile_part(build_job(request, PROPERTY_SETTINGS)) == REFERENCE[chosen]

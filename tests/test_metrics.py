@@ -31,22 +31,24 @@ def test_the_worker_counts_outcomes_durations_and_the_time_to_create_the_job():
     m = worker.metrics
     worker.process(plain(SEED_REQUEST), stop=None)
     worker.process(plain(dict(SEED_REQUEST, timeOut=-1)), stop=None)
-    assert m.value("cloud_worker_requests_total", outcome="failed") == 1
-    assert m.value("cloud_worker_requests_total", outcome="rejected") == 1
+    # Without a profiles file every Job is of the built-in profile "default"; a rejected
+    # request's profile is not known ("").
+    assert m.value("cloud_worker_requests_total", outcome="failed", profile="default") == 1
+    assert m.value("cloud_worker_requests_total", outcome="rejected", profile="") == 1
     assert m.value("cloud_worker_rejected_requests_total", reason="InvalidTimeout") == 1
-    assert m.value("cloud_worker_job_duration_seconds_sum", status="failed") == 42
-    assert m.value("cloud_worker_job_duration_seconds_bucket", status="failed", le="60.0") == 1
-    assert m.value("cloud_worker_job_duration_seconds_bucket", status="failed", le="30.0") == 0
+    assert m.value("cloud_worker_job_duration_seconds_sum", status="failed", profile="default") == 42
+    assert m.value("cloud_worker_job_duration_seconds_bucket", status="failed", profile="default", le="60.0") == 1
+    assert m.value("cloud_worker_job_duration_seconds_bucket", status="failed", profile="default", le="30.0") == 0
     assert m.value("cloud_worker_receipt_to_job_created_seconds_count") == 1
     assert 0.05 <= m.value("cloud_worker_receipt_to_job_created_seconds_sum") < 1
-    assert m.value("cloud_worker_jobs_in_flight") == 0
+    assert m.value("cloud_worker_jobs_in_flight", profile="default") == 0
 
 
 def test_failed_requests_are_counted_by_reason_so_exhausted_retries_can_be_told_apart():
     m = Metrics()
     for reason in ("BackoffLimitExceeded", "RetriesExhausted", "RetriesExhausted"):
-        m.finished(Outcome(Status.FAILED, reason, "x"))
-    m.finished(Outcome(Status.SUCCEEDED, "Completed", "ok"))
+        m.finished(Outcome(Status.FAILED, reason, "x"), "default")
+    m.finished(Outcome(Status.SUCCEEDED, "Completed", "ok"), "default")
     assert m.value("cloud_worker_failed_requests_total", reason="RetriesExhausted") == 2
     assert m.value("cloud_worker_failed_requests_total", reason="BackoffLimitExceeded") == 1
     assert m.value("cloud_worker_failed_requests_total", reason="Completed") == 0
@@ -62,22 +64,22 @@ def test_the_oldest_job_in_flight_is_timed_from_its_own_thread_and_forgotten_whe
     started, finish = threading.Event(), threading.Event()
 
     def follow():  # a request followed on a thread of its own, as the consumer's workers do
-        in_flight.inc()
+        in_flight.labels("default").inc()
         started.set()
         finish.wait(10)
-        in_flight.dec()
+        in_flight.labels("default").dec()
 
     worker = threading.Thread(target=follow)
     worker.start()
     started.wait(10)
     now[0] = 130.0
-    in_flight.inc()  # a second, younger request on this thread
+    in_flight.labels("gpu").inc()  # a second, younger request on this thread
     now[0] = 160.0
     assert in_flight.longest_seconds() == 60.0  # the worker's, started at 100
     finish.set()
     worker.join(10)
     assert in_flight.longest_seconds() == 30.0  # this thread's, started at 130
-    in_flight.dec()
+    in_flight.labels("gpu").dec()
     assert in_flight.longest_seconds() == 0.0
 
 
@@ -124,8 +126,8 @@ def test_the_reply_latency_runs_from_the_jobs_completion_and_never_goes_negative
 
 def test_each_metrics_object_has_its_own_registry():
     first, second = Metrics(), Metrics()
-    first.requests.labels("succeeded").inc()
-    assert second.value("cloud_worker_requests_total", outcome="succeeded") == 0
+    first.requests.labels("succeeded", "default").inc()
+    assert second.value("cloud_worker_requests_total", outcome="succeeded", profile="default") == 0
     assert b"cloud_worker_requests_total" in first.render()[1]
 
 
@@ -138,23 +140,23 @@ def test_the_consumers_metrics_follow_jobs_in_flight_outcomes_and_watch_restarts
     m = handler.consumer.metrics
     m.watch(handler.backend.tracker)
     held = requester.submit(job_request("scenario/hold"))
-    wait_until(lambda: m.value("cloud_worker_jobs_in_flight") == 1, "the held job is in flight")
+    wait_until(lambda: m.value("cloud_worker_jobs_in_flight", profile="default") == 1, "the held job is in flight")
     ok = requester.submit(job_request("scenario/succeed:0.2"))
     bad = requester.submit(dict(SEED_REQUEST, image="Not An Image"))
     assert requester.wait_reply(ok)["data"]["status"] == "succeeded"
     assert requester.wait_reply(bad)["data"]["reason"] == "InvalidImage"
-    assert m.value("cloud_worker_jobs_in_flight") == 1
+    assert m.value("cloud_worker_jobs_in_flight", profile="default") == 1
     faults.cut_watch_after = None
     hold = next(j for j in fakekube.jobs(namespace) if j["spec"]["template"]["spec"]["containers"][0]["image"]
                 == "scenario/hold")
     fakekube.finish(namespace, hold["metadata"]["name"])
     assert requester.wait_reply(held)["data"]["status"] == "succeeded"
     wait_until(lambda: m.value("cloud_worker_job_finished_to_reply_seconds_count") == 2, "both replies confirmed")
-    assert m.value("cloud_worker_jobs_in_flight") == 0
-    assert m.value("cloud_worker_requests_total", outcome="succeeded") == 2
+    assert m.value("cloud_worker_jobs_in_flight", profile="default") == 0
+    assert m.value("cloud_worker_requests_total", outcome="succeeded", profile="default") == 2
     assert m.value("cloud_worker_rejected_requests_total", reason="InvalidImage") == 1
     assert m.value("cloud_worker_receipt_to_job_created_seconds_count") == 2
-    assert m.value("cloud_worker_job_duration_seconds_count", status="succeeded") == 2
+    assert m.value("cloud_worker_job_duration_seconds_count", status="succeeded", profile="default") == 2
     assert m.value("cloud_worker_watch_restarts_total") == handler.backend.tracker.counters.restarts > 0
 
 
@@ -173,8 +175,8 @@ def test_the_consumer_serves_metrics_beside_its_probes(handlers, requester):
 
     wait_until(lambda: "cloud_worker_job_finished_to_reply_seconds_count 1.0" in scraped(), "the reply is counted")
     text = scraped()
-    assert 'cloud_worker_requests_total{outcome="succeeded"} 1.0' in text
-    assert "cloud_worker_jobs_in_flight 0.0" in text
+    assert 'cloud_worker_requests_total{outcome="succeeded",profile="default"} 1.0' in text
+    assert 'cloud_worker_jobs_in_flight{profile="default"} 0.0' in text
     relists = next(line for line in text.splitlines() if line.startswith("cloud_worker_watch_relists_total"))
     assert float(relists.split()[1]) >= 2  # jobs and pods listed at start-up
     # The replied Job has left the watch cache; its final state is kept among the gone.

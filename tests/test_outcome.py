@@ -4,11 +4,13 @@ import pytest
 
 from handler.core.outcome import (
     Status,
+    current_state,
     ended_pod,
     finished_outcome,
     held_outcome,
     pod_is_running,
     stuck_outcome,
+    unschedulable_outcome,
     verdict_is_final,
 )
 
@@ -176,3 +178,35 @@ def test_a_pod_counts_as_started_once_its_container_runs():
 ])
 def test_the_newest_pod_has_ended_once_its_container_terminated(pods, expected):
     assert ended_pod(pods) == expected
+
+
+def unplaced_pod(since=0, message="0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."):
+    return {"metadata": {"name": "j-abcde", "creationTimestamp": ts(since)}, "spec": {},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                 "lastTransitionTime": ts(since)}]}}
+
+
+def test_a_pod_no_node_can_take_fails_the_job_after_the_grace_with_the_schedulers_message():
+    pods = [unplaced_pod(since=5)]
+    outcome, recheck = unschedulable_outcome(job(), pods, T0 + timedelta(seconds=20), grace=30)
+    assert outcome is None and recheck == T0 + timedelta(seconds=35)
+    outcome, recheck = unschedulable_outcome(job(), pods, T0 + timedelta(seconds=35), grace=30)
+    assert (outcome.status, outcome.reason, outcome.pod_reason, recheck) == (
+        Status.FAILED, "Unschedulable", "Unschedulable", None)
+    assert outcome.message == ("pod j-abcde cannot be scheduled: 0/1 nodes are available: 1 node(s) didn't match "
+                               "Pod's node affinity/selector.")
+
+
+def test_a_scheduled_or_running_pod_is_never_unschedulable():
+    placed = unplaced_pod()
+    placed["spec"]["nodeName"] = "node-1"  # bound: a stale condition says nothing any more
+    assert unschedulable_outcome(job(), [placed], T0 + timedelta(hours=1), grace=30) == (None, None)
+    assert unschedulable_outcome(job(), [pod(running={})], T0 + timedelta(hours=1), grace=30) == (None, None)
+
+
+def test_a_status_query_reports_an_unplaceable_job_once_its_grace_is_over():
+    pods = [unplaced_pod()]
+    assert current_state(job(), pods, T0 + timedelta(seconds=10), grace=60, unschedulable_grace=30) == ("pending", None)
+    status, outcome = current_state(job(), pods, T0 + timedelta(seconds=31), grace=60, unschedulable_grace=30)
+    assert (status, outcome.reason) == ("failed", "Unschedulable")

@@ -248,3 +248,83 @@ def test_two_requesters_sharing_a_correlation_id_have_different_identities_and_j
     assert first.request_id == second.request_id == "1"  # what each requester knows its request by
     again = parse_request(plain(SEED, correlation_id="1", reply_to="client-a"), SETTINGS)
     assert again.identity == first.identity  # a redelivery is still the same request
+
+
+# --- Job profiles: chosen by name, in the body or as a CloudEvent extension attribute
+
+def profiles_of(settings=SETTINGS):
+    from handler.core.profiles import parse_profiles
+
+    return parse_profiles({"default": "standard", "profiles": {
+        "standard": {},
+        "gpu-large": {"nodeSelector": {"accelerator": "nvidia"}, "maxTimeoutMinutes": 20, "maxInFlight": 2},
+        "short": {"maxTimeoutMinutes": 5, "allowedImages": ["mstc/"]},
+    }}, settings, "profiles.yaml")
+
+
+def test_a_request_names_its_profile_in_the_body():
+    r = parse_request(plain(dict(SEED, profile="gpu-large")), SETTINGS, profiles_of())
+    assert r.profile.name == "gpu-large" and r.profile.spec == {"nodeSelector": {"accelerator": "nvidia"}}
+
+
+def test_a_request_that_names_no_profile_gets_the_default_one():
+    assert parse_request(plain(SEED), SETTINGS, profiles_of()).profile.name == "standard"
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_cloudevent_names_its_profile_with_the_profile_extension_attribute(binary):
+    make = rabbitmq.to_binary_event if binary else rabbitmq.to_structured_event
+    m = make(event(profile="gpu-large", datacontenttype="application/json"))
+    assert parse_request(Message(m.body, m.content_type, m.headers), SETTINGS, profiles_of()).profile.name == \
+        "gpu-large"
+
+
+def test_an_unknown_profile_is_rejected_naming_the_valid_ones():
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(dict(SEED, profile="gpu-huge")), SETTINGS, profiles_of())
+    assert (caught.value.field, caught.value.reason) == ("profile", "UnknownProfile")
+    assert caught.value.message == "'gpu-huge' is not a profile of this handler; it has standard, gpu-large, short"
+
+
+def test_without_a_profiles_file_only_the_built_in_default_profile_exists():
+    assert not parse_request(plain(dict(SEED, profile="default")), SETTINGS).profile.configured
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(dict(SEED, profile="gpu-large")), SETTINGS)
+    assert caught.value.message.endswith("it has default")
+
+
+def test_a_profile_in_the_body_and_a_different_one_in_the_extension_is_rejected():
+    m = rabbitmq.to_structured_event(CloudEvent(
+        attributes={"type": "t", "source": "/s", "id": "1", "profile": "standard"},
+        data=dict(SEED, profile="gpu-large")))
+    with pytest.raises(Rejected) as caught:
+        parse_request(Message(m.body, m.content_type, m.headers), SETTINGS, profiles_of())
+    assert (caught.value.field, caught.value.reason) == ("profile", "ConflictingFields")
+
+
+@pytest.mark.parametrize("value", [3, ["gpu-large"], {"name": "gpu-large"}, True])
+def test_a_profile_that_is_not_a_string_is_rejected(value):
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(dict(SEED, profile=value)), SETTINGS, profiles_of())
+    assert (caught.value.field, caught.value.reason) == ("profile", "InvalidField")
+
+
+def test_a_requests_timeout_is_bounded_by_its_profile():
+    profiles = profiles_of()
+    assert parse_request(plain(dict(SEED, profile="gpu-large", timeOut=20)), SETTINGS, profiles).timeout_minutes == 20
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(dict(SEED, profile="gpu-large", timeOut=21)), SETTINGS, profiles)
+    assert (caught.value.reason, caught.value.message) == (
+        "TimeoutTooLong", "timeOut 21 is over the maximum of profile gpu-large of 20 minutes")
+    # No timeOut: the handler's default (15), cut to a smaller bound.
+    assert parse_request(plain(dict(SEED, profile="short")), SETTINGS, profiles).timeout_minutes == 5
+    assert parse_request(plain(dict(SEED, profile="gpu-large")), SETTINGS, profiles).timeout_minutes == 15
+
+
+def test_a_profiles_image_allowlist_narrows_the_handlers():
+    profiles = profiles_of()
+    assert parse_request(plain(dict(SEED, profile="short")), SETTINGS, profiles).image == SEED["image"]
+    with pytest.raises(Rejected) as caught:
+        parse_request(plain(dict(SEED, profile="short", image="python:3.12")), SETTINGS, profiles)
+    assert (caught.value.reason, caught.value.message) == (
+        "ImageNotAllowed", "'python:3.12' is not in the allowed images of profile short")

@@ -103,6 +103,8 @@ def _readings(settings, requests, job, pods, events):
         said[f"state+{later}"] = outcome.current_state(job, pods, now, 20, events)
         said[f"stuck+{later}"] = outcome.stuck_outcome(job, pods, now, 20)
         said[f"held+{later}"] = outcome.held_outcome(job, pods, events, now, 20)
+        said[f"unschedulable+{later}"] = outcome.unschedulable_outcome(job, pods, now, 20)
+        said[f"state+{later}+unschedulable"] = outcome.current_state(job, pods, now, 20, events, unschedulable_grace=20)
         said[f"expired+{later}"] = manifest.finalizer_expired(job, now, 60)
         said[f"cancelled+{later}"] = manifest.cancelled_outcome(job, now)
         said[f"unanswered+{later}"] = unanswered.unanswered_outcome(job, pods, now, 10)
@@ -143,3 +145,33 @@ def test_trimmed_jobs_and_pods_are_a_fraction_of_the_whole(history):
         whole = sum(len(json.dumps(o)) for o in objects)
         kept = sum(len(json.dumps(trim(o))) for o in objects)
         assert kept < whole * share, plural
+
+
+#: A pod as a real API server (Kubernetes 1.35, tests/e2e) writes it when no node matches its
+#: selector: the fake cluster binds every pod, so the history above has none.
+UNSCHEDULABLE_POD = {
+    "metadata": {"name": "nowhere-wtcn8", "creationTimestamp": "2026-12-07T19:48:22Z",
+                 "labels": {"batch.kubernetes.io/job-name": "nowhere", "job-name": "nowhere",
+                            "app.kubernetes.io/managed-by": "mstc-cloud-worker"}},
+    "spec": {"containers": [{"name": "job", "image": "e2e/ok:1"}], "nodeSelector": {"e2e.mstc.io/pool": "absent"},
+             "restartPolicy": "Never", "schedulerName": "default-scheduler"},
+    "status": {"phase": "Pending", "qosClass": "BestEffort", "conditions": [{
+        "lastProbeTime": None, "lastTransitionTime": "2026-12-07T19:48:22Z", "observedGeneration": 1,
+        "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. no new claims to "
+                   "deallocate, preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+        "reason": "Unschedulable", "status": "False", "type": "PodScheduled"}]},
+}
+
+
+def test_a_trimmed_unschedulable_pod_still_says_no_node_can_take_it_and_a_bound_one_that_it_was_placed():
+    job = {"metadata": {"name": "nowhere", "creationTimestamp": "2026-12-07T19:48:22Z"}, "spec": {}, "status": {}}
+    bound = json.loads(json.dumps(UNSCHEDULABLE_POD))
+    bound["spec"]["nodeName"] = "kwok-node-0"  # placed since: the condition above is stale
+    for pod in (UNSCHEDULABLE_POD, bound):
+        for later in (1, 30):
+            now = outcome.parse_time("2026-12-07T19:48:22Z") + timedelta(seconds=later)
+            assert outcome.unschedulable_outcome(job, [trim_pod(pod)], now, 20) == \
+                outcome.unschedulable_outcome(job, [pod], now, 20)
+    now = outcome.parse_time("2026-12-07T19:48:52Z")
+    assert outcome.unschedulable_outcome(job, [trim_pod(UNSCHEDULABLE_POD)], now, 20)[0].reason == "Unschedulable"
+    assert outcome.unschedulable_outcome(job, [trim_pod(bound)], now, 20) == (None, None)

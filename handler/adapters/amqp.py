@@ -52,6 +52,7 @@ from handler.adapters.publisher import Publisher
 from handler.core.config import Settings, redact_url
 from handler.core.errors import BrokerError, ConfigError, ReplyRefused, ReplyUndeliverable
 from handler.core.messages import Message, Publication
+from handler.core.profiles import Profiles, profile_queue
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,11 +71,29 @@ DECLARE_REFUSALS = (403, 406)
 
 class Lane(enum.Enum):
     """The queues the handler consumes, each with a prefetch of its own: the work queue
-    (as many deliveries as requests it runs at once) and the cancel queue, so that a
-    cancel is never stuck behind the requests it may be about."""
+    (as many deliveries as requests it runs at once), the cancel queue, so that a cancel is
+    never stuck behind the requests it may be about, and one queue per Job profile with a
+    ``maxInFlight`` (that many deliveries), so that one kind of work never waits behind, nor
+    takes the place of, another."""
 
     WORK = "work"
     CANCEL = "cancel"
+    PROFILE = "profile"
+
+
+@dataclass(frozen=True)
+class ProfileLane:
+    """The lane of a Job profile with a ``maxInFlight``: its queue and its prefetch."""
+
+    profile: str
+    queue: str
+    prefetch: int
+
+
+def profile_lanes(settings: Settings, profiles: Profiles | None) -> tuple[ProfileLane, ...]:
+    """The lanes of the profiles that have a ``maxInFlight``, queues named after the work queue."""
+    return tuple(ProfileLane(p.name, profile_queue(settings.queue, p.name), p.max_in_flight)
+                 for p in (profiles.limited if profiles is not None else ()) if p.max_in_flight is not None)
 
 
 #: Cancel events one handler holds at once (they take an API call or two each).
@@ -317,8 +336,10 @@ class Delivery:
     redelivered: bool
     #: Which connection delivered it: a tag is meaningless on any other connection.
     generation: int
-    #: The lane it came on: ``Lane.WORK`` (requests) or ``Lane.CANCEL`` (cancel events).
+    #: The lane it came on: ``Lane.WORK`` (requests), ``Lane.CANCEL`` (cancel events) or
+    #: ``Lane.PROFILE`` (the requests of the profile ``profile``).
     lane: Lane = Lane.WORK
+    profile: str | None = None
 
 
 def _publish(channel: BlockingChannel, pub: Publication) -> None:
@@ -343,8 +364,10 @@ def _publish(channel: BlockingChannel, pub: Publication) -> None:
 class Broker:
     """The handler's broker: consume on one connection, publish on another."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, profiles: Profiles | None = None) -> None:
         self.settings = settings
+        #: One lane (a queue bound by its own name, a prefetch) per profile with a maxInFlight.
+        self.profile_lanes = profile_lanes(settings, profiles)
         self.generation = 0
         self.server_version = ""
         self._link: Link | None = None
@@ -374,7 +397,9 @@ class Broker:
         self.server_version = version.decode("ascii", "replace") if isinstance(version, bytes) else str(version)
         self._consumer_arguments = consumer_arguments(self.server_version, self.settings)
         log.info("connected to %s (RabbitMQ %s), consuming %s; delivery timeout: %s",
-                 redact_url(self.settings.amqp_url), self.server_version or "?", self.settings.queue,
+                 redact_url(self.settings.amqp_url), self.server_version or "?",
+                 ", ".join([self.settings.queue, *(f"{lane.queue} (at most {lane.prefetch} at once)"
+                                                   for lane in self.profile_lanes)]),
                  f"{self._consumer_arguments['x-consumer-timeout']} ms (x-consumer-timeout)"
                  if self._consumer_arguments else "the broker's consumer_timeout (x-consumer-timeout needs 3.12+)")
 
@@ -385,7 +410,9 @@ class Broker:
         arguments = queue_arguments(s.queue_type, s.delivery_limit)
         channel = declare_work_queue(connection, s.exchange, s.queue, arguments)
         declare_work_queue(connection, s.exchange, s.cancel_queue_name, arguments).close()
-        queues = [s.queue, s.cancel_queue_name]
+        for lane in self.profile_lanes:
+            declare_work_queue(connection, s.exchange, lane.queue, arguments).close()
+        queues = [s.queue, s.cancel_queue_name, *(lane.queue for lane in self.profile_lanes)]
         if s.dead_letter_queue:
             try:
                 ensure_queue(connection, s.dead_letter_queue, arguments).close()
@@ -424,7 +451,7 @@ class Broker:
 
     # --- consuming (on the connection's thread only)
     def deliveries(self, inactivity_timeout: float) -> Iterator[Delivery | None]:
-        """Deliveries of both lanes as they come; ``None`` after each ``inactivity_timeout``
+        """Deliveries of every lane as they come; ``None`` after each ``inactivity_timeout``
         seconds of quiet. Ends when the broker cancels a consumer (its queue deleted, a
         node lost). A lost connection raises ``BrokerError`` and fails every pending ``call``."""
         link, channel = self._require()
@@ -432,24 +459,30 @@ class Broker:
         cancelled: list[Any] = []
         generation = self.generation
 
-        def on_message(lane: Lane) -> Callable[..., None]:
+        def on_message(lane: Lane, profile: str | None = None) -> Callable[..., None]:
             def take(_channel: Any, method: Any, props: pika.BasicProperties, body: bytes) -> None:
                 arrived.append(Delivery(message(props, body), method.delivery_tag, method.redelivered, generation,
-                                        lane))
+                                        lane, profile))
             return take
 
         s = self.settings
-        lanes = ((Lane.WORK, s.queue, s.concurrency, self._consumer_arguments),
-                 (Lane.CANCEL, s.cancel_queue_name, CANCEL_PREFETCH, None))
+        lanes = [(on_message(Lane.WORK), s.queue, s.concurrency, self._consumer_arguments),
+                 (on_message(Lane.CANCEL), s.cancel_queue_name, CANCEL_PREFETCH, None)]
+        lanes += [(on_message(Lane.PROFILE, lane.profile), lane.queue, lane.prefetch, self._consumer_arguments)
+                  for lane in self.profile_lanes]
         try:
             channel.add_on_cancel_callback(cancelled.append)
             self._consumer_tags = []
-            for lane, queue, prefetch, arguments in lanes:
+            for take, queue, prefetch, arguments in lanes:
                 channel.basic_qos(prefetch_count=prefetch)  # per consumer: it applies to the next basic.consume
-                self._consumer_tags.append(channel.basic_consume(queue, on_message(lane), arguments=arguments))
+                self._consumer_tags.append(channel.basic_consume(queue, take, arguments=arguments))
             while not cancelled:
                 if not arrived:
                     link.connection.process_data_events(time_limit=inactivity_timeout)
+                    if channel.is_closed:  # by the broker (a consumer_timeout): pika's pump says nothing
+                        reason = getattr(channel, "_closing_reason", None)
+                        raise link.lost(BrokerError(f"the broker closed the consuming channel: "
+                                                    f"{describe(reason) if reason else 'no reason given'}"))
                 if not arrived:
                     yield None
                 while arrived and not cancelled:
@@ -458,7 +491,7 @@ class Broker:
             raise link.lost(exc) from exc
 
     def stop_consuming(self) -> None:
-        """Stop deliveries on both lanes; what was delivered and not yet acked stays ours until close."""
+        """Stop deliveries on every lane; what was delivered and not yet acked stays ours until close."""
         link, channel = self._require()
         try:
             for tag in self._consumer_tags:

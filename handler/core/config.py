@@ -305,6 +305,21 @@ class Settings:
         "with the cluster's message; long enough for a quota freed a moment later, far shorter than a timeout.",
         float,
     )
+    profiles_file: str = _setting(
+        "",
+        "YAML file of Job profiles: named Job shapes (resources, node placement, tolerations, volumes, Secrets, "
+        "service account, timeout bound, images, maxInFlight) that a request chooses with its `profile` field, "
+        "validated at start-up (a bad profile stops the handler). Empty: one built-in profile, `default`, made of "
+        "the CLOUD_WORKER_JOB_* settings (which are also the defaults of every profile's unnamed fields).",
+    )
+    unschedulable_grace_seconds: float = _setting(
+        300.0,
+        "Seconds a Job's pod may stay unschedulable (PodScheduled=False, Unschedulable: no node matches its "
+        "selector, tolerations or resources) before the Job is deleted and reported failed with the scheduler's "
+        "message, rather than at its timeout. Long enough for a cluster autoscaler to add a node (usually 1-3 "
+        "minutes; raise it where GPU nodes take longer).",
+        float,
+    )
     job_fail_fast_exit_codes: tuple[int, ...] = _setting(
         (),
         "Comma-separated exit codes of the job's container that fail its Job at once, without the retries "
@@ -467,6 +482,8 @@ class Settings:
             problems.append("CLOUD_WORKER_LOG_UPLOAD_TIMEOUT_SECONDS must be positive")
         if self.unanswered_after_seconds < 0:
             problems.append("CLOUD_WORKER_UNANSWERED_AFTER_SECONDS must not be negative")
+        if self.unschedulable_grace_seconds < 0:
+            problems.append("CLOUD_WORKER_UNSCHEDULABLE_GRACE_SECONDS must not be negative")
         if self.backend not in BACKENDS:
             problems.append(f"CLOUD_WORKER_BACKEND must be one of {', '.join(BACKENDS)}")
         if problems:

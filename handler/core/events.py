@@ -62,7 +62,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _request_fields(request: WorkRequest, namespace: str) -> dict[str, Any]:
-    return {
+    fields = {
         "requestId": request.request_id,
         "jobName": request.job_name,
         "requestJobName": request.client_job_name,
@@ -72,6 +72,9 @@ def _request_fields(request: WorkRequest, namespace: str) -> dict[str, Any]:
         "inputBucketUrl": request.input_bucket_url,
         "outputBucketUrl": request.output_bucket_url,
     }
+    if request.profile.configured:  # a handler with a profiles file: which one ran the Job
+        fields["profile"] = request.profile.name
+    return fields
 
 
 def _attributes(kind: str, identity: str, source: str, subject: str | None, now: datetime,

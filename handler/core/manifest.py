@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from handler.core.bucketurl import InvalidBucketUrl, parse_bucket_url, split_hos
 from handler.core.config import Settings
 from handler.core.naming import identity_hash, sanitise
 from handler.core.outcome import CONTAINER, DISRUPTION, Outcome, Status, parse_time, verdict
+from handler.core.profiles import BUILTIN, CONTAINER_FIELDS, POD_FIELDS, Profile
 from handler.core.request import WorkRequest
 
 MANAGER = "mstc-cloud-worker"
@@ -41,6 +42,8 @@ LABEL_JOB_NAME = f"{GROUP}/job-name"
 LABEL_REQUEST_ID = f"{GROUP}/request-id"
 #: The installation's name (``Settings.instance``), when it has one.
 LABEL_INSTANCE = f"{GROUP}/instance"
+#: The Job profile the request chose, on Jobs of a handler with a profiles file (its pods too).
+LABEL_PROFILE = f"{GROUP}/profile"
 #: Selects every Job (and pod) cloud workers manage; ``selector`` narrows it to one installation.
 SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 #: Set on a Job (to the reply's status) in the PATCH that records its confirmed reply, so
@@ -114,6 +117,8 @@ def job_labels(request: WorkRequest, settings: Settings | None = None) -> dict[s
     }
     if settings is not None and settings.instance:
         labels[LABEL_INSTANCE] = settings.instance
+    if request.profile.configured:
+        labels[LABEL_PROFILE] = request.profile.name
     return labels
 
 
@@ -203,18 +208,28 @@ def expand_env_value(value: str, defined: Mapping[str, str]) -> str:
     return "".join(out)
 
 
-def pod_failure_policy(settings: Settings) -> dict[str, Any]:
+def pod_failure_policy(settings: Settings, profile: Profile = BUILTIN) -> dict[str, Any]:
     """Retry a pod the cluster disrupted (drain, preemption, spot reclaim, scale-down)
     within the same deadline, without counting it against ``backoffLimit``; fail the Job
-    at once on the operator's fail-fast exit codes. Rules apply in order, first match wins."""
+    at once on the fail-fast exit codes (the profile's, else the operator's setting).
+    Rules apply in order, first match wins."""
+    codes: Sequence[int] = settings.job_fail_fast_exit_codes
+    if profile.fail_fast_exit_codes is not None:
+        codes = profile.fail_fast_exit_codes
     rules: list[dict[str, Any]] = [{"action": "Ignore", "onPodConditions": [{"type": DISRUPTION, "status": "True"}]}]
-    if settings.job_fail_fast_exit_codes:
+    if codes:
         rules.append({"action": "FailJob", "onExitCodes": {
-            "containerName": CONTAINER, "operator": "In", "values": sorted(set(settings.job_fail_fast_exit_codes))}})
+            "containerName": CONTAINER, "operator": "In", "values": sorted(set(codes))}})
     return {"rules": rules}
 
 
 def build_job(request: WorkRequest, settings: Settings) -> dict[str, Any]:
+    """The request's Job: the handler's parts (security context, env from the request,
+    labels, annotations, finalizer, deadline, TTL), and the request's profile's fields where
+    the profile names them, else the settings'. Nothing of the request but its image, its
+    timeout and the env values above reaches the Job; a profile's fields come from the
+    profile alone (deep copies: a Job never shares structure with its profile)."""
+    profile = request.profile
     labels = job_labels(request, settings)
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -226,10 +241,16 @@ def build_job(request: WorkRequest, settings: Settings) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    if settings.job_env_secret:
-        container["envFrom"] = [{"secretRef": {"name": settings.job_env_secret}}]
-    if settings.job_resources:
-        container["resources"] = settings.job_resources_spec
+    own = profile.fields(CONTAINER_FIELDS)
+    env_from = [{"secretRef": {"name": settings.job_env_secret}}] if settings.job_env_secret else []
+    env_from += own.pop("envFrom", [])  # after the bucket credentials: the profile's win a clash
+    if env_from:
+        container["envFrom"] = env_from
+    resources = own.pop("resources") if "resources" in own else (
+        settings.job_resources_spec if settings.job_resources else None)
+    if resources:
+        container["resources"] = resources
+    container.update(own)  # volumeMounts
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         # Jobs talk to buckets, not to the API server.
@@ -241,8 +262,17 @@ def build_job(request: WorkRequest, settings: Settings) -> dict[str, Any]:
         },
         "containers": [container],
     }
-    if settings.job_service_account:
-        pod_spec["serviceAccountName"] = settings.job_service_account
+    pod_fields = profile.fields(POD_FIELDS)
+    service_account = pod_fields.pop("serviceAccountName", None) or settings.job_service_account
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    pod_spec.update(pod_fields)
+    template_meta: dict[str, Any] = {"labels": labels}
+    if profile.spec.get("labels"):
+        template_meta["labels"] = {**labels, **profile.fields(("labels",))["labels"]}
+    if profile.spec.get("annotations"):
+        template_meta["annotations"] = profile.fields(("annotations",))["annotations"]
+    backoff_limit = settings.job_backoff_limit if profile.backoff_limit is None else profile.backoff_limit
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -254,12 +284,12 @@ def build_job(request: WorkRequest, settings: Settings) -> dict[str, Any]:
             "finalizers": [FINALIZER],
         },
         "spec": {
-            "backoffLimit": settings.job_backoff_limit,
-            "podFailurePolicy": pod_failure_policy(settings),
+            "backoffLimit": backoff_limit,
+            "podFailurePolicy": pod_failure_policy(settings, profile),
             "activeDeadlineSeconds": request.deadline_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": template_meta,
                 "spec": pod_spec,
             },
         },
@@ -268,7 +298,8 @@ def build_job(request: WorkRequest, settings: Settings) -> dict[str, Any]:
 
 def request_from_job(job: dict[str, Any]) -> WorkRequest:
     """The request a Job was built for, read back from the Job alone (the inverse of
-    ``build_job`` as far as a reply needs), so any replica can describe any Job."""
+    ``build_job`` as far as a reply needs), so any replica can describe any Job. Its
+    profile is known by name only (its fields are the Job's)."""
     meta = job["metadata"]
     annotations = meta.get("annotations") or {}
     request_id = annotations.get(ANNOTATION_REQUEST_ID, "")
@@ -295,6 +326,7 @@ def request_from_job(job: dict[str, Any]) -> WorkRequest:
         progress_events=annotations.get(ANNOTATION_PROGRESS) == "true",
         file_prefix=annotations.get(ANNOTATION_FILE_PREFIX),
         named_buckets=annotations.get(ANNOTATION_NAMED_BUCKETS) == "true",
+        profile=Profile(labels[LABEL_PROFILE]) if labels.get(LABEL_PROFILE) else BUILTIN,
     )
 
 
@@ -305,9 +337,17 @@ def job_image(job: Mapping[str, Any]) -> str:
 
 
 def spec_fingerprint(request: WorkRequest) -> str:
-    """A short digest of the work a request asks for: image, buckets, timeout."""
+    """A short digest of the work a request asks for: image, buckets, timeout, and its
+    profile when it has a configured one."""
     work = [request.image, request.input_bucket_url, request.output_bucket_url, f"{request.timeout_minutes:g}"]
+    if request.profile.configured:
+        work.append(request.profile.name)
     return hashlib.sha256(json.dumps(work).encode()).hexdigest()[:16]
+
+
+def profile_name(request: WorkRequest) -> str | None:
+    """The name of the request's profile when it is a configured one (on the Job), else None."""
+    return request.profile.name if request.profile.configured else None
 
 
 def mismatch(job: Mapping[str, Any], request: WorkRequest) -> str | None:
@@ -321,7 +361,8 @@ def mismatch(job: Mapping[str, Any], request: WorkRequest) -> str | None:
     for what, mine, other in (("image", request.image, theirs.image),
                               ("input bucket", request.input_bucket_url, theirs.input_bucket_url),
                               ("output bucket", request.output_bucket_url, theirs.output_bucket_url),
-                              ("timeout", f"{request.timeout_minutes:g}", f"{theirs.timeout_minutes:g}")):
+                              ("timeout", f"{request.timeout_minutes:g}", f"{theirs.timeout_minutes:g}"),
+                              ("profile", profile_name(request), profile_name(theirs))):
         if mine != other:
             return f"its {what} is {other!r}, not {mine!r}"
     return None

@@ -47,6 +47,10 @@ DISRUPTION = "DisruptionTarget"
 #: The event reason of a Job whose pod the API server refused (quota, Pod Security
 #: admission, LimitRange): the controller retries, but only an operator can fix it.
 FAILED_CREATE = "FailedCreate"
+#: The scheduler's reason on a pod no node can take (``PodScheduled=False``): a selector,
+#: affinity or toleration no node matches, or resources no node has.
+SCHEDULED = "PodScheduled"
+UNSCHEDULABLE = "Unschedulable"
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,37 @@ def stuck_outcome(
     return outcome, None
 
 
+def _unschedulable(pod: Mapping[str, Any]) -> tuple[str, datetime] | None:
+    """The scheduler's message and the time since when, for a pod it cannot place."""
+    if (pod.get("spec") or {}).get("nodeName"):
+        return None  # placed: whatever the condition says, it is late
+    for cond in (pod.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == SCHEDULED and cond.get("status") == "False" and cond.get("reason") == UNSCHEDULABLE:
+            since = parse_time(cond.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"))
+            return cond.get("message") or UNSCHEDULABLE, since or datetime.min.replace(tzinfo=UTC)
+    return None
+
+
+def unschedulable_outcome(
+    job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], now: datetime, grace: float
+) -> tuple[Outcome | None, datetime | None]:
+    """A ``failed`` outcome (reason ``Unschedulable``, the scheduler's message) for a Job whose
+    pod no node has taken for the grace; otherwise None and the moment the grace runs out
+    (to re-check then). Reported then, not as a timeout at the deadline."""
+    pod = latest_pod(pods)
+    found = _unschedulable(pod) if pod is not None else None
+    if pod is None or found is None:
+        return None, None
+    message, since = found
+    expires = since + timedelta(seconds=grace)
+    if now < expires:
+        return None, expires
+    name = pod["metadata"]["name"]
+    return Outcome(Status.FAILED, UNSCHEDULABLE, f"pod {name} cannot be scheduled: {message}",
+                   pod_reason=UNSCHEDULABLE, pod_name=name,
+                   start_time=parse_time((job.get("status") or {}).get("startTime")), completion_time=now), None
+
+
 def _failed_create(job: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> tuple[str, datetime] | None:
     """The Job's newest ``FailedCreate`` event (of this Job, by uid): its message and
     when it first happened."""
@@ -269,12 +304,15 @@ def ended_pod(pods: Iterable[Mapping[str, Any]]) -> tuple[str, bool] | None:
 
 
 def current_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], now: datetime,
-                  grace: float, events: Iterable[Mapping[str, Any]] = ()) -> tuple[str, Outcome | None]:
+                  grace: float, events: Iterable[Mapping[str, Any]] = (),
+                  unschedulable_grace: float | None = None) -> tuple[str, Outcome | None]:
     """Where a Job is now, for a status query: its outcome once it has one (finished, or a
-    pod that can never start), else ``running`` (a container started) or ``pending``."""
+    pod that can never start or be placed), else ``running`` (a container started) or ``pending``."""
     pods = list(pods)
     done = (finished_outcome(job, pods) or stuck_outcome(job, pods, now, grace)[0]
-            or held_outcome(job, pods, events, now, grace)[0])
+            or held_outcome(job, pods, events, now, grace)[0]
+            or (unschedulable_outcome(job, pods, now, unschedulable_grace)[0]
+                if unschedulable_grace is not None else None))
     if done is not None:
         return done.status.value, done
     return ("running" if pod_is_running(pods) else "pending"), None

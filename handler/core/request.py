@@ -35,6 +35,7 @@ from handler.core.errors import Rejected
 from handler.core.images import InvalidImage, check_allowed, parse_image
 from handler.core.messages import CANCEL_TYPE, CancelRequest, Message
 from handler.core.naming import is_valid_client_name, is_valid_job_name, job_name
+from handler.core.profiles import BUILTIN, NAME, Profile, Profiles
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents"
 #: The attributes every CloudEvent carries (CloudEvents 1.0, "REQUIRED Attributes"). The
@@ -49,7 +50,9 @@ MAX_FIELD_CHARS = 2048
 #: The documented request fields. Nothing else in a request can reach the Job: the
 #: namespace, service account, security context, volumes and env are the operator's.
 KNOWN_FIELDS = frozenset({"image", "jobName", "timeOut", "inputBucketUrl", "outputBucketUrl", "inputBucket",
-                          "outputBucket", "prefix", "progressEvents"})
+                          "outputBucket", "prefix", "progressEvents", "profile"})
+#: The request field, and the CloudEvents extension attribute, that names the Job profile.
+PROFILE_FIELD = "profile"
 #: Longest ``prefix`` accepted, in UTF-8 bytes: it starts object keys (at most 1024 bytes
 #: in S3) and the Job's log key, with room left for the file names after it.
 MAX_PREFIX_BYTES = 512
@@ -89,6 +92,8 @@ class WorkRequest:
     file_prefix: str | None = None
     #: The request named its buckets (``inputBucket``), the original client's form.
     named_buckets: bool = False
+    #: The Job profile the request chose (or the default one): the shape of its Job.
+    profile: Profile = BUILTIN
 
     @property
     def deadline_seconds(self) -> int:
@@ -135,8 +140,9 @@ def request_identity(message: Message, event_id: str | None = None, event_source
     return ("cid:" if message.correlation_id else "body:") + digest.hexdigest()
 
 
-def parse_request(message: Message, settings: Settings) -> WorkRequest:
-    """Validate a message into a WorkRequest, or raise ``Rejected`` saying what is wrong."""
+def parse_request(message: Message, settings: Settings, profiles: Profiles | None = None) -> WorkRequest:
+    """Validate a message into a WorkRequest, or raise ``Rejected`` saying what is wrong.
+    ``profiles`` are the handler's (None: the built-in one, the settings as they are)."""
     check_headers(message)
     check_body_size(len(message.body), settings)
     data, event = _payload(message)
@@ -153,15 +159,18 @@ def parse_request(message: Message, settings: Settings) -> WorkRequest:
             f"{client_name!r} cannot become a Kubernetes name: use 1-128 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit",
         )
+    profile = choose_profile(requested_profile(data, event), profiles or Profiles.builtin())
     try:
         ref = parse_image(image)
     except InvalidImage as exc:
         raise Rejected("image", "InvalidImage", str(exc)) from exc
     if not check_allowed(ref, settings.allowed_images):
         raise Rejected("image", "ImageNotAllowed", f"{image!r} is not in the allowed images of this handler")
+    if not check_allowed(ref, profile.allowed_images):
+        raise Rejected("image", "ImageNotAllowed", f"{image!r} is not in the allowed images of profile {profile.name}")
     input_url, output_url, named = _buckets(data, settings)
     prefix = _prefix(data)
-    timeout = _timeout(data.get("timeOut"), settings)
+    timeout = _timeout(data.get("timeOut"), settings, profile)
     event_id = event.get_id() if event is not None else None
     event_source = event.get_source() if event is not None else None
     identity = request_identity(message, event_id, event_source)
@@ -183,7 +192,46 @@ def parse_request(message: Message, settings: Settings) -> WorkRequest:
         progress_events=_wants_progress(message, data),
         file_prefix=prefix,
         named_buckets=named,
+        profile=profile,
     )
+
+
+def profile_of(message: Message, settings: Settings, profiles: Profiles) -> Profile:
+    """The profile a message's request chooses, from its fields alone (cheap: the
+    transport routes by it before the request is run); ``Rejected`` as ``parse_request``
+    would say for a message it cannot read or a profile it does not know."""
+    check_headers(message)
+    check_body_size(len(message.body), settings)
+    data, event = _payload(message)
+    return choose_profile(requested_profile(data, event), profiles)
+
+
+def requested_profile(data: Mapping[str, Any], event: Any) -> str | None:
+    """The profile name a request gives: its ``profile`` field, or its CloudEvent's
+    ``profile`` extension attribute (both: they must agree); None when it gives none."""
+    named = data.get(PROFILE_FIELD)
+    extension = event.get_extension(PROFILE_FIELD) if event is not None else None
+    for where, value in (("profile", named), ("profile (CloudEvent extension)", extension)):
+        if value is not None and value != "" and not isinstance(value, str):
+            raise Rejected("profile", "InvalidField", f"{where} must be a string, got {type(value).__name__}")
+    named, extension = named or None, extension or None
+    if named is not None and extension is not None and named != extension:
+        raise Rejected("profile", "ConflictingFields", f"the profile field ({named[:64]!r}) and the CloudEvent's "
+                       f"profile extension ({extension[:64]!r}) differ: give one, or the same in both")
+    return named or extension
+
+
+def choose_profile(name: str | None, profiles: Profiles) -> Profile:
+    """The profile a request runs with: the one it names, else the default; ``Rejected``
+    naming the valid profiles when it names none of them."""
+    if name is None:
+        return profiles.default
+    found = profiles.get(name)
+    if found is None:
+        shown = repr(name[:64]) if NAME.fullmatch(name) else f"{name[:64]!r} (not even a profile name)"
+        raise Rejected("profile", "UnknownProfile",
+                       f"{shown} is not a profile of this handler; it has {', '.join(profiles.names)}")
+    return found
 
 
 def check_headers(message: Message) -> None:
@@ -393,10 +441,12 @@ def _bucket_part(url: str) -> BucketUrl:
         return BucketUrl("s3", None, True, "")
 
 
-def _timeout(value: Any, settings: Settings) -> float:
-    """timeOut in minutes: absent, null or 0 → the default; numbers or numeric strings."""
+def _timeout(value: Any, settings: Settings, profile: Profile = BUILTIN) -> float:
+    """timeOut in minutes: absent, null or 0 → the default (cut to the profile's bound);
+    numbers or numeric strings, at most the profile's ``maxTimeoutMinutes``."""
+    default, bound = profile.default_timeout(settings), profile.timeout_bound(settings)
     if value is None or value == "":
-        return settings.default_timeout_minutes
+        return default
     if isinstance(value, bool):
         raise Rejected("timeOut", "InvalidTimeout", "timeOut must be a number of minutes")
     if isinstance(value, str):
@@ -410,10 +460,10 @@ def _timeout(value: Any, settings: Settings) -> float:
     shown = f"{value:g}" if isinstance(value, float) else (str(value) if abs(value) < 10**12 else "a huge number")
     if value < 0:
         raise Rejected("timeOut", "InvalidTimeout", f"timeOut {shown} is negative")
-    if value > settings.max_timeout_minutes:
-        raise Rejected("timeOut", "TimeoutTooLong",
-                       f"timeOut {shown} is over the maximum of {settings.max_timeout_minutes:g} minutes")
-    return float(value) or settings.default_timeout_minutes
+    if value > bound:
+        of = f" of profile {profile.name}" if profile.max_timeout_minutes is not None else ""
+        raise Rejected("timeOut", "TimeoutTooLong", f"timeOut {shown} is over the maximum{of} of {bound:g} minutes")
+    return float(value) or default
 
 
 def _header(message: Message, name: str) -> Any:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from handler.core.manifest import GROUP
-from handler.core.outcome import CONTAINER, DISRUPTION
+from handler.core.outcome import CONTAINER, DISRUPTION, SCHEDULED
 
 Json = dict[str, Any]
 #: The pod labels that name a pod's Job (the tracker indexes pods by them).
@@ -75,8 +75,10 @@ def _container_state(state: Mapping[str, Any] | None) -> Json:
 
 
 def trim_pod(pod: Mapping[str, Any]) -> Json:
-    """The pod's name and age, the label naming its Job, why it ended (its ``DisruptionTarget``
-    condition, ``reason``), when it started, and the state of its ``job`` container only."""
+    """The pod's name and age, the label naming its Job, the node it was bound to and whether
+    the scheduler could place it (its ``PodScheduled`` condition), why it ended (its
+    ``DisruptionTarget`` condition, ``reason``), when it started, and the state of its ``job``
+    container only."""
     meta = pod.get("metadata") or {}
     kept_meta = _pick(meta, _POD_META)
     labels = meta.get("labels") or {}
@@ -85,14 +87,19 @@ def trim_pod(pod: Mapping[str, Any]) -> Json:
         kept_meta["labels"] = {named_by: labels[named_by]}
     status = pod.get("status") or {}
     kept_status = _pick(status, _POD_STATUS)
-    conditions = [_pick(c, _CONDITION) for c in status.get("conditions") or () if c.get("type") == DISRUPTION]
+    conditions = [_pick(c, _CONDITION) for c in status.get("conditions") or ()
+                  if c.get("type") in (DISRUPTION, SCHEDULED)]
     if conditions:
         kept_status["conditions"] = conditions
     containers = [{"name": CONTAINER, "state": _container_state(c.get("state"))}
                   for c in status.get("containerStatuses") or () if c.get("name") == CONTAINER]
     if containers:
         kept_status["containerStatuses"] = containers
-    return {"metadata": kept_meta, "status": kept_status}
+    trimmed: Json = {"metadata": kept_meta, "status": kept_status}
+    node = (pod.get("spec") or {}).get("nodeName")
+    if node:
+        trimmed["spec"] = {"nodeName": node}
+    return trimmed
 
 
 def trim_event(event: Mapping[str, Any]) -> Json:

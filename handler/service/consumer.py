@@ -22,6 +22,12 @@ What happens when something fails (the README's "When things fail" table):
   Never a requeue at once, so never a hot loop.
 - An unexpected error before any Job exists is the handler's bug: ``RequestHandler``
   answers ``rejected`` (``InternalError``) with a dead-letter copy.
+- A request of a profile with a ``maxInFlight`` that arrives on the work queue (or on
+  another profile's queue) is forwarded: republished, confirmed, to its profile's queue,
+  then acked; if the copy cannot be published the request goes back after
+  ``REQUEUE_DELAY``. Each profile's queue is consumed on a lane of its own with that many
+  threads and that prefetch, so its requests wait in the broker, not in a replica, and
+  other work goes on beside them.
 - The Job's finalizer is released only once the broker has processed the ack
   (``Broker.settle``); if the connection goes before that, the Job is marked replied but
   kept, so a redelivery adopts it rather than running the work again.
@@ -45,6 +51,8 @@ from handler.adapters.amqp import REPLY_ATTEMPTS, Broker, Delivery, Lane, Settle
 from handler.core.config import Settings
 from handler.core.errors import BrokerError, ConfigError, Interrupted, ReplyUndeliverable, Transient
 from handler.core.exitcodes import ExitCode
+from handler.core.profiles import profile_queue
+from handler.core.request import is_cancel
 from handler.core.retry import Backoff
 from handler.service.handling import RequestHandler, Result, attempts_of
 from handler.service.health import Heartbeat
@@ -97,6 +105,7 @@ class Stats:
     abandoned: int = 0
     reconnects: int = 0
     cancels: int = 0
+    forwarded: int = 0
     replies_dropped: int = 0
     acks_unconfirmed: int = 0
 
@@ -123,6 +132,15 @@ class Consumer:
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="job")
         # Cancels have threads of their own: one is answered however many Jobs are followed.
         self._cancel_pool = ThreadPoolExecutor(max_workers=CANCEL_THREADS, thread_name_prefix="cancel")
+        # Each profile with a maxInFlight: as many threads as its lane's prefetch.
+        consumed = {lane.profile for lane in broker.profile_lanes}
+        if consumed != {p.name for p in handler.profiles.limited}:
+            raise ValueError(f"the broker consumes the lanes of profiles {sorted(consumed)}, the handler has "
+                             f"{sorted(p.name for p in handler.profiles.limited)}: build it as Broker(settings, "
+                             "handler.profiles)")
+        self._profile_pools = {lane.profile: ThreadPoolExecutor(max_workers=lane.prefetch,
+                                                                thread_name_prefix=f"profile-{lane.profile}")
+                               for lane in broker.profile_lanes}
         self._taken = 0
         self._last_work = time.monotonic()
         self._stuck_reported: set[int] = set()
@@ -153,7 +171,9 @@ class Consumer:
 
     def run(self) -> int:
         s = self.settings
-        log.info("consumer starting: queue=%s concurrency=%d once=%s", s.queue, s.concurrency, s.once)
+        log.info("consumer starting: queue=%s concurrency=%d once=%s%s", s.queue, s.concurrency, s.once,
+                 "".join(f"; profile {lane.profile}: queue={lane.queue} maxInFlight={lane.prefetch}"
+                         for lane in self.broker.profile_lanes))
         backoff = Backoff(base=0.5, cap=s.reconnect_max_seconds, attempts=1)
         attempt, connected_once = 0, False
         try:
@@ -190,8 +210,8 @@ class Consumer:
                     self._stopping.wait(delay)
         finally:
             self.sweep.stop()
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._cancel_pool.shutdown(wait=True, cancel_futures=True)
+            for pool in (self._pool, self._cancel_pool, *self._profile_pools.values()):
+                pool.shutdown(wait=True, cancel_futures=True)
             self.broker.close()
             self.broker.close_publisher()
             log.info("consumer stopped: %s", self.stats)
@@ -219,7 +239,7 @@ class Consumer:
             self._beat()
             if delivery is not None:
                 self._start(delivery)
-                if self.settings.once and delivery.lane is Lane.WORK:
+                if self.settings.once and delivery.lane is not Lane.CANCEL:
                     break
             if self._stopping.is_set() or self._idle_expired():
                 self._stopping.set()
@@ -280,7 +300,9 @@ class Consumer:
         if not self._taken:  # the benchmarks time cold start (process start → here) by this line
             log.info("first delivery received")
         self._taken += 1
-        self._pool.submit(self._handle, item)
+        pool = self._profile_pools[delivery.profile] if delivery.lane is Lane.PROFILE and delivery.profile else \
+            self._pool
+        pool.submit(self._handle, item)
 
     def _abandon_all(self) -> None:
         with self._lock:
@@ -300,6 +322,11 @@ class Consumer:
                 if delivery.lane is Lane.CANCEL:
                     result = self.handler.process_cancel(delivery.message)
                 else:
+                    # A cancel sent to a work queue (by older clients) is answered where it is.
+                    home = delivery.profile if is_cancel(delivery.message) else self.handler.lane_of(delivery.message)
+                    if home != delivery.profile:
+                        self._forward(item, home)
+                        return
                     result = self.handler.process(delivery.message, item.stop, emit=self.replies.emit)
             except Interrupted:
                 log.info("delivery %s left unacked: the broker redelivers it and the Job is adopted%s",
@@ -364,6 +391,23 @@ class Consumer:
             log.exception("delivery %s is answered and acked, but recording the reply failed",
                           item.delivery.delivery_tag)
 
+    def _forward(self, item: _InFlight, profile: str | None) -> None:
+        """Put a request in the queue of its profile's lane (``profile``; None: the work
+        queue), confirmed, then ack it here; if the copy cannot be published, the request
+        goes back after a pause (never lost, never a hot loop)."""
+        delivery = item.delivery
+        queue = profile_queue(self.settings.queue, profile) if profile else self.settings.queue
+        copy = self.handler.forward_copy(delivery.message, self.settings.exchange, queue)
+        try:
+            self.broker.publish(copy)
+        except (BrokerError, ReplyUndeliverable) as exc:
+            self._requeue_later(item, exc)
+            return
+        if self._settle(item, Settle.ACK):
+            self.stats.forwarded += 1
+            self.metrics.forwarded.labels(self.handler.profiles.label(profile)).inc()
+            log.info("delivery %s forwarded to %s, the queue of its profile's lane", delivery.delivery_tag, queue)
+
     def _count_dropped(self) -> None:
         self.stats.replies_dropped += 1
 
@@ -392,7 +436,8 @@ class Consumer:
                     attempt, self.settings.max_attempts, error, delay, exc_info=not isinstance(error, Transient))
         if item.stop.wait(delay):
             return None  # shutting down: left unacked, the broker redelivers it
-        copy = self.handler.retry_copy(delivery.message, self.settings.exchange, self.settings.queue, attempt)
+        queue = profile_queue(self.settings.queue, delivery.profile) if delivery.profile else self.settings.queue
+        copy = self.handler.retry_copy(delivery.message, self.settings.exchange, queue, attempt)
         try:
             self.broker.publish(copy)  # one try: a copy refused or lost must never let the original go
         except (BrokerError, ReplyUndeliverable) as exc:

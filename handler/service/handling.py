@@ -35,11 +35,20 @@ from handler.core.events import (
 from handler.core.manifest import cancelled_outcome, request_from_job
 from handler.core.messages import CANCEL_TYPE, CancelRequest, CancelStatus, Message, Publication
 from handler.core.outcome import Outcome, Status, utcnow
-from handler.core.request import WorkRequest, is_cancel, parse_cancel, parse_request, request_identity
+from handler.core.profiles import Profiles
+from handler.core.request import (
+    WorkRequest,
+    is_cancel,
+    parse_cancel,
+    parse_request,
+    profile_of,
+    request_identity,
+)
 from handler.service import logs, tracing
 from handler.service.backends import JobBackend
 from handler.service.joblog import upload_job_log
 from handler.service.metrics import Metrics
+from handler.service.profiles import load_profiles
 
 log = logging.getLogger(__name__)
 #: How many times a request was tried before: set on the copies put back for a retry.
@@ -76,11 +85,14 @@ class Result:
 
 class RequestHandler:
     def __init__(self, settings: Settings, backend: JobBackend, clock: Callable[[], datetime] = utcnow,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, profiles: Profiles | None = None) -> None:
         self.settings = settings
         self.backend = backend
         self.clock = clock
         self.metrics = metrics or Metrics()
+        #: The Job profiles (``CLOUD_WORKER_PROFILES_FILE``, proven at start-up; else the built-in one).
+        self.profiles = profiles if profiles is not None else load_profiles(settings)
+        self.metrics.track_profiles(self.profiles.names)
 
     def process(
         self, message: Message, stop: threading.Event, emit: Callable[[Publication], None] | None = None
@@ -89,7 +101,7 @@ class RequestHandler:
         try:
             if is_cancel(message):
                 return self._cancel(message)
-            request = parse_request(message, self.settings)
+            request = parse_request(message, self.settings, self.profiles)
         except Rejected as error:
             return self._rejected(message, error)
         except Exception as exc:  # noqa: BLE001 - a bug of ours, before any Job exists: never requeue it
@@ -97,6 +109,8 @@ class RequestHandler:
             return self._rejected(message, Rejected("request", "InternalError",
                                                     f"the handler could not read this request ({type(exc).__name__}); "
                                                     "it was kept in the dead-letter queue if one is configured"))
+
+        profile = self.profiles.label(request.profile.name)
 
         def progress(kind: str, detail: dict[str, Any]) -> None:
             if kind == ACCEPTED:
@@ -106,29 +120,46 @@ class RequestHandler:
                                         namespace=self.backend.namespace, now=self.clock(), detail=detail)
                 for pub in self._replies(encode(event), request.reply_to, request.correlation_id):
                     emit(pub)
-        self.metrics.jobs_in_flight.inc()
+        self.metrics.jobs_in_flight.labels(profile).inc()
         try:
             with tracing.job_span(request) as span:
                 outcome = self.backend.run(request, stop, progress)
                 tracing.record_status(span, outcome.status.value)
         except Interrupted:
-            self.metrics.requests.labels("interrupted").inc()
+            self.metrics.requests.labels("interrupted", profile).inc()
             raise
         except Transient:
-            self.metrics.requests.labels("transient").inc()
+            self.metrics.requests.labels("transient", profile).inc()
             raise
         except Exception:
-            self.metrics.requests.labels("error").inc()
+            self.metrics.requests.labels("error", profile).inc()
             raise
         finally:
-            self.metrics.jobs_in_flight.dec()
-        self.metrics.finished(outcome)
+            self.metrics.jobs_in_flight.labels(profile).dec()
+        self.metrics.finished(outcome, profile)
         log.info("request %s: job %s %s (%s)", request.request_id, request.job_name, outcome.status.value,
                  outcome.reason, extra=logs.context(request))
         event = reply_event(request, outcome, source=self.settings.event_source, namespace=self.backend.namespace,
                             now=self.clock(), log_upload=upload_job_log(request, outcome, self.backend, self.settings))
         pubs = self._replies(encode(event), request.reply_to, request.correlation_id)
         return Result(outcome.status.value, pubs, request=request, outcome=outcome, reply=event)
+
+    def lane_of(self, message: Message) -> str | None:
+        """Which lane a message's request belongs on: the name of its profile when that has
+        a ``maxInFlight`` (a queue and lane of its own), else None (the work queue). A message
+        it cannot read belongs anywhere: None, and ``process`` rejects it wherever it is."""
+        try:
+            return self.profiles.home(profile_of(message, self.settings, self.profiles))
+        except Rejected:
+            return None
+
+    def forward_copy(self, message: Message, exchange: str, routing_key: str) -> Publication:
+        """The message as it came, for the queue of its profile's lane. Unlike a retry copy it
+        keeps its expiration (counted again from now): no Job exists for it yet, so an
+        expiry there still only means that nobody took it in time."""
+        return Publication(exchange, routing_key, message.body, message.content_type or "", message.correlation_id,
+                           dict(message.headers), message_id=message.message_id, reply_to=message.reply_to,
+                           expiration_seconds=message.expiration_seconds)
 
     def process_cancel(self, message: Message) -> Result:
         """A message of the cancel lane: a cancel event, answered at once; anything else is
@@ -157,7 +188,7 @@ class RequestHandler:
                         request.request_id, request.job_name, outcome.status.value,
                         (self.clock() - outcome.completion_time).total_seconds() if outcome.completion_time else 0,
                         extra=logs.context(request))
-            self.metrics.finished(outcome)
+            self.metrics.finished(outcome, self.profiles.label(request.profile.name))
             self.metrics.unanswered.inc()
             event = reply_event(request, outcome, source=self.settings.event_source, namespace=self.backend.namespace,
                                 now=self.clock(), log_upload=upload_job_log(request, outcome, self.backend,
@@ -200,14 +231,14 @@ class RequestHandler:
         """The ``failed`` result of a request whose attempts ran out: reply with the last
         error, keep a dead-letter copy."""
         try:
-            request = parse_request(message, self.settings)
+            request = parse_request(message, self.settings, self.profiles)
         except Exception:  # noqa: BLE001 - it parsed before; whatever it is now, it is rejected
             return self._rejected(message, Rejected("request", "InternalError", f"gave up: {error}"))
         now = self.clock()
         outcome = Outcome(Status.FAILED, "RetriesExhausted",
                           f"gave up after {attempts} attempt(s); the last failed with: {str(error)[:512]}",
                           completion_time=now)
-        self.metrics.finished(outcome)
+        self.metrics.finished(outcome, self.profiles.label(request.profile.name))
         event = reply_event(request, outcome, source=self.settings.event_source, namespace=self.backend.namespace,
                             now=now)
         pubs = self._replies(encode(event), request.reply_to, request.correlation_id)
@@ -241,7 +272,7 @@ class RequestHandler:
     def _rejected(self, message: Message, error: Rejected) -> Result:
         identity = request_identity(message)
         request_id = message.message_id or message.correlation_id or identity
-        self.metrics.requests.labels("rejected").inc()
+        self.metrics.requests.labels("rejected", "").inc()
         self.metrics.rejected.labels(error.reason).inc()
         log.warning("request %s rejected: %s", request_id, error,
                     extra=logs.context(request_id=request_id, correlation_id=message.correlation_id))

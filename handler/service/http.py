@@ -188,6 +188,10 @@ class HttpFace:
         # always left for polls, cancels and probes, and the call past the bound is
         # answered 503 at once rather than queued behind the others.
         self._sync_slots = threading.BoundedSemaphore(max(1, self.settings.http_threads - 1))
+        # A profile's maxInFlight holds here too: its Jobs past that are answered 503 (post
+        # again later), while other profiles' requests go on.
+        self._profile_slots = {p.name: threading.BoundedSemaphore(p.max_in_flight)
+                               for p in self.worker.profiles.limited if p.max_in_flight is not None}
         # Asynchronous requests being followed, by identity (a CloudEvent's source and id:
         # two producers reusing an id are two requests), each with its request id.
         self._running: dict[str, tuple[str, threading.Thread]] = {}
@@ -225,21 +229,39 @@ class HttpFace:
                 self._stops.discard(stop)
 
     def run_now(self, message: Message) -> Result:
-        """``run`` on a request thread: ``Busy`` when every thread but the reserved one waits."""
+        """``run`` on a request thread: ``Busy`` when every thread but the reserved one waits,
+        or when its profile's ``maxInFlight`` Jobs are followed here already."""
         if not self._sync_slots.acquire(blocking=False):
             raise Busy(f"{self.settings.http_threads - 1} synchronous requests are running (CLOUD_WORKER_HTTP_THREADS "
                        f"is {self.settings.http_threads}); post again later or with Prefer: respond-async")
         try:
-            return self.run(message)
+            slot = self._profile_slot(message)
+            try:
+                return self.run(message)
+            finally:
+                if slot is not None:
+                    slot.release()
         finally:
             self._sync_slots.release()
+
+    def _profile_slot(self, message: Message) -> threading.BoundedSemaphore | None:
+        """A slot of the request's profile, taken (None: its profile has no maxInFlight);
+        ``Busy`` when they are all taken."""
+        profile = self.worker.lane_of(message)
+        if profile is None or profile not in self._profile_slots:
+            return None
+        slot = self._profile_slots[profile]
+        if not slot.acquire(blocking=False):
+            raise Busy(f"profile {profile} runs at most {self.worker.profiles.by_name[profile].max_in_flight} Jobs at "
+                       "once in this process (maxInFlight), and does; post again later")
+        return slot
 
     # --- asynchronous
     def submit(self, message: Message) -> Result | str:
         """Start the request in the background: its request id, or the ``rejected`` result.
         ``Busy`` when ``http_async_limit`` requests are followed already."""
         try:
-            parsed = parse_request(message, self.settings)
+            parsed = parse_request(message, self.settings, self.worker.profiles)
         except Rejected as error:
             return self.worker.reject(message, error)
         request_id, identity = parsed.request_id, parsed.identity
@@ -249,8 +271,9 @@ class HttpFace:
                 if len(self._running) >= self.settings.http_async_limit:
                     raise Busy(f"{len(self._running)} asynchronous requests are followed already "
                                "(CLOUD_WORKER_HTTP_ASYNC_LIMIT); post again later")
-                follower = threading.Thread(target=self._follow, args=(identity, request_id, message), daemon=True,
-                                            name=f"async-{request_id[:24]}")
+                slot = self._profile_slot(message)
+                follower = threading.Thread(target=self._follow, args=(identity, request_id, message, slot),
+                                            daemon=True, name=f"async-{request_id[:24]}")
                 self._running[identity] = (request_id, follower)
                 self._followed[identity] = None
                 while len(self._followed) > REMEMBERED:
@@ -263,7 +286,8 @@ class HttpFace:
             time.sleep(0.01)
         return request_id
 
-    def _follow(self, identity: str, request_id: str, message: Message) -> None:
+    def _follow(self, identity: str, request_id: str, message: Message,
+                slot: threading.BoundedSemaphore | None = None) -> None:
         try:
             result = self.run(message)
             self._remember(request_id, self._result_doc(result))
@@ -275,6 +299,8 @@ class HttpFace:
             with self._lock:
                 self._followed.pop(identity, None)  # so that posting it again follows it again
         finally:
+            if slot is not None:
+                slot.release()
             with self._lock:
                 self._running.pop(identity, None)
 

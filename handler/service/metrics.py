@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,19 +39,24 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "cloud_worker_requests", "Requests handled, by outcome: succeeded, failed, timedout, rejected, "
-            "interrupted (left for redelivery or re-POST), transient, error.", ["outcome"], registry=r)
+            "interrupted (left for redelivery or re-POST), transient, error; and by Job profile (a configured name, "
+            "default without a profiles file, empty for a request rejected before its profile was known).",
+            ["outcome", "profile"], registry=r)
         self.rejected = Counter("cloud_worker_rejected_requests", "Rejected requests, by reason.", ["reason"],
                                 registry=r)
         self.failed = Counter(
             "cloud_worker_failed_requests", "Requests answered failed, by reason: BackoffLimitExceeded, "
             "ImagePullBackOff, FailedCreate, ..., and RetriesExhausted (transient failures outlasted every attempt).",
             ["reason"], registry=r)
-        self.jobs_in_flight = InFlight(Gauge("cloud_worker_jobs_in_flight", "Jobs this process is following now.",
-                                             registry=r))
+        self.jobs_in_flight = InFlight(Gauge("cloud_worker_jobs_in_flight", "Jobs this process is following now, "
+                                             "by profile.", ["profile"], registry=r))
         r.register(self.jobs_in_flight)
         self.job_duration = Histogram(
-            "cloud_worker_job_duration_seconds", "Run time of finished Jobs (startTime to completionTime), by status.",
-            ["status"], buckets=JOB_BUCKETS, registry=r)
+            "cloud_worker_job_duration_seconds", "Run time of finished Jobs (startTime to completionTime), by status "
+            "and profile.", ["status", "profile"], buckets=JOB_BUCKETS, registry=r)
+        self.forwarded = Counter(
+            "cloud_worker_forwarded_requests", "Requests taken from the work queue and put in the queue of their "
+            "profile's lane (a profile with maxInFlight), by profile.", ["profile"], registry=r)
         self.dispatch = Histogram(
             "cloud_worker_receipt_to_job_created_seconds",
             "Seconds from a request's receipt to its Job being created (or adopted, for a redelivery).",
@@ -72,6 +77,11 @@ class Metrics:
             "cloud_worker_request_retries", "Requests put back for another attempt after a transient failure or "
             "an unexpected error once their Job existed.", registry=r)
 
+    def track_profiles(self, names: Iterable[str]) -> None:
+        """Show every profile's Jobs in flight from the start (0), not only once one ran."""
+        for name in names:
+            self.jobs_in_flight.labels(name)
+
     def watch(self, tracker: Any) -> None:
         """Expose a ``JobTracker``'s counters (watch restarts, re-lists, events) and what its
         cache says of the Jobs our finalizer holds."""
@@ -84,12 +94,12 @@ class Metrics:
               "(CLOUD_WORKER_BROKER_CONSUMER_TIMEOUT_MINUTES): brokers before RabbitMQ 3.11.15 take back a delivery "
               "unacked for longer.", registry=self.registry).set(seconds)
 
-    def finished(self, outcome: Outcome) -> None:
-        self.requests.labels(outcome.status.value).inc()
+    def finished(self, outcome: Outcome, profile: str) -> None:
+        self.requests.labels(outcome.status.value, profile).inc()
         if outcome.status is Status.FAILED:
             self.failed.labels(outcome.reason).inc()
         if outcome.duration_seconds is not None:
-            self.job_duration.labels(outcome.status.value).observe(outcome.duration_seconds)
+            self.job_duration.labels(outcome.status.value, profile).observe(outcome.duration_seconds)
 
     def replied(self, outcome: Outcome | None, now: datetime | None = None) -> None:
         """The reply for ``outcome`` is out: observe how long after the Job finished."""
@@ -108,8 +118,8 @@ class Metrics:
 
 
 class InFlight:
-    """``cloud_worker_jobs_in_flight``, and since when each request in flight has been
-    followed: a request is followed on one thread from ``inc`` to ``dec``
+    """``cloud_worker_jobs_in_flight`` (by profile), and since when each request in flight
+    has been followed: a request is followed on one thread from ``inc`` to ``dec``
     (``RequestHandler.process``), so each thread's start is kept and the oldest exported
     as ``cloud_worker_job_in_flight_longest_seconds`` (its delivery is held unacked as long)."""
 
@@ -119,13 +129,16 @@ class InFlight:
         self._lock = threading.Lock()
         self._since: dict[int, float] = {}
 
-    def inc(self) -> None:
-        self.gauge.inc()
+    def labels(self, profile: str) -> _ProfileInFlight:
+        return _ProfileInFlight(self, profile)
+
+    def inc(self, profile: str) -> None:
+        self.gauge.labels(profile).inc()
         with self._lock:
             self._since[threading.get_ident()] = self.clock()
 
-    def dec(self) -> None:
-        self.gauge.dec()
+    def dec(self, profile: str) -> None:
+        self.gauge.labels(profile).dec()
         with self._lock:
             self._since.pop(threading.get_ident(), None)
 
@@ -141,6 +154,20 @@ class InFlight:
         yield GaugeMetricFamily(
             "cloud_worker_job_in_flight_longest_seconds", "Seconds this process has been following its oldest Job in "
             "flight (its request is held unacked as long); 0 when it follows none.", value=self.longest_seconds())
+
+
+class _ProfileInFlight:
+    """One profile's side of ``InFlight``, as ``gauge.labels(profile)`` is of a gauge."""
+
+    def __init__(self, in_flight: InFlight, profile: str) -> None:
+        self.in_flight, self.profile = in_flight, profile
+        in_flight.gauge.labels(profile)  # shown (0) from the start
+
+    def inc(self) -> None:
+        self.in_flight.inc(self.profile)
+
+    def dec(self) -> None:
+        self.in_flight.dec(self.profile)
 
 
 class _TrackerCollector:

@@ -17,14 +17,17 @@ from dataclasses import dataclass, field
 
 from handler.core.config import Settings
 from handler.core.errors import ConfigError
+from handler.core.profiles import Profiles
 from handler.service.backends import JobBackend
 from handler.service.handling import RequestHandler
 from handler.service.metrics import Metrics
+from handler.service.profiles import load_profiles
 
 log = logging.getLogger(__name__)
 
 
-def open_backend(settings: Settings, environ: Mapping[str, str], *, inspecting: bool = False) -> JobBackend:
+def open_backend(settings: Settings, environ: Mapping[str, str], profiles: Profiles | None = None, *,
+                 inspecting: bool = False) -> JobBackend:
     """The backend ``CLOUD_WORKER_BACKEND`` names, not yet started (``start`` to run jobs,
     ``inspect`` to look). ``inspecting``: for another process than the handler's, so the
     local backend neither claims its state folder nor starts an S3 endpoint. Each is
@@ -32,7 +35,7 @@ def open_backend(settings: Settings, environ: Mapping[str, str], *, inspecting: 
     if settings.backend == "local":
         from handler.service.backends.local import open_local_backend
 
-        return open_local_backend(settings, environ, s3_env={} if inspecting else None)
+        return open_local_backend(settings, environ, profiles=profiles, s3_env={} if inspecting else None)
     from handler.service.backends.kubernetes import KubernetesBackend
 
     return KubernetesBackend(settings)
@@ -91,11 +94,13 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings, environ: Mapping[str, str], backend: JobBackend | None = None,
              metrics: Metrics | None = None) -> Runtime:
-        """Start the backend (``Transient`` when its API cannot be reached) and assemble
-        the rest around it. A backend passed in is used as it is and not closed."""
+        """Prove the Job profiles (``ConfigError`` for a bad one: before anything starts),
+        start the backend (``Transient`` when its API cannot be reached) and assemble the
+        rest around it. A backend passed in is used as it is and not closed."""
+        profiles = load_profiles(settings)
         owns_backend = backend is None
         if backend is None:
-            backend = open_backend(settings, environ)
+            backend = open_backend(settings, environ, profiles)
             backend.start()
         if settings.s3_keys(named_buckets=False) is None:
             log.warning("no bucket credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or MINIO_ROOT_USER/"
@@ -104,7 +109,7 @@ class Runtime:
                         "(logUploadError)")
         metrics = metrics or Metrics()
         backend.instrument(metrics)
-        handler = RequestHandler(settings, backend, metrics=metrics)
+        handler = RequestHandler(settings, backend, metrics=metrics, profiles=profiles)
         return cls(settings, backend, metrics, handler, {settings.backend: backend.ready}, owns_backend)
 
     def close(self) -> None:

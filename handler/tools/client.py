@@ -39,8 +39,9 @@ from handler.adapters.amqp import ClientLink
 from handler.adapters.storage import Bucket, S3Credentials, open_bucket
 from handler.core.bucketurl import BucketUrl, check_bucket_host, parse_bucket_url
 from handler.core.config import Settings
-from handler.core.errors import BrokerError, ReplyUndeliverable, WorkerError
+from handler.core.errors import BrokerError, Rejected, ReplyUndeliverable, WorkerError
 from handler.core.messages import CANCEL_TYPE, Message, Publication
+from handler.core.profiles import NAME, profile_queue
 from handler.core.request import PROGRESS_HEADER, parse_request
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,8 @@ class Client:
                output_bucket_url: str | None = None, timeout_minutes: float | None = None, *, wait: bool = True,
                on_event: OnEvent | None = None, download_to: str | Path | None = None,
                wait_seconds: float | None = None, create_buckets: bool = False,
-               expire_after: float | None = None, request_id: str | None = None) -> Reply:
+               expire_after: float | None = None, request_id: str | None = None,
+               profile: str | None = None) -> Reply:
         """Upload, publish, and (unless ``wait`` is False) wait for the reply and download.
 
         ``input_paths``: files (uploaded by name) and directories (their contents, keeping
@@ -147,7 +149,11 @@ class Client:
         timeout). ``create_buckets``: create missing buckets first (for the embedded S3).
         ``expire_after``: seconds after which the broker drops the request if no handler took it.
         ``request_id``: the id to give the request (default: a new random one).
-        Raises ``Rejected`` before anything is uploaded when the handler would reject the request.
+        ``profile``: the Job profile to run it with (default: the handler's default profile);
+        the request goes to the queue of that profile's lane, or to the work queue when the
+        profile has none (the handler forwards it as needed either way).
+        Raises ``Rejected`` before anything is uploaded when the handler would reject the request
+        (whether the handler has the profile only the handler knows).
         """
         notify = on_event or (lambda state, event: None)
         request_id = request_id or uuid.uuid4().hex
@@ -164,6 +170,11 @@ class Client:
             body["timeOut"] = timeout_minutes
         # The handler's own check, before any upload: a request it would reject leaves nothing behind.
         parse_request(Message(json.dumps(body).encode(), "application/json", message_id=request_id), self.settings)
+        if profile is not None:
+            if NAME.fullmatch(profile) is None:
+                raise Rejected("profile", "UnknownProfile", f"{profile[:64]!r} is not a profile name (1-63 lower-case "
+                               "letters, digits and '-')")
+            body["profile"] = profile
         notify("checked", None)
         paths = [Path(p) for p in ([input_paths] if isinstance(input_paths, (str, Path)) else input_paths)]
         missing = [str(p) for p in paths if not p.exists()]
@@ -182,7 +193,7 @@ class Client:
         link = self._current_link()
         mailbox = link.open_mailbox(request_id) if wait else None
         try:
-            link.publish(json.dumps(body).encode(), request_id, with_reply=wait, expiration_seconds=expire_after)
+            self._publish_request(link, json.dumps(body).encode(), request_id, wait, expire_after, profile)
             log.info("submitted request %s (%s, %s): inputs %s", request_id, image, job_name, input_url)
             notify("published", None)
             if mailbox is None:
@@ -243,6 +254,18 @@ class Client:
             link.close_mailbox(event_id)
 
     # --- inside
+    def _publish_request(self, link: _Link, body: bytes, request_id: str, wait: bool, expire_after: float | None,
+                         profile: str | None) -> None:
+        """To the profile's queue when it has one (the handler consumes it on its lane), else the work queue."""
+        if profile is not None:
+            try:
+                link.publish(body, request_id, with_reply=wait, expiration_seconds=expire_after,
+                             routing_key=profile_queue(self.routing_key, profile))
+                return
+            except ReplyUndeliverable:  # a profile without maxInFlight, or handlers older than profiles
+                log.info("no queue for profile %s: sending the request to the work queue", profile)
+        link.publish(body, request_id, with_reply=wait, expiration_seconds=expire_after)
+
     def _current_link(self) -> _Link:
         with self._lock:
             if self._link is None:

@@ -59,6 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--job-name", required=True, help="the request's jobName (the Job name's prefix)")
     parser.add_argument("--timeout", type=float, default=None, metavar="MIN",
                         help="the request's timeOut in minutes (default: the handler's)")
+    parser.add_argument("--profile", default=None, metavar="NAME",
+                        help="the Job profile to run it with, one the handler's operator defined (default: the "
+                             "handler's default profile); an unknown one is rejected, naming the valid ones")
     parser.add_argument("--input", dest="inputs", required=True, nargs="+", action="extend", metavar="PATH",
                         help="files (uploaded by name) and directories (their contents) to upload as inputs")
     parser.add_argument("--bucket-url", required=True,
@@ -125,6 +128,7 @@ def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], stdout: 
                 args.image, args.job_name, args.inputs, args.bucket_url, args.output_bucket_url, args.timeout,
                 wait=not args.no_wait, on_event=on_event, download_to=args.download, wait_seconds=wait_seconds,
                 create_buckets=args.create_buckets, expire_after=args.expire_after, request_id=request_id,
+                profile=args.profile,
             )
             if follower is not None:
                 follower.finish()

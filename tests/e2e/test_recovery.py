@@ -95,7 +95,9 @@ def test_the_api_server_killed_and_restarted_mid_flight_loses_and_doubles_no_rep
         assert requester.wait_reply(cid, timeout=180)["data"]["status"] == "succeeded"
     requester.collect(3)
     assert sorted(len(requester.terminal_replies_for(cid)) for cid in cids) == [1] * 20
-    assert len(recorder.jobs) == 20 and len(recorder.pods) == 20
+    # One Job per request. Pods may be more: a pod the Job controller created as the API
+    # server died, its answer lost, is created again (the Job still ends once, by the first).
+    assert len(recorder.jobs) == 20 and len(recorder.pods) >= 20
     assert requester.queue_depth() == 0
 
 

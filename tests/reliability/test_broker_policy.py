@@ -115,10 +115,10 @@ def test_an_unexpected_error_before_the_job_exists_rejects_the_request_as_intern
     handler = handlers.start(dead_letter_queue=dlq)
     real_parse = parse_request
 
-    def parse_with_a_bug(message, settings_):
+    def parse_with_a_bug(message, settings_, *profiles):
         if b"boom" in message.body:
             raise KeyError("a bug in the handler")
-        return real_parse(message, settings_)
+        return real_parse(message, settings_, *profiles)
 
     monkeypatch.setattr("handler.service.handling.parse_request", parse_with_a_bug)
     cid = requester.submit(dict(SEED_REQUEST, jobName="boom"))

@@ -52,7 +52,13 @@ def test_a_job_whose_ack_was_not_confirmed_is_kept_for_a_redelivery(handlers, re
     fate unknown. The Job is then marked replied but kept, so a redelivery would adopt it;
     had it been let go, the TTL would delete it and a redelivery would run the work again."""
     handler = handlers.start()
-    real_qos, armed = BlockingChannel.basic_qos, []
+    real_ack, real_qos, armed, sabotaged = BlockingChannel.basic_ack, BlockingChannel.basic_qos, [], []
+
+    def ack_and_arm(channel, *args, **kwargs):
+        if not sabotaged:
+            sabotaged.append(True)
+            armed.append(True)  # the next basic.qos is this ack's round trip
+        return real_ack(channel, *args, **kwargs)
 
     def qos_after_the_connection_dropped(channel, *args, **kwargs):
         if armed and armed.pop():
@@ -60,9 +66,8 @@ def test_a_job_whose_ack_was_not_confirmed_is_kept_for_a_redelivery(handlers, re
             time.sleep(0.5)
         return real_qos(channel, *args, **kwargs)
 
+    monkeypatch.setattr(BlockingChannel, "basic_ack", ack_and_arm)
     monkeypatch.setattr(BlockingChannel, "basic_qos", qos_after_the_connection_dropped)
-    wait_until(lambda: handler.consumer.broker.is_open, "the handler consumes")
-    armed.append(True)  # from now on the next basic.qos is the ack's round trip
     cid = requester.submit(job_request("scenario/succeed:0.2"), message_id="unconfirmed-1")
     reply = requester.wait_reply(cid)
     wait_until(lambda: handler.consumer.stats.acks_unconfirmed == 1, "the ack is known to be unconfirmed")

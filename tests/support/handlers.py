@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handler.adapters.amqp import Broker
+from handler.adapters.amqp import Broker, profile_lanes
 from handler.core.config import Settings
 from handler.service.backends.kubernetes import KubernetesBackend
 from handler.service.consumer import Consumer
@@ -64,6 +64,11 @@ class HandlerFactory:
         env.update({f"CLOUD_WORKER_{k.upper()}": str(v) for k, v in settings.items()})
         if env.get("CLOUD_WORKER_DEAD_LETTER_QUEUE"):
             self.extra_queues.add(env["CLOUD_WORKER_DEAD_LETTER_QUEUE"])
+        if env.get("CLOUD_WORKER_PROFILES_FILE"):  # the queues of its profiles' lanes go too
+            from handler.service.profiles import load_profiles
+
+            s = Settings.from_env(env)
+            self.extra_queues.update(lane.queue for lane in profile_lanes(s, load_profiles(s)))
         return env
 
     def settings(self, **settings: Any) -> Settings:
@@ -73,7 +78,9 @@ class HandlerFactory:
         s = self.settings(**settings)
         backend = KubernetesBackend(s)
         backend.start()
-        consumer = Consumer(s, RequestHandler(s, backend), Broker(s))
+        handler = RequestHandler(s, backend)  # with the profiles of CLOUD_WORKER_PROFILES_FILE, if set
+        self.extra_queues.update(lane.queue for lane in profile_lanes(s, handler.profiles))
+        consumer = Consumer(s, handler, Broker(s, handler.profiles))
         handle = ThreadHandler(consumer, backend, threading.Thread(target=lambda: None, daemon=True))
         handle.thread = threading.Thread(target=lambda: handle.exit_code.append(consumer.run()), daemon=True)
         handle.thread.start()

@@ -133,6 +133,20 @@ The cluster must never cut it short, or the Job's reply is lost until redelivery
 {{- end }}
 {{- end }}
 
+{{/* "true" when the values define Job profiles (a profiles file is rendered and mounted). */}}
+{{- define "mstc-cloud-worker.profiled" -}}
+{{- if (.Values.profiles | default dict).profiles }}true{{ end }}
+{{- end }}
+
+{{- define "mstc-cloud-worker.profilesConfigMap" -}}
+{{- printf "%s-profiles" (include "mstc-cloud-worker.fullname" .) }}
+{{- end }}
+
+{{/* Where the handler pods find the profiles file (CLOUD_WORKER_PROFILES_FILE). */}}
+{{- define "mstc-cloud-worker.profilesDir" -}}
+/etc/cloud-worker/profiles
+{{- end }}
+
 {{/*
 Label matchers of this release's handler metrics, as the PodMonitor labels its targets
 (metrics.prometheusRule.selector overrides them).

@@ -100,6 +100,11 @@ containers:
         mountPath: /etc/cloud-worker/http-token
         readOnly: true
       {{- end }}
+      {{- if include "mstc-cloud-worker.profiled" $root }}
+      - name: profiles
+        mountPath: {{ include "mstc-cloud-worker.profilesDir" $root }}
+        readOnly: true
+      {{- end }}
 volumes:
   # The root filesystem is read-only; gunicorn and tempfile need a writable /tmp.
   - name: tmp
@@ -111,6 +116,12 @@ volumes:
     secret:
       secretName: {{ include "mstc-cloud-worker.httpTokenSecretName" $root }}
       defaultMode: 0440
+  {{- end }}
+  {{- if include "mstc-cloud-worker.profiled" $root }}
+  # The Job profiles; a change rolls the pods (checksum/profiles), which prove them at start-up.
+  - name: profiles
+    configMap:
+      name: {{ include "mstc-cloud-worker.profilesConfigMap" $root }}
   {{- end }}
 {{- with $v.nodeSelector }}
 nodeSelector:
@@ -133,6 +144,9 @@ topologySpreadConstraints:
 {{/* Pod annotations: the user's, plus a checksum that rolls the pods when settings change. */}}
 {{- define "mstc-cloud-worker.podAnnotations" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- if include "mstc-cloud-worker.profiled" . }}
+checksum/profiles: {{ include (print .Template.BasePath "/profiles-configmap.yaml") . | sha256sum }}
+{{- end }}
 {{- with .Values.podAnnotations }}
 {{ toYaml . }}
 {{- end }}
@@ -143,11 +157,12 @@ The KEDA rabbitmq trigger. protocol http reads the queue through the management 
 whose message count includes unacked deliveries: the requests running handlers still
 hold. So KEDA never scales away a busy pod's share of the work, and a ScaledJob never
 starts a second handler for a request already being handled. Call with
-(dict "root" $ "value" N), N = requests one pod (or Job) takes.
+(dict "root" $ "value" N), N = requests one pod (or Job) takes; with "queue" and "name",
+for another queue than the work queue (a Job profile's).
 */}}
 {{- define "mstc-cloud-worker.kedaTrigger" -}}
 - type: rabbitmq
-  name: work-queue
+  name: {{ .name | default "work-queue" }}
   metadata:
     {{- range $key, $value := .root.Values.keda.triggerMetadata }}
     {{ $key }}: {{ $value | toString | quote }}
@@ -155,7 +170,7 @@ starts a second handler for a request already being handled. Call with
     protocol: http
     mode: QueueLength
     value: {{ .value | toString | quote }}
-    queueName: {{ .root.Values.config.queue | quote }}
+    queueName: {{ .queue | default .root.Values.config.queue | quote }}
     excludeUnacknowledged: "false"
   authenticationRef:
     name: {{ include "mstc-cloud-worker.fullname" .root }}
@@ -168,4 +183,19 @@ starts a second handler for a request already being handled. Call with
 {{- $_ := set $probe.httpGet "port" "probes" }}
 {{- end }}
 {{- toYaml $probe }}
+{{- end }}
+
+{{/*
+One trigger per Job profile with maxInFlight, on the profile's queue (<queue>.profile.<name>):
+its requests wait there, not in the work queue. Call with (dict "root" $ "value" N); without a
+value, each profile's maxInFlight (the requests of it one consumer pod takes).
+*/}}
+{{- define "mstc-cloud-worker.profileTriggers" -}}
+{{- $root := .root }}
+{{- $value := .value }}
+{{- range $name, $profile := (($root.Values.profiles | default dict).profiles | default dict) }}
+{{- if and $profile $profile.maxInFlight }}
+{{ include "mstc-cloud-worker.kedaTrigger" (dict "root" $root "value" ($value | default $profile.maxInFlight) "queue" (printf "%s.profile.%s" $root.Values.config.queue $name) "name" (printf "profile-%s" $name)) }}
+{{- end }}
+{{- end }}
 {{- end }}

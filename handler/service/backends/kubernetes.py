@@ -57,6 +57,7 @@ from handler.core.outcome import (
     parse_time,
     pod_is_running,
     stuck_outcome,
+    unschedulable_outcome,
     utcnow,
     verdict,
     verdict_is_final,
@@ -148,7 +149,8 @@ class KubernetesBackend:
                 return None
             job, pods = found
             events = []
-        status, outcome = current_state(job, pods, utcnow(), self.settings.image_pull_grace_seconds, events)
+        status, outcome = current_state(job, pods, utcnow(), self.settings.image_pull_grace_seconds, events,
+                                        unschedulable_grace=self.settings.unschedulable_grace_seconds)
         if outcome is not None:
             outcome = outcome.with_log(self.log_tail(outcome))
         return JobView(request_from_job(job), status, outcome)
@@ -459,6 +461,10 @@ class KubernetesBackend:
                 if stuck is None:
                     stuck, recheck_at = held_outcome(snap.job, snap.pods, snap.events, now,
                                                      self.settings.job_start_grace_seconds)
+                if stuck is None:
+                    stuck, unplaced_until = unschedulable_outcome(snap.job, snap.pods, now,
+                                                                  self.settings.unschedulable_grace_seconds)
+                    recheck_at = min(filter(None, (recheck_at, unplaced_until)), default=None)
                 if stuck is not None:
                     self._delete(name)
                     return stuck

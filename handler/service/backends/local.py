@@ -11,8 +11,10 @@ The Kubernetes semantics are kept where a client can see them:
 - the timeout is ``activeDeadlineSeconds``: at the deadline the process group gets
   SIGTERM, then SIGKILL after ``TERMINATION_GRACE_SECONDS``, and the reply is
   ``timedout``/``DeadlineExceeded``;
-- ``CLOUD_WORKER_JOB_BACKOFF_LIMIT`` retries a failed process (at once, not with the
-  Job controller's exponential delay), within the same deadline;
+- the backoff limit (the profile's ``backoffLimit``, else ``CLOUD_WORKER_JOB_BACKOFF_LIMIT``)
+  retries a failed process (at once, not with the Job controller's exponential delay),
+  within the same deadline, except after a fail-fast exit code (``PodFailurePolicy``);
+- a profile's ``resources.limits`` become the process's resource limits (``locallimits``);
 - the outcome is decided by the same pure code that reads a real Job: the process's end
   is written down as the Job and pod status the Job controller and kubelet would write,
   and ``outcome.finished_outcome`` / ``stuck_outcome`` classify it, so status, reason,
@@ -33,6 +35,7 @@ whose image cannot be pulled does, with a message naming the file.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import secrets
@@ -62,9 +65,11 @@ from handler.core.manifest import (
 )
 from handler.core.messages import CancelOutcome, CancelRequest, CancelStatus
 from handler.core.outcome import Outcome, utcnow
+from handler.core.profiles import Profiles
 from handler.core.request import WorkRequest
 from handler.service.backends import JobView, Progress
 from handler.service.backends.localimages import ImageMap, LocalImage, load_image_map
+from handler.service.backends.locallimits import command_with_limits, limits_of, notes
 from handler.service.backends.localstate import LocalState
 from handler.service.backends.localstatus import Ended, cancelled_outcome, cannot_start_outcome, reported_outcome
 
@@ -114,8 +119,9 @@ class _LocalJob:
 class LocalBackend:
     def __init__(self, settings: Settings, images: ImageMap, credentials_env: Mapping[str, str],
                  base_env: Mapping[str, str], closers: Sequence[Callable[[], None]] = (),
-                 state: LocalState | None = None) -> None:
+                 state: LocalState | None = None, profiles: Profiles | None = None) -> None:
         self.settings = settings
+        self.profiles = profiles or Profiles.builtin()
         self.state = state or LocalState.for_settings(settings)
         self.images = images
         self.namespace = LOCAL_NAMESPACE
@@ -135,6 +141,11 @@ class LocalBackend:
         log.info("local backend: jobs written down in %s", self.state.root)
         log.info("local backend: %d image(s) mapped by %s: %s", len(self.images.names()), self.images.source,
                  ", ".join(self.images.names()))
+        for profile in self.profiles.by_name.values() if self.profiles.configured else ():
+            applied, ignored = notes(profile)
+            log.info("local backend: profile %s: %s%s", profile.name,
+                     "; ".join(applied) or "no process limits",
+                     f"; ignored here (only a cluster has them): {', '.join(ignored)}" if ignored else "")
 
     def inspect(self) -> None:
         """Nothing to open: ``lookup`` and ``log_stream`` read the state folder as they go."""
@@ -299,14 +310,20 @@ class LocalBackend:
         deadline = time.monotonic() + request.deadline_seconds
         start_time = utcnow()
         attempts = 0
+        profile = request.profile
+        backoff_limit = self.settings.job_backoff_limit if profile.backoff_limit is None else profile.backoff_limit
+        fail_fast = self.settings.job_fail_fast_exit_codes if profile.fail_fast_exit_codes is None else \
+            profile.fail_fast_exit_codes
         while True:
             attempts += 1
             ended = self._attempt(job, deadline)
+            if ended.exit_code in fail_fast and not ended.timed_out:
+                ended = dataclasses.replace(ended, fail_fast=True)
             if (ended.exit_code == 0 or ended.timed_out or ended.cannot_start or job.cancel_reason is not None
-                    or attempts > self.settings.job_backoff_limit or self._closed):
+                    or attempts > backoff_limit or ended.fail_fast or self._closed):
                 break
             log.info("local job %s: attempt %d exited with %s; retrying (backoff limit %d)", request.job_name,
-                     attempts, ended.exit_code, self.settings.job_backoff_limit)
+                     attempts, ended.exit_code, backoff_limit)
         if job.cancel_reason is not None:
             outcome = cancelled_outcome(job.cancel_reason, job.pod_name, start_time, ended.end_time)
         else:
@@ -329,9 +346,10 @@ class LocalBackend:
         termination_log.write_bytes(b"")  # each attempt's own, as each container's is
         with tempfile.TemporaryDirectory(prefix=f"cloud-worker-{job.request.job_name[:40]}-") as workdir:
             start = utcnow()
+            command = command_with_limits(job.command, limits_of(job.request.profile), deadline - time.monotonic())
             try:
                 process = subprocess.Popen(
-                    job.command, cwd=workdir, env=job.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    command, cwd=workdir, env=job.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, start_new_session=True,
                 )
             except OSError as exc:
@@ -442,7 +460,7 @@ def job_base_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def open_local_backend(settings: Settings, environ: Mapping[str, str],
-                       s3_env: Mapping[str, str] | None = None) -> LocalBackend:
+                       s3_env: Mapping[str, str] | None = None, profiles: Profiles | None = None) -> LocalBackend:
     """The local backend as ``cloud-worker consume`` runs it.
 
     Jobs get ``s3_env`` when given; else the S3 variables of ``environ`` when it
@@ -462,7 +480,7 @@ def open_local_backend(settings: Settings, environ: Mapping[str, str],
                 "clients reach it with AWS_ENDPOINT_URL_S3=%s AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s",
                 embedded.url, embedded.url, embedded.env["AWS_ACCESS_KEY_ID"], embedded.env["AWS_SECRET_ACCESS_KEY"],
             )
-    return LocalBackend(settings, images, s3_env, job_base_env(environ), closers, state)
+    return LocalBackend(settings, images, s3_env, job_base_env(environ), closers, state, profiles)
 
 
 def s3_for_jobs(environ: Mapping[str, str]) -> tuple[dict[str, str], EmbeddedS3 | None]:

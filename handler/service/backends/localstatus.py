@@ -34,6 +34,8 @@ class Ended:
     end_time: datetime
     timed_out: bool = False
     cannot_start: str | None = None  # the reason it never started
+    #: Its exit code is one that fails the Job at once (a podFailurePolicy FailJob rule).
+    fail_fast: bool = False
     #: What the process wrote to its termination message file, as a container's ``terminated.message``.
     message: str = ""
 
@@ -53,6 +55,9 @@ def reported_outcome(ended: Ended, pod_name: str, start_time: datetime) -> Outco
                      "succeeded pods"}
     elif ended.timed_out:
         condition = {"type": "Failed", "reason": "DeadlineExceeded", "message": DEADLINE_MESSAGE}
+    elif ended.fail_fast:  # the Job controller's words (the FailJob rule follows the disruption rule, index 0)
+        condition = {"type": "Failed", "reason": "PodFailurePolicy", "message": f"Container job for pod local/"
+                     f"{pod_name} failed with exit code {ended.exit_code} matching FailJob rule at index 1"}
     else:
         condition = {"type": "Failed", "reason": "BackoffLimitExceeded", "message": BACKOFF_MESSAGE}
     job_status: dict[str, Any] = {
