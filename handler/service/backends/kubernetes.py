@@ -53,11 +53,9 @@ from handler.core.outcome import (
     current_state,
     ended_pod,
     finished_outcome,
-    held_outcome,
     parse_time,
     pod_is_running,
-    stuck_outcome,
-    unschedulable_outcome,
+    start_outcome,
     utcnow,
     verdict,
     verdict_is_final,
@@ -460,14 +458,9 @@ class KubernetesBackend:
                     return Outcome(Status.FAILED, "JobDeleted", f"job {name} was deleted before it finished",
                                    start_time=parse_time((snap.job.get("status") or {}).get("startTime")),
                                    completion_time=now)
-                stuck, recheck_at = stuck_outcome(snap.job, snap.pods, now, grace)
-                if stuck is None:
-                    stuck, recheck_at = held_outcome(snap.job, snap.pods, snap.events, now,
-                                                     self.settings.job_start_grace_seconds)
-                if stuck is None:
-                    stuck, unplaced_until = unschedulable_outcome(snap.job, snap.pods, now,
-                                                                  self.settings.unschedulable_grace_seconds)
-                    recheck_at = min(filter(None, (recheck_at, unplaced_until)), default=None)
+                stuck, recheck_at = start_outcome(snap.job, snap.pods, snap.events, now, pull_grace=grace,
+                                                  start_grace=self.settings.job_start_grace_seconds,
+                                                  unschedulable_grace=self.settings.unschedulable_grace_seconds)
                 if stuck is not None:
                     self._delete(name)
                     return stuck
