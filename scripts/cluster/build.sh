@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the e2e control plane from the Go modules the projects publish, cached by version.
 #
-#   scripts/cluster/build.sh [--check] [COMPONENT ...]    (components: kubernetes etcd kwok)
+#   scripts/cluster/build.sh [--check] [COMPONENT ...]    (components: kubernetes etcd kwok keda)
 #
 # Each component is built through a wrapper module generated under
 # .tools/cluster/<component>-<version>/ (gitignored): its go.mod requires the published module
@@ -10,6 +10,13 @@
 # repository, so the wrapper replaces each with the published v0.X.Y, read from the go.mod the
 # proxy serves for that release. Before anything is built, a pre-flight asks the proxy for every
 # module named there and stops, naming each one it does not serve (--check: only that).
+#
+# KEDA is built in a copy of its own module instead: its go.mod `replace`s k8s.io/* and
+# controller-runtime (pins a wrapper module would not inherit, and that make `go install`
+# refuse it), so the published module is copied out of the module cache to
+# .tools/cluster/keda-<version>/src and ./cmd/operator and ./cmd/adapter are built there, against
+# its own go.mod and go.sum. Its pre-flight lists the whole module graph (go.mod files only)
+# and names every module the proxy does not serve before the ~540 modules are downloaded.
 #
 # A component whose .tools/cluster/<component>-<version>/bin holds its binaries and a `built`
 # stamp for the same recipe (packages and -ldflags) is not built again. The binaries are
@@ -201,15 +208,73 @@ kwok() {
     build kwok "$v" sigs.k8s.io/kwok "" "$x" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
 }
 
+keda() {
+    local v="${KEDA_VERSION:-}" module=github.com/kedacore/keda/v2
+    [[ -n "$v" ]] || { say "keda: KEDA_VERSION is empty in versions.env: nothing to build"; return 0; }
+    preflight "keda $v" "$module@$v" || return 1
+    local dir="$tools/keda-$v" src json
+    src="$dir/src"
+    local x="-X $module/version.Version=$v -X $module/version.GitCommit=module-$v"
+    local pkgs=(./cmd/operator=keda-operator ./cmd/adapter=keda-adapter)
+    if [[ "${check_only:-0}" != 1 ]] && is_built keda "$v" "$x" "${pkgs[@]}"; then return 0; fi
+    # The module's own source, writable (the module cache is read-only), fresh each time.
+    json="$(go mod download -json "$module@$v")"
+    rm -rf "$src"
+    mkdir -p "$dir/bin"
+    cp -r "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["Dir"])' "$json")" "$src"
+    chmod -R u+w "$src"
+    # Pre-flight of the graph: go.mod files only, errors named, before any module's zip is fetched.
+    local missing count
+    missing="$(cd "$src" && go list -m -e -json all 2>&1 | python3 -c '
+import json, sys
+text = sys.stdin.read()
+decoder, at = json.JSONDecoder(), 0
+while True:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    if at >= len(text):
+        break
+    if text[at] != "{":
+        print(text[at:].strip()); break
+    obj, at = decoder.raw_decode(text, at)
+    if obj.get("Error"):
+        print(obj["Path"] + "@" + obj.get("Version", "?") + ": " + obj["Error"].get("Err", str(obj["Error"])))
+')"
+    if [[ -n "$missing" ]]; then
+        say "keda $v: the Go module proxy ($(go env GOPROXY)) does not serve these modules of its graph:"
+        echo "$missing" | sed 's/^/  /' >&2
+        return 1
+    fi
+    count="$(cd "$src" && go list -m all | wc -l)"
+    say "keda $v: all $count modules of its graph are served"
+    [[ "${check_only:-0}" == 1 ]] && return 0
+    local started=$SECONDS
+    missing="$(cd "$src" && { go mod download -json all 2>/dev/null || true; } | errors_of)"
+    if [[ -n "$missing" ]]; then
+        say "keda $v: downloading its graph failed for:"
+        echo "$missing" | sed 's/^/  /' >&2
+        return 1
+    fi
+    say "keda $v: $count modules downloaded in $((SECONDS - started))s; building keda-operator and keda-adapter (go $(go env GOVERSION), $(nproc) cores) ..."
+    local spec
+    for spec in "${pkgs[@]}"; do
+        (cd "$src" && go build -trimpath -ldflags "-s -w $x" -o "$dir/bin/${spec#*=}" "${spec%%=*}")
+        say "built $dir/bin/${spec#*=} ($(du -m "$dir/bin/${spec#*=}" | cut -f1) MiB, $((SECONDS - started))s so far)"
+    done
+    local took=$((SECONDS - started))
+    printf '%s built in %ss with %s\nrecipe %s\n' "$v" "$took" "$(go env GOVERSION)" "$(recipe "$x" "${pkgs[@]}")" >"$dir/built"
+    say "keda $v: built in ${took}s"
+}
+
 check_only=0
 if [[ "${1:-}" == --check ]]; then check_only=1; shift; fi
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(kubernetes etcd kwok)
+[[ ${#components[@]} -gt 0 ]] || components=(kubernetes etcd kwok keda)
 failed=()
 for c in "${components[@]}"; do
     case "$c" in
-        kubernetes | etcd | kwok) "$c" || failed+=("$c") ;;
-        *) die "unknown component $c (kubernetes, etcd, kwok)" ;;
+        kubernetes | etcd | kwok | keda) "$c" || failed+=("$c") ;;
+        *) die "unknown component $c (kubernetes, etcd, kwok, keda)" ;;
     esac
 done
 [[ ${#failed[@]} -eq 0 ]] || die "not built: ${failed[*]}"

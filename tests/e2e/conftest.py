@@ -160,6 +160,26 @@ def requester(rabbitmq: str, queue_name: str) -> Iterator[Requester]:
     client.close()
 
 
+# -- what the tests measured -------------------------------------------------------------------
+
+MEASURED = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def measurements(request: pytest.FixtureRequest) -> list[str]:
+    """Lines a test adds here are printed at the end of the run (``make e2e``'s summary):
+    the figures the README quotes, with the settings that produced them."""
+    return request.config.stash.setdefault(MEASURED, [])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash.get(MEASURED, [])
+    if lines:
+        terminalreporter.section("measured on the real control plane")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 # -- what happened in the namespace ------------------------------------------------------------
 
 

@@ -3,7 +3,9 @@
 Every object ``helm template`` renders, for the defaults with the required values and for each
 ``ci/*-values.yaml`` (with the KEDA API served, so the KEDA objects render too), and every file
 under ``keda/``. KEDA's CRDs come from the KEDA module (``github.com/kedacore/keda/v2``, its
-``config/crd/bases``) at the version of scripts/cluster/versions.env, installed by ``up``.
+``config/crd/bases``) at the version of scripts/cluster/versions.env, installed by ``up``; the
+PodMonitor and PrometheusRule CRDs (the chart's ``monitoring`` objects) come from the
+prometheus-operator's module the same way.
 """
 
 from __future__ import annotations

@@ -172,6 +172,7 @@ for another queue than the work queue (a Job profile's).
     value: {{ .value | toString | quote }}
     queueName: {{ .queue | default .root.Values.config.queue | quote }}
     excludeUnacknowledged: "false"
+    activationValue: {{ .root.Values.keda.activationValue | toString | quote }}
   authenticationRef:
     name: {{ include "mstc-cloud-worker.fullname" .root }}
 {{- end }}
