@@ -1,5 +1,6 @@
 """Where the bench takes its timestamps: at the fake API server's store as Jobs are
-written, and in a consumer thread as replies arrive.
+written (on the real control plane: as the bench's own watch receives them, see
+``bench.cluster``), and in a consumer thread as replies arrive.
 
 Every timestamp is ``time.monotonic()`` (CLOCK_MONOTONIC, shared by every process on the
 machine), so times taken here, in the subjects' processes and in the bare primitives'
@@ -29,8 +30,13 @@ def key_of(job_name: str) -> str:
     return job_name.rsplit("-", 1)[0]
 
 
+#: Conditions that say how a Job ended, the interim ones first.
+VERDICTS = ("SuccessCriteriaMet", "FailureTarget", "Complete", "Failed")
+
+
 class JobTimes:
-    """When each Job was created, started running and finished, at the API server."""
+    """When each Job was created, its pod started running, and the Job's first verdict came, at
+    the API server (``finished``)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -38,13 +44,16 @@ class JobTimes:
         self.running: dict[str, float] = {}
         self.finished: dict[str, float] = {}
         self.names: dict[str, str] = {}
+        #: Each Job's pod, by key: (namespace, pod name) (the cluster finishes a held Job by its pod).
+        self.pods: dict[str, tuple[str, str]] = {}
         #: Keys whose Job's and pod's last written state is kept (``objects``): the seeded
         #: namespace's templates.
         self.capture: set[str] = set()
         self.objects: dict[tuple[str, str], dict] = {}
 
-    def record(self, plural: str, kind: str, namespace: str, obj: dict) -> None:
-        now = time.monotonic()
+    def record(self, plural: str, kind: str, namespace: str, obj: dict, now: float | None = None) -> None:
+        """One write (the fake's) or watch event (the cluster's, stamped ``now`` as its bytes arrived)."""
+        now = now if now is not None else time.monotonic()
         name = obj["metadata"]["name"]
         if self.capture and kind != "DELETED":
             owner = name if plural == "jobs" else (obj["metadata"].get("labels") or {}).get("job-name", "")
@@ -56,17 +65,21 @@ class JobTimes:
                 self.created.setdefault(key, now)
                 self.names[key] = name
                 self._cond.notify_all()
-        elif plural == "jobs" and kind == "MODIFIED":
+        if plural == "jobs" and kind in ("ADDED", "MODIFIED"):
             conditions = (obj.get("status") or {}).get("conditions") or []
-            if any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions):
+            # The Job's first verdict: ``SuccessCriteriaMet``/``FailureTarget`` (Kubernetes 1.31+,
+            # the fake too) come before ``Complete``/``Failed``, and a subject may answer on them.
+            if any(c["type"] in VERDICTS and c["status"] == "True" for c in conditions):
                 with self._cond:
                     self.finished.setdefault(key_of(name), now)
                     self._cond.notify_all()
-        elif plural == "pods" and kind == "MODIFIED" and (obj.get("status") or {}).get("phase") == "Running":
+        elif plural == "pods" and kind in ("ADDED", "MODIFIED"):
             job = (obj["metadata"].get("labels") or {}).get("job-name")
             if job:
                 with self._cond:
-                    self.running.setdefault(key_of(job), now)
+                    self.pods.setdefault(key_of(job), (namespace, name))
+                    if (obj.get("status") or {}).get("phase") == "Running":
+                        self.running.setdefault(key_of(job), now)
                     self._cond.notify_all()
 
     def wait(self, table: dict[str, float], keys: list[str], timeout: float, what: str) -> None:

@@ -3,7 +3,10 @@
 Each starts the subject as a real subprocess on a fresh queue and namespace, drives it
 through the real broker, takes its timestamps where things happen (see ``rig``), and
 returns plain numbers. Requests in the latency phase go one at a time, so queueing
-never hides in a latency; the throughput phase queues everything first.
+never hides in a latency; the throughput phase queues everything first. Each compared
+phase takes one sample of its figures; ``bench.__main__`` repeats them in rounds, the
+handler's and the baseline's interleaved. The phases that use the fake's own levers
+(``seed_template``, ``seeded``) run on the fake only.
 """
 
 from __future__ import annotations
@@ -12,15 +15,15 @@ import json
 import os
 import random
 import resource
-import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 
 from bench import BenchError
-from bench.rig import HOLD, INSTANT, PRODUCTION_LIKE, REPO, Rig, Subject
-from bench.stats import Samples
+from bench.rig import PRODUCTION_LIKE, REPO, Proc, Rig, Subject
+from bench.stats import Samples, stratified
 
 #: What ``cloud-worker consume`` and the baseline import before they can work.
 IMPORTS = {
@@ -35,57 +38,63 @@ WARM_UP = 3
 #: previous request's bookkeeping (the handler's "replied" annotation PATCH comes after
 #: the reply). Queueing is what the throughput phase measures.
 PAUSE = (0.01, 0.02)
+#: The same on the real control plane, where the PATCH and the watch events that follow a
+#: reply take milliseconds, not tenths of one.
+CLUSTER_PAUSE = (0.2, 0.3)
 
 
-def cold_start(rig: Rig, subject: Subject, runs: int, warm: int = 1) -> dict:
-    """Start the subject with one instant request waiting, in --once mode; time each step."""
-    first, created, replied, exited = Samples(), Samples(), Samples(), Samples()
-    for attempt in range(warm + runs):  # the warm run fills the OS page cache; not counted
-        stage = rig.stage()
-        key, _ = rig.publish(stage, INSTANT)
-        proc = rig.spawn(subject, stage, once=True)
-        code = proc.wait_exit(60)
-        rig.replies.wait([key], 10)
-        if code != 0:
-            raise BenchError(f"{subject.name} --once exited {code}:\n{proc.log()[-2000:]}")
-        if attempt < warm:
-            continue
-        delivered = subject.first_delivery(proc.log())
-        if delivered is None:
-            raise BenchError(f"{subject.name} logged no first delivery:\n{proc.log()[-2000:]}")
-        first.add(delivered - proc.started_wall)
-        created.add(rig.times.created[key] - proc.started)
-        replied.add(rig.replies.arrived[key] - proc.started)
-        exited.add(proc.exited - proc.started)
-    return {
-        "first_delivery_s": statistics.median(first.values),
-        "job_created_s": statistics.median(created.values),
-        "reply_s": statistics.median(replied.values),
-        "once_exit_s": statistics.median(exited.values),
-        "runs": runs,
-    }
+def cold_start(rig: Rig, subject: Subject) -> dict:
+    """One start of the subject with one instant request waiting, in --once mode; the time of
+    each step from the process's start."""
+    stage = rig.stage(subject)
+    key, _ = rig.publish(stage, rig.world.instant)
+    proc = rig.spawn(subject, stage, once=True)
+    code = proc.wait_exit(120)
+    rig.replies.wait([key], 30)
+    if code != 0:
+        raise BenchError(f"{subject.name} --once exited {code}:\n{proc.log()[-2000:]}")
+    delivered = subject.first_delivery(proc.log())
+    if delivered is None:
+        raise BenchError(f"{subject.name} logged no first delivery:\n{proc.log()[-2000:]}")
+    return {"first_delivery_s": delivered - proc.started_wall, "job_created_s": rig.times.created[key] - proc.started,
+            "reply_s": rig.replies.arrived[key] - proc.started, "once_exit_s": proc.exited - proc.started}
 
 
-def latency(rig: Rig, subject: Subject, count: int, finish_window: float, warm: int = WARM_UP, seed: int = 7) -> dict:
-    """Serial requests for ``scenario/hold`` Jobs: publish → created; finish → reply.
+def latency(rig: Rig, subject: Subject, count: int, finish_window: float, warm: int = WARM_UP,
+            poll: float | None = None) -> dict:
+    """Serial requests for held Jobs: publish → created; finish → reply; and the subject's
+    CPU and API requests per request over them.
 
-    Each Job is finished after a random delay in [0, ``finish_window``): the baseline polls
-    once a second, so its window is a second, to sample every phase of its poll; the
-    handler has no period to sample and gets a short one.
+    Each Job is finished a while after it was created (on the cluster: after its pod
+    runs), the delays spread evenly over ``[0, finish_window)`` (``stats.stratified``):
+    the baseline polls once a second, so its window is a second, to sample every phase of
+    its poll; the handler has no period to sample and gets a short one. ``poll`` runs the
+    baseline with another poll period (its dispatch does not depend on it: a request
+    comes when it is idle).
     """
-    rng = random.Random(seed)
-    stage = rig.stage()
-    proc = rig.spawn(subject, stage, concurrency=1)
-    rig.wait_ready(subject, proc)
+    stage = rig.stage(subject)
+    mark = rig.world.mark()
+    proc = rig.spawn(subject, stage, concurrency=1, poll=poll)
+    rig.wait_ready(subject, proc, timeout=60)
     dispatch, reply, overhead = Samples(), Samples(), Samples()
+    timeout = 30 if rig.world.name == "fake" else 120
+    delays = [finish_window / 2] * warm + stratified(count, finish_window)
+    cpu_before, first = None, None
     try:
-        for i in range(warm + count):
-            key, published = rig.publish(stage, HOLD)
-            rig.times.wait(rig.times.created, [key], 30, "created")
-            time.sleep(rng.uniform(0, finish_window))
-            rig.fake.finish(stage.namespace, rig.times.names[key])
-            rig.replies.wait([key], 30)
-            time.sleep(rng.uniform(*PAUSE))
+        for i, delay in enumerate(delays):
+            if i == warm:
+                cpu_before = proc.cpu_seconds()
+            key, published = rig.publish(stage, rig.world.hold)
+            first = first if i != warm else published
+            rig.times.wait(rig.times.created, [key], timeout, "created")
+            if rig.world.name != "fake":  # a real pod is finished once it runs
+                rig.times.wait(rig.times.running, [key], timeout, "running")
+            time.sleep(delay)
+            rig.world.finish(stage.namespace, rig.times.names[key])
+            rig.replies.wait([key], timeout)
+            # On the cluster the bench's own watch may hear of the Job's end after the subject.
+            rig.times.wait(rig.times.finished, [key], timeout, "finished")
+            time.sleep(random.uniform(*_pause(rig)))
             if i < warm:
                 continue
             d = rig.times.created[key] - published
@@ -93,33 +102,34 @@ def latency(rig: Rig, subject: Subject, count: int, finish_window: float, warm: 
             dispatch.add(d)
             reply.add(r)
             overhead.add(d + r)
+        cpu, ended = proc.cpu_seconds() - (cpu_before or 0.0), time.monotonic()
     finally:
         proc.stop()
-    return {"dispatch": dispatch.summary_ms(), "reply": reply.summary_ms(), "overhead": overhead.summary_ms()}
+    requests = rig.world.requests_since(mark)
+    return {"dispatch": dispatch.summary_ms(), "reply": reply.summary_ms(), "overhead": overhead.summary_ms(),
+            "cpu_ms_per_request": cpu / count * 1000, "requests": requests, "jobs": warm + count,
+            "api_requests_per_job": requests["requests"]["total"] / (warm + count),
+            "requests_per_s": count / (ended - first) if first else None}
 
 
 def throughput(rig: Rig, subject: Subject, count: int, concurrency: int) -> dict:
     """``count`` instant requests queued first, then one idle-mode process drains them."""
-    stage = rig.stage()
-    keys = [rig.publish(stage, INSTANT)[0] for _ in range(count)]
-    rig.fake.reset_counts()
+    stage = rig.stage(subject)
+    keys = [rig.publish(stage, rig.world.instant)[0] for _ in range(count)]
+    mark = rig.world.mark()
     proc = rig.spawn(subject, stage, concurrency=concurrency)
+    watch_events = None
     try:
-        rig.wait_ready(subject, proc)
+        rig.wait_ready(subject, proc, timeout=60)
         cpu_before, bench_before = proc.cpu_seconds(), _own_cpu()
-        rig.replies.wait(keys, 60 + count * (1.5 if not subject.concurrent else 0.2))
-        _settle_requests(rig)  # the handler records each reply on its Job just after sending it
+        per_request = 1.5 if not subject.concurrent else 0.2 if rig.world.name == "fake" else 1.0
+        rig.replies.wait(keys, 60 + count * per_request)
+        rig.world.settle()  # the handler records each reply on its Job just after sending it
         cpu, bench_cpu = proc.cpu_seconds() - cpu_before, _own_cpu() - bench_before
-        counts = {
-            "create": rig.fake.request_count("POST", "jobs"),
-            "log": rig.fake.request_count("GET", "log"),
-            "watch": rig.fake.request_count("WATCH"),
-            "read/list": rig.fake.request_count("GET", "jobs") + rig.fake.request_count("GET", "pods")
-            - rig.fake.request_count("WATCH"),
-            "total": rig.fake.request_count(),
-        }
+        watch_events = handler_watch_events(proc)
     finally:
         proc.stop()
+    requests = rig.world.requests_since(mark)
     failed = [k for k in keys if rig.replies.bodies[k].get("data", rig.replies.bodies[k]).get("status") != "succeeded"]
     if failed:
         raise BenchError(f"{len(failed)} request(s) did not succeed, e.g. {rig.replies.bodies[failed[0]]}")
@@ -127,13 +137,16 @@ def throughput(rig: Rig, subject: Subject, count: int, concurrency: int) -> dict
     ended = max(rig.replies.arrived[k] for k in keys)
     return {
         "requests_per_s": count / (ended - began),
-        "api_requests_per_job": counts["total"] / count,
-        "api_requests": counts,
+        "api_requests_per_job": requests["requests"]["total"] / count,
+        "api_requests": requests,
+        # The handler's own count of the watch events it applied, for comparison with the API server's.
+        "handler_watch_events_per_job": watch_events / count if watch_events is not None else None,
         # CPU per request of the subject (start-up excluded), and of this process (the
         # fake API server and the client) for comparison: the machine has two cores.
         "cpu_ms_per_request": cpu / count * 1000,
         "bench_cpu_ms_per_request": bench_cpu / count * 1000,
         "count": count,
+        "jobs": count,
         "concurrency": concurrency,
     }
 
@@ -142,36 +155,71 @@ def footprint(rig: Rig, subject: Subject, inflight: int, settle: float, sample: 
     """Resident memory idle (after ``settle`` s) and, if it can, with ``inflight`` Jobs held:
     then ``sample`` of them finished one at a time while the rest stay in flight (the reply
     latency at that load), then the rest at once; CPU from the first request to the last
-    reply, per Job."""
-    stage = rig.stage()
+    reply, per Job, and the API requests of the whole run (start-up included)."""
+    stage = rig.stage(subject)
+    mark = rig.world.mark()
     proc = rig.spawn(subject, stage, concurrency=max(1, inflight) if subject.concurrent else 1)
-    busy, reply, cpu_ms = None, Samples(), None
+    busy, reply, cpu_ms, watch_events = None, Samples(), None, None
+    slow = 0.05 if rig.world.name == "fake" else 0.5  # seconds per Job the control plane may take
     try:
-        rig.wait_ready(subject, proc)
+        rig.wait_ready(subject, proc, timeout=60)
         time.sleep(settle)
         idle = proc.memory_mb()
         if subject.concurrent and inflight:
             cpu_before = proc.cpu_seconds()
-            keys = [rig.publish(stage, HOLD)[0] for _ in range(inflight)]
-            rig.times.wait(rig.times.running, keys, 60 + inflight * 0.05, "running")
+            keys = [rig.publish(stage, rig.world.hold)[0] for _ in range(inflight)]
+            rig.times.wait(rig.times.running, keys, 60 + inflight * slow, "running")
             time.sleep(settle)
             busy = proc.memory_mb()
             for key in keys[:sample]:
-                rig.fake.finish(stage.namespace, rig.times.names[key])
-                rig.replies.wait([key], 30)
+                rig.world.finish(stage.namespace, rig.times.names[key])
+                rig.replies.wait([key], 60)
+                rig.times.wait(rig.times.finished, [key], 60, "finished")
                 reply.add(rig.replies.arrived[key] - rig.times.finished[key])
-                time.sleep(random.uniform(*PAUSE))
+                time.sleep(random.uniform(*_pause(rig)))
             for key in keys[sample:]:
-                rig.fake.finish(stage.namespace, rig.times.names[key])
-            rig.replies.wait(keys, 60 + inflight * 0.05)
-            time.sleep(0.2)  # the last "replied" PATCHes come just after the replies
+                rig.world.finish(stage.namespace, rig.times.names[key])
+            rig.replies.wait(keys, 60 + inflight * slow)
+            rig.world.settle()  # the last "replied" PATCHes come just after the replies
             cpu_ms = (proc.cpu_seconds() - cpu_before) / inflight * 1000
             busy["peak_mb"] = proc.memory_mb()["peak_mb"]
             busy["threads"] = proc.threads()
+            events = handler_watch_events(proc)
+            watch_events = events / inflight if events is not None else None
     finally:
         proc.stop()
+    requests = rig.world.requests_since(mark)
     return {"idle": idle, "inflight": busy, "inflight_jobs": inflight if busy else 0,
-            "inflight_reply": reply.summary_ms() if reply.values else None, "inflight_cpu_ms_per_job": cpu_ms}
+            "inflight_reply": reply.summary_ms() if reply.values else None, "inflight_cpu_ms_per_job": cpu_ms,
+            "api_requests": requests if busy else None, "handler_watch_events_per_job": watch_events}
+
+
+def start_up(rig: Rig, subject: Subject, settle: float) -> dict:
+    """What one start costs the API server: the subject started in an empty namespace,
+    left idle for ``settle`` seconds, stopped; its API requests (its watches are counted
+    as they end)."""
+    stage = rig.stage(subject)
+    mark = rig.world.mark()
+    proc = rig.spawn(subject, stage)
+    try:
+        rig.wait_ready(subject, proc, timeout=60)
+        time.sleep(settle)
+    finally:
+        proc.stop()
+    return rig.world.requests_since(mark)
+
+
+def handler_watch_events(proc: Proc) -> float | None:
+    """``cloud_worker_watch_events_total`` from the handler's /metrics (None for another subject)."""
+    if proc.http_port is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{proc.http_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("cloud_worker_watch_events_total")]
+    return sum(values) if values else None
 
 
 def seed_template(rig: Rig) -> tuple[dict, dict]:
@@ -179,10 +227,10 @@ def seed_template(rig: Rig) -> tuple[dict, dict]:
     what a namespace fills with once finished Jobs are kept (a raised TTL)."""
     from bench.rig import HANDLER
 
-    stage = rig.stage()
+    stage = rig.stage(HANDLER)
     key = stage.next_key()
     rig.times.capture.add(key)
-    rig.publish(stage, INSTANT, key)
+    rig.publish(stage, rig.world.instant, key)
     proc = rig.spawn(HANDLER, stage, once=True)
     proc.wait_exit(60)
     rig.replies.wait([key], 10)
@@ -219,9 +267,9 @@ def seeded(rig: Rig, subject: Subject, template: tuple[dict, dict], count: int, 
     pods: a --once run with one instant request waiting (as ``cold_start``, which has
     warmed the OS page cache), then a long-running process's RSS after twice ``settle`` s
     (the handler lists the pods in the background: the figure is once that is done)."""
-    stage = rig.stage()
+    stage = rig.stage(subject)
     seed(rig, stage.namespace, template, count)
-    key, _ = rig.publish(stage, INSTANT)
+    key, _ = rig.publish(stage, rig.world.instant)
     proc = rig.spawn(subject, stage, once=True)
     if proc.wait_exit(120) != 0:
         raise BenchError(f"{subject.name} --once exited non-zero:\n{proc.log()[-2000:]}")
@@ -274,12 +322,8 @@ def _deep_size(obj, seen: set | None = None) -> int:
     return size
 
 
-def _settle_requests(rig: Rig, quiet: float = 0.2, limit: float = 3.0) -> None:
-    """Wait until the fake API server has served nothing new for ``quiet`` s (at most ``limit``)."""
-    deadline, last = time.monotonic() + limit, -1
-    while time.monotonic() < deadline and (now := rig.fake.request_count()) != last:
-        last = now
-        time.sleep(quiet)
+def _pause(rig: Rig) -> tuple[float, float]:
+    return PAUSE if rig.world.name == "fake" else CLUSTER_PAUSE
 
 
 def _own_cpu() -> float:
@@ -298,15 +342,11 @@ print(json.dumps({"seconds": took, "rss_mb": rss}))
 """
 
 
-def import_cost(subject: Subject, runs: int) -> dict:
-    """Median time (and resident memory after) to import what the subject needs, fresh each run."""
-    seconds, rss = [], []
-    for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *IMPORTS[subject.name]], cwd=REPO,
-                             env={**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-                                  "PYTHONPATH": str(PRODUCTION_LIKE)},
-                             capture_output=True, text=True, check=True, timeout=60)
-        probe = json.loads(out.stdout)
-        seconds.append(probe["seconds"])
-        rss.append(probe["rss_mb"])
-    return {"seconds": statistics.median(seconds), "rss_mb": statistics.median(rss), "modules": IMPORTS[subject.name]}
+def import_cost(subject: Subject) -> dict:
+    """Time (and resident memory after) to import what the subject needs, in a fresh interpreter."""
+    out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *IMPORTS[subject.name]], cwd=REPO,
+                         env={**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+                              "PYTHONPATH": str(PRODUCTION_LIKE)},
+                         capture_output=True, text=True, check=True, timeout=60)
+    probe = json.loads(out.stdout)
+    return {"seconds": probe["seconds"], "rss_mb": probe["rss_mb"]}

@@ -22,7 +22,7 @@ import threading
 import time
 
 from bench import BenchError
-from bench.rig import BASELINE, HOLD, Rig, Subject
+from bench.rig import BASELINE, FakeWorld, Rig, Subject
 from bench.stats import Samples
 
 READY = "primitives ready"
@@ -32,7 +32,7 @@ class _Primitives(Subject):
     def command(self, once: bool, concurrency: int) -> list[str]:
         return [sys.executable, "-m", "bench.primitives"]
 
-    def env(self, rig, stage, once):  # configured like the baseline
+    def env(self, rig, stage, once, http_port=None, poll=None):  # configured like the baseline
         return BASELINE.env(rig, stage, once)
 
     def ready(self, log: str) -> bool:
@@ -44,7 +44,7 @@ PRIMITIVES = _Primitives("primitives", concurrent=False)
 
 def measure(rig: Rig, count: int, warm: int = 3) -> dict:
     """``count`` requests through the bare primitives, after ``warm`` uncounted ones."""
-    stage = rig.stage()
+    stage = rig.stage(PRIMITIVES)
     proc = rig.spawn(PRIMITIVES, stage)
     rig.wait_ready(PRIMITIVES, proc)
     published: dict[str, float] = {}
@@ -54,7 +54,7 @@ def measure(rig: Rig, count: int, warm: int = 3) -> dict:
 
     try:
         for _ in range(count + warm):
-            key, published[key] = rig.publish(stage, HOLD)
+            key, published[key] = rig.publish(stage, rig.world.hold)
             rig.replies.wait([key], 30)
         deadline = time.monotonic() + 5  # it reports each request just after replying to it
         while len(reported()) < count + warm and time.monotonic() < deadline:
@@ -133,7 +133,7 @@ def main() -> None:
 def _reference_pod(http, server: str, namespace: str) -> str:
     """A held Job's pod, once running: the pod whose log each request reads."""
     body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "reference"}, "spec": {"template": {
-        "spec": {"restartPolicy": "Never", "containers": [{"name": "job", "image": HOLD}]}}}}
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "job", "image": FakeWorld.hold}]}}}}
     http.request("POST", f"{server}/apis/batch/v1/namespaces/{namespace}/jobs", body=json.dumps(body),
                  headers={"Content-Type": "application/json"})
     deadline = time.monotonic() + 10

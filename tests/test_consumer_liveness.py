@@ -24,7 +24,8 @@ def consumer_with(*busy_until: float) -> Consumer:
     settings = Settings.from_env({})
     consumer = Consumer(settings, RequestHandler(settings, StubBackend(None)), NoBroker(), Heartbeat())
     for n, until in enumerate(busy_until):
-        consumer._inflight[n] = _InFlight(Delivery(Message(b"{}"), n + 1, False, 1), busy_until=until)
+        item = _InFlight(Delivery(Message(b"{}"), n + 1, False, 1), busy_until=until)
+        consumer._inflight[id(item)] = item  # keyed as the consumer keys it
     return consumer
 
 
@@ -43,6 +44,14 @@ def test_the_heartbeat_is_stamped_while_every_worker_is_within_its_bound():
 def test_a_worker_stuck_past_its_bound_stops_the_heartbeat_so_healthz_fails():
     now = time.monotonic()
     assert not stamped(consumer_with(now + 600, now - STUCK_GRACE - 1))
+
+
+def test_the_heartbeat_comes_back_once_the_stuck_worker_is_done_before_the_next_look():
+    now = time.monotonic()
+    consumer = consumer_with(now - STUCK_GRACE - 1)
+    assert not stamped(consumer)
+    consumer._inflight.clear()  # the worker ends; the list of stuck ones is not made again until STUCK_CHECK
+    assert stamped(consumer)
 
 
 def test_a_deliverys_bound_covers_the_longest_job_its_log_upload_and_every_reply_attempt():

@@ -229,3 +229,31 @@ def test_a_delete_or_annotation_meant_for_one_job_leaves_a_namesake_alone(fakeku
     kube.delete_job("namesake", uid=created["metadata"]["uid"])
     assert kube.read_job("namesake")["metadata"].get("deletionTimestamp")  # held by the reply finalizer
     kube.close()
+
+
+def test_the_token_is_refreshed_at_most_every_few_seconds_and_the_loaders_newest_hook_is_kept():
+    from kubernetes import client
+
+    from handler.adapters import kube
+
+    calls = []
+    configuration = client.Configuration()
+
+    def loaders_hook(config, generation=0):  # as the loaders' do: sets the token, installs a new hook
+        calls.append(generation)
+        config.api_key["BearerToken"] = f"token-{generation}"
+        config.refresh_api_key_hook = lambda c: loaders_hook(c, generation + 1)
+
+    configuration.refresh_api_key_hook = loaders_hook
+    now = [100.0]
+    kube._ThrottledRefresh(configuration, 5.0, clock=lambda: now[0])
+    for _ in range(3):
+        configuration.get_api_key_with_prefix("BearerToken")
+    assert calls == [0] and configuration.api_key["BearerToken"] == "token-0"
+    now[0] += 4.9
+    configuration.get_api_key_with_prefix("BearerToken")
+    assert calls == [0]
+    now[0] += 0.1
+    configuration.get_api_key_with_prefix("BearerToken")
+    assert calls == [0, 1] and configuration.api_key["BearerToken"] == "token-1"
+    assert isinstance(configuration.refresh_api_key_hook, kube._ThrottledRefresh)

@@ -9,6 +9,7 @@ from handler.core.outcome import (
     finished_outcome,
     held_outcome,
     pod_is_running,
+    start_outcome,
     stuck_outcome,
     unschedulable_outcome,
     verdict_is_final,
@@ -210,3 +211,28 @@ def test_a_status_query_reports_an_unplaceable_job_once_its_grace_is_over():
     assert current_state(job(), pods, T0 + timedelta(seconds=10), grace=60, unschedulable_grace=30) == ("pending", None)
     status, outcome = current_state(job(), pods, T0 + timedelta(seconds=31), grace=60, unschedulable_grace=30)
     assert (status, outcome.reason) == ("failed", "Unschedulable")
+
+
+GRACES = {"pull_grace": 10, "start_grace": 60, "unschedulable_grace": 30}
+
+
+def test_a_stuck_pods_grace_is_the_moment_to_look_again_though_nothing_else_holds_the_job():
+    # The Job's follower waits until this moment unless the Job or its pods change, and an
+    # invalid image changes nothing more: had the stuck pod's moment been lost (the later
+    # checks, finding nothing, used to overwrite it), its failure would wait for the
+    # follower's safety net instead of coming at the grace's end.
+    pods = [pod(created=0, waiting={"reason": "InvalidImageName", "message": "bad"})]
+    early, recheck = start_outcome(job(), pods, [], T0 + timedelta(seconds=5), **GRACES)
+    assert early is None and recheck == T0 + timedelta(seconds=10)
+    late, recheck = start_outcome(job(), pods, [], T0 + timedelta(seconds=10), **GRACES)
+    assert (late.status, late.reason, recheck) == (Status.FAILED, "InvalidImageName", None)
+
+
+def test_of_the_graces_still_running_the_soonest_to_end_is_when_to_look_again():
+    pods = [unplaced_pod(since=5)]
+    assert start_outcome(job(), pods, [], T0 + timedelta(seconds=20), **GRACES) == (None, T0 + timedelta(seconds=35))
+    the_job = job()
+    the_job["metadata"]["uid"] = "u1"
+    assert start_outcome(the_job, [], [failed_create(1, 2)], T0 + timedelta(seconds=5), **GRACES) == (
+        None, T0 + timedelta(seconds=61))
+    assert start_outcome(job(), [pod(running={})], [], T0 + timedelta(hours=1), **GRACES) == (None, None)

@@ -114,6 +114,21 @@ def test_a_change_after_the_snapshot_ends_the_wait_at_once():
     assert tracker.snapshot("a").version != snap.version
 
 
+def test_a_stop_flag_set_and_woken_before_the_wait_began_still_ends_it():
+    # The lost wake-up the followers' long safety-net wait (MAX_WAIT) would otherwise turn
+    # into a stall: the flag is set and ``wake`` called between the follower's look at the
+    # flag and its wait. Were the flag not read under the tracker's lock, this would block
+    # for the hour (and the test's timeout would fail it).
+    tracker = JobTracker(ScriptedSource([], []), "x=y")
+    tracker._apply("jobs", {"type": "ADDED", "object": job("a", 3)})
+    snap = tracker.snapshot("a")
+    stop = threading.Event()
+    stop.set()
+    tracker.wake()
+    tracker.wait(3600, "a", snap.version, stop)
+    assert not tracker._waiters  # returned without waiting
+
+
 def test_a_wait_for_one_job_is_woken_by_its_pods_but_not_by_other_jobs():
     tracker = JobTracker(ScriptedSource([], []), "x=y")
     tracker._apply("jobs", {"type": "ADDED", "object": job("a", 3)})

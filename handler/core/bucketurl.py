@@ -14,6 +14,7 @@ message ever repeats them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -68,9 +69,18 @@ class BucketUrl:
 
 
 def parse_bucket_url(url: str) -> BucketUrl:
-    """Parse ``url`` or raise ``InvalidBucketUrl`` saying what is wrong with it."""
+    """Parse ``url`` or raise ``InvalidBucketUrl`` saying what is wrong with it.
+
+    Remembered (the result is immutable): a request's URLs are parsed when it is read, when
+    its Job is built and when its reply is, five times in all, each ~40 µs, three of them
+    on the path from the delivery to the Job's creation. A URL refused is parsed again."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidBucketUrl("bucket URL is empty")
+    return _parse_bucket_url(url)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_bucket_url(url: str) -> BucketUrl:
     if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
         raise InvalidBucketUrl("bucket URL must not contain whitespace or control characters")
     try:

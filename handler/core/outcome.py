@@ -288,6 +288,27 @@ def held_outcome(
     return Outcome(Status.FAILED, reason, message, completion_time=now), None
 
 
+def start_outcome(
+    job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]],
+    now: datetime, *, pull_grace: float, start_grace: float, unschedulable_grace: float
+) -> tuple[Outcome | None, datetime | None]:
+    """A Job that has not started and will not: its pod cannot start (``stuck_outcome``), the
+    cluster holds it back (``held_outcome``) or no node takes its pod
+    (``unschedulable_outcome``), each past its grace, in that order; otherwise None and the
+    soonest moment a grace still running ends (to re-check then: nothing else may change)."""
+    pods = list(pods)
+    stuck, stuck_until = stuck_outcome(job, pods, now, pull_grace)
+    if stuck is not None:
+        return stuck, None
+    held, held_until = held_outcome(job, pods, events, now, start_grace)
+    if held is not None:
+        return held, None
+    unplaced, unplaced_until = unschedulable_outcome(job, pods, now, unschedulable_grace)
+    if unplaced is not None:
+        return unplaced, None
+    return None, min(filter(None, (stuck_until, held_until, unplaced_until)), default=None)
+
+
 def pod_is_running(pods: Iterable[Mapping[str, Any]]) -> bool:
     """Any pod's container has started (for the ``started`` lifecycle event)."""
     return any(_container_state(p).keys() & {"running", "terminated"} for p in pods)

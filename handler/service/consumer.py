@@ -75,6 +75,8 @@ STARTUP_ATTEMPTS = 6
 CANCEL_THREADS = 2
 #: Seconds past its bound a worker may run before the loop takes it as stuck.
 STUCK_GRACE = 60.0
+#: How often the loop looks for stuck workers, in seconds.
+STUCK_CHECK = 1.0
 
 
 def reply_seconds(settings: Settings) -> float:
@@ -144,6 +146,8 @@ class Consumer:
         self._taken = 0
         self._last_work = time.monotonic()
         self._stuck_reported: set[int] = set()
+        self._stuck: list[_InFlight] = []
+        self._next_stuck_check = 0.0
         self.replies = Replies(broker.publish, self.metrics, on_dropped=self._count_dropped)
         self.sweep = Sweep(settings, handler, self.replies)
 
@@ -277,10 +281,16 @@ class Consumer:
 
     def _beat(self) -> None:
         """Stamp the heartbeat, unless a worker is stuck: then ``/healthz`` goes stale and
-        the pod is restarted (its deliveries go back to the queue, its Jobs are adopted)."""
+        the pod is restarted (its deliveries go back to the queue, its Jobs are adopted).
+        The workers are looked at once a second (``STUCK_CHECK``), not at every tick and
+        delivery: with a thousand in flight that scan was a thousand items ten times a second."""
         now = time.monotonic()
-        with self._lock:
-            stuck = [item for item in self._inflight.values() if now > item.busy_until + STUCK_GRACE]
+        if now >= self._next_stuck_check:
+            self._next_stuck_check = now + STUCK_CHECK
+            with self._lock:
+                self._stuck = [item for item in self._inflight.values() if now > item.busy_until + STUCK_GRACE]
+        # Not those done since the last look (``_inflight`` is keyed by the item's id).
+        stuck = [item for item in self._stuck if self._inflight.get(id(item)) is item]
         for item in stuck:
             if id(item) not in self._stuck_reported:
                 self._stuck_reported.add(id(item))

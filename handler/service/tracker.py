@@ -230,12 +230,15 @@ class JobTracker:
             return [job for job in self._objects["jobs"].values()
                     if (job["metadata"].get("annotations") or {}).get(annotation) == value]
 
-    def wait(self, timeout: float, job_name: str | None = None, since: int | None = None) -> None:
+    def wait(self, timeout: float, job_name: str | None = None, since: int | None = None,
+             stop: threading.Event | None = None) -> None:
         """Block until a change arrives (or ``wake``), at most ``timeout`` seconds.
 
         With ``job_name``, only a change to that Job or its pods ends the wait, and with
         ``since`` (a snapshot's ``version``) one that arrived after the snapshot ends it
-        at once, so no change is missed between looking and waiting.
+        at once, so no change is missed between looking and waiting. ``stop``, set before
+        ``wake`` is called, ends it at once too, even if both came before the wait began
+        (``wake`` leaves no trace for a waiter that comes after it).
         """
         if job_name is None:
             with self._cond:
@@ -244,7 +247,8 @@ class JobTracker:
             return
         event = threading.Event()
         with self._cond:
-            if self._stopping or (since is not None and self._changed.get(job_name, 0) != since):
+            if self._stopping or (since is not None and self._changed.get(job_name, 0) != since) or \
+                    (stop is not None and stop.is_set()):
                 return
             self._waiters.setdefault(job_name, set()).add(event)
         try:

@@ -53,11 +53,9 @@ from handler.core.outcome import (
     current_state,
     ended_pod,
     finished_outcome,
-    held_outcome,
     parse_time,
     pod_is_running,
-    stuck_outcome,
-    unschedulable_outcome,
+    start_outcome,
     utcnow,
     verdict,
     verdict_is_final,
@@ -77,9 +75,12 @@ POD_DETAIL_WAIT = 0.5
 #: a fail-fast exit code of another pod) waits for the pod's exit code, in seconds. The
 #: log is read at once, before the pods go; the wait only completes the exit code.
 TERMINATION_WAIT = 10.0
-#: Longest wait on the cache between looks at the stop flag, in seconds (a safety net:
-#: ``wake`` normally ends a wait at once).
-MAX_WAIT = 1.0
+#: Longest wait on the cache between two looks at a followed Job, in seconds: a safety net
+#: only. A change to the Job or its pods ends a wait at once, and so does ``wake`` (which
+#: whoever sets a request's stop flag calls); a pending grace or deadline shortens it. Each
+#: look costs ~0.1 ms, which at one a second was most of what a thousand Jobs in flight
+#: cost the handler on a real control plane, where Jobs last minutes, not milliseconds.
+MAX_WAIT = 15.0
 #: The Job events the tracker follows: only the refusals of a Job's pod.
 EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
 #: Attempts of a conditional PATCH of the finalizer whose list changed in between.
@@ -439,8 +440,8 @@ class KubernetesBackend:
                             early_logs[done.pod_name] = self._pod_log_tail(done.pod_name)
                             if not ended:
                                 read_before_exit.add(done.pod_name)
-                        self.tracker.wait(min(MAX_WAIT, POD_DETAIL_WAIT / 5 if final else MAX_WAIT), name,
-                                          snap.version)
+                        self.tracker.wait(POD_DETAIL_WAIT / 5 if final else min(MAX_WAIT, TERMINATION_WAIT - waited),
+                                          name, snap.version, stop)
                         continue
                     if done.pod_name in read_before_exit and done.exit_code is not None:
                         early_logs[done.pod_name] = self._pod_log_tail(done.pod_name) or early_logs[done.pod_name]
@@ -458,14 +459,9 @@ class KubernetesBackend:
                     return Outcome(Status.FAILED, "JobDeleted", f"job {name} was deleted before it finished",
                                    start_time=parse_time((snap.job.get("status") or {}).get("startTime")),
                                    completion_time=now)
-                stuck, recheck_at = stuck_outcome(snap.job, snap.pods, now, grace)
-                if stuck is None:
-                    stuck, recheck_at = held_outcome(snap.job, snap.pods, snap.events, now,
-                                                     self.settings.job_start_grace_seconds)
-                if stuck is None:
-                    stuck, unplaced_until = unschedulable_outcome(snap.job, snap.pods, now,
-                                                                  self.settings.unschedulable_grace_seconds)
-                    recheck_at = min(filter(None, (recheck_at, unplaced_until)), default=None)
+                stuck, recheck_at = start_outcome(snap.job, snap.pods, snap.events, now, pull_grace=grace,
+                                                  start_grace=self.settings.job_start_grace_seconds,
+                                                  unschedulable_grace=self.settings.unschedulable_grace_seconds)
                 if stuck is not None:
                     self._delete(name)
                     return stuck
@@ -484,7 +480,7 @@ class KubernetesBackend:
                 timeout = min(timeout, (recheck_at - now).total_seconds())
             # Woken only by this Job's changes (or ``wake``), and at once by one that came
             # after the snapshot above; not by every event of every Job in flight.
-            self.tracker.wait(timeout, name, snap.version)
+            self.tracker.wait(timeout, name, snap.version, stop)
 
     def _with_pod_detail(self, request: WorkRequest, job: dict, done: Outcome) -> Outcome:
         """The pods' final status has not reached the cache (its watch lags, e.g. while an
