@@ -190,18 +190,10 @@ class ClusterWorld:
 
     def close(self) -> None:
         self._stopping.set()
-        from tests.support.kubeapi import ApiError, KubeApi
+        from tests.support.kubeapi import ApiError
 
         for namespace in self._namespaces:
-            try:  # our finalizers first: a Job still held would keep the namespace terminating
-                for job in self.admin.list_items(KubeApi.jobs(namespace)):
-                    if job["metadata"].get("finalizers"):
-                        self.admin.merge_patch(KubeApi.jobs(namespace, job["metadata"]["name"]),
-                                               {"metadata": {"finalizers": None}})
-                self.admin.delete(f"/api/v1/namespaces/{namespace}")
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
+            self.admin.delete_namespace(namespace)
         base = "/apis/flowcontrol.apiserver.k8s.io/v1"
         for path in (*(f"{base}/flowschemas/{self._flow(verb)}" for verb in (*FLOW_VERBS, "*")),
                      f"{base}/prioritylevelconfigurations/{self.flow_schema}"):

@@ -50,7 +50,9 @@ unserved() {
     rm -rf "$dir"
 }
 
-# The modules of a `go mod download -json` stream that came back with an error.
+# The modules of a JSON stream from `go mod download -json` or `go list -m -e -json` that came
+# back with an error (`Error` a string in the first, an object with `Err` in the second); text
+# that is not JSON (go's own complaint) is passed on as it is.
 errors_of() {
     python3 -c '
 import json, sys
@@ -61,9 +63,12 @@ while True:
         at += 1
     if at >= len(text):
         break
+    if text[at] != "{":
+        print(text[at:].strip()); break
     obj, at = decoder.raw_decode(text, at)
-    if obj.get("Error"):
-        print(obj["Path"] + "@" + obj.get("Version", "?") + ": " + obj["Error"])
+    error = obj.get("Error")
+    if error:
+        print(obj["Path"] + "@" + obj.get("Version", "?") + ": " + (error.get("Err", str(error)) if isinstance(error, dict) else error))
 '
 }
 
@@ -227,21 +232,7 @@ keda() {
     chmod -R u+w "$src"
     # Pre-flight of the graph: go.mod files only, errors named, before any module's zip is fetched.
     local missing count
-    missing="$(cd "$src" && go list -m -e -json all 2>&1 | python3 -c '
-import json, sys
-text = sys.stdin.read()
-decoder, at = json.JSONDecoder(), 0
-while True:
-    while at < len(text) and text[at].isspace():
-        at += 1
-    if at >= len(text):
-        break
-    if text[at] != "{":
-        print(text[at:].strip()); break
-    obj, at = decoder.raw_decode(text, at)
-    if obj.get("Error"):
-        print(obj["Path"] + "@" + obj.get("Version", "?") + ": " + obj["Error"].get("Err", str(obj["Error"])))
-')"
+    missing="$(cd "$src" && go list -m -e -json all 2>&1 | errors_of)"
     if [[ -n "$missing" ]]; then
         say "keda $v: the Go module proxy ($(go env GOPROXY)) does not serve these modules of its graph:"
         echo "$missing" | sed 's/^/  /' >&2

@@ -57,16 +57,7 @@ def create_namespace(cluster: Cluster, name: str, enforce: str = "restricted") -
 
 
 def delete_namespace(cluster: Cluster, name: str) -> None:
-    """Release our finalizers first: a Job still held would keep the namespace terminating."""
-    try:
-        for job in cluster.admin.list_items(KubeApi.jobs(name)):
-            if job["metadata"].get("finalizers"):
-                cluster.admin.merge_patch(KubeApi.jobs(name, job["metadata"]["name"]),
-                                          {"metadata": {"finalizers": None}})
-        cluster.admin.delete(f"/api/v1/namespaces/{name}")
-    except ApiError as exc:
-        if exc.status != 404:
-            raise
+    cluster.admin.delete_namespace(name)
 
 
 @pytest.fixture
