@@ -230,18 +230,10 @@ class ClusterWorld:
         return f"{self.flow_schema}-{'other' if verb == '*' else verb}"
 
     def _create_namespace(self, name: str, restricted: bool) -> None:
-        labels = {"pod-security.kubernetes.io/enforce": "restricted",
-                  "pod-security.kubernetes.io/enforce-version": "latest"} if restricted else {}
-        self.admin.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                               "metadata": {"name": name, "labels": labels}})
-        deadline = time.monotonic() + 90  # pods need the default ServiceAccount the controller-manager makes
-        while time.monotonic() < deadline:
-            try:
-                self.admin.get(f"/api/v1/namespaces/{name}/serviceaccounts/default")
-                return
-            except AssertionError:
-                time.sleep(0.1)
-        raise BenchError(f"no default ServiceAccount in {name} after 90 s")
+        try:
+            self.admin.create_namespace(name, "restricted" if restricted else None)
+        except AssertionError as exc:  # the API server's refusal, or no default ServiceAccount in time
+            raise BenchError(str(exc)) from exc
 
     def _deploy_chart(self, namespace: str) -> tuple[str, dict[str, str]]:
         """The chart rendered and applied as an operator would; its ServiceAccount and settings."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import yaml
 
 from tests.support.cluster import Cluster
 from tests.support.handlers import HandlerFactory
-from tests.support.kubeapi import ApiError, KubeApi
+from tests.support.kubeapi import KubeApi
 from tests.support.requester import Requester
 from tests.support.validate import helm_binary
 
@@ -40,20 +39,7 @@ MANAGED = "app.kubernetes.io/managed-by=mstc-cloud-worker"
 
 
 def create_namespace(cluster: Cluster, name: str, enforce: str = "restricted") -> None:
-    cluster.admin.post("/api/v1/namespaces", {
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": enforce,
-                                              "pod-security.kubernetes.io/enforce-version": "latest"}},
-    })
-    # Pods need the namespace's default ServiceAccount, which the controller-manager creates.
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            cluster.admin.get(f"/api/v1/namespaces/{name}/serviceaccounts/default")
-            return
-        except ApiError:
-            time.sleep(0.1)
-    raise AssertionError(f"no default ServiceAccount in {name} after 90 s")
+    cluster.admin.create_namespace(name, enforce)
 
 
 def delete_namespace(cluster: Cluster, name: str) -> None:
@@ -188,24 +174,8 @@ class Recorder:
             thread.start()
 
     def _follow(self, path: str, seen: dict[str, str]) -> None:
-        version = ""
-        while not self._stop.is_set():
-            try:
-                if not version:
-                    listed = self.api.get(path)
-                    for item in listed["items"]:
-                        seen[item["metadata"]["uid"]] = item["metadata"]["name"]
-                    version = listed["metadata"]["resourceVersion"]
-                for event in self.api.watch(path, timeout=5, resourceVersion=version, allowWatchBookmarks="true"):
-                    if event["type"] == "ERROR":
-                        version = ""
-                        break
-                    version = event["object"]["metadata"]["resourceVersion"]
-                    if event["type"] != "BOOKMARK":
-                        seen[event["object"]["metadata"]["uid"]] = event["object"]["metadata"]["name"]
-            except Exception:  # noqa: BLE001 - the API server may be down on purpose; look again
-                version = ""
-                time.sleep(0.5)
+        for _, item in self.api.follow(path, self._stop):
+            seen[item["metadata"]["uid"]] = item["metadata"]["name"]
 
     def stop(self) -> None:
         self._stop.set()

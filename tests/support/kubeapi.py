@@ -10,7 +10,9 @@ and the server (no client library's retries, no model classes) can hide a differ
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,32 @@ class KubeApi:
                 if line:
                     yield json.loads(line)
 
+    def follow(self, path: str, stop: threading.Event,
+               on_error: Callable[[Exception], None] = lambda exc: None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every object under ``path`` as ``("LISTED", object)``, then each change as ``(type,
+        object)`` (bookmarks left out), until ``stop`` is set. A watch that ends resumes from the
+        last version seen; an ERROR event (410) or a failure (``on_error`` is told: the API
+        server may be down on purpose) lists again."""
+        version = ""
+        while not stop.is_set():
+            try:
+                if not version:
+                    listed = self.get(path)
+                    for item in listed["items"]:
+                        yield "LISTED", item
+                    version = listed["metadata"]["resourceVersion"]
+                for event in self.watch(path, timeout=5, resourceVersion=version, allowWatchBookmarks="true"):
+                    if event["type"] == "ERROR":
+                        version = ""
+                        break
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    if event["type"] != "BOOKMARK":
+                        yield event["type"], event["object"]
+            except Exception as exc:  # noqa: BLE001 - a dropped watch, a server down: list again
+                on_error(exc)
+                version = ""
+                time.sleep(0.5)
+
     # -- paths -------------------------------------------------------------------------------
 
     @staticmethod
@@ -125,6 +153,22 @@ class KubeApi:
 
     def list_items(self, path: str, **params: Any) -> list[dict[str, Any]]:
         return list(self.get(path, **params)["items"])
+
+    def create_namespace(self, name: str, enforce: str | None = "restricted") -> None:
+        """Create a namespace (Pod Security ``enforce`` at that level, or none) and wait until
+        it has the default ServiceAccount pods need, which the controller-manager creates."""
+        labels = {"pod-security.kubernetes.io/enforce": enforce,
+                  "pod-security.kubernetes.io/enforce-version": "latest"} if enforce else {}
+        self.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": name, "labels": labels}})
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                self.get(f"/api/v1/namespaces/{name}/serviceaccounts/default")
+                return
+            except ApiError:
+                time.sleep(0.1)
+        raise AssertionError(f"no default ServiceAccount in {name} after 90 s")
 
     def delete_namespace(self, name: str) -> None:
         """Delete a namespace, releasing its Jobs' finalizers first (a Job still held would

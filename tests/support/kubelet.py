@@ -146,27 +146,17 @@ class HandlerKubelet:
                 self._run(pod)
 
     def _follow(self) -> None:
-        path, version = KubeApi.pods(self.namespace), ""
-        while not self._stop.is_set():
+        def lost(_exc: Exception) -> None:
+            log.exception("the tests' kubelet lost its watch of %s; listing again", self.namespace)
+
+        for kind, pod in self.admin.follow(KubeApi.pods(self.namespace), self._stop, on_error=lost):
             try:
-                if not version:
-                    listed = self.admin.get(path)
-                    for pod in listed["items"]:
-                        self._handle(pod)
-                    version = listed["metadata"]["resourceVersion"]
-                for event in self.admin.watch(path, timeout=5, resourceVersion=version, allowWatchBookmarks="true"):
-                    if event["type"] == "ERROR":
-                        version = ""
-                        break
-                    version = event["object"]["metadata"]["resourceVersion"]
-                    if event["type"] == "DELETED":
-                        self._terminate(event["object"]["metadata"]["name"])
-                    elif event["type"] != "BOOKMARK":
-                        self._handle(event["object"])
-            except Exception:  # noqa: BLE001 - a dropped watch: list again
-                log.exception("the tests' kubelet lost its watch of %s; listing again", self.namespace)
-                version = ""
-                time.sleep(0.5)
+                if kind == "DELETED":
+                    self._terminate(pod["metadata"]["name"])
+                else:
+                    self._handle(pod)
+            except Exception:  # noqa: BLE001 - one pod's trouble never stops the kubelet
+                log.exception("the tests' kubelet could not handle pod %s", pod["metadata"]["name"])
 
     def stop(self) -> None:
         self._stop.set()
